@@ -1,0 +1,39 @@
+/*
+ * Shared pieces of the command line: loading the configuration with every problem printed,
+ * and usage errors in one format.
+ */
+#include "proxy/cli.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+struct config *cli_load_config(const char *path)
+{
+    struct cfg_problems problems = {0};
+    struct config *cfg = config_load(path, &problems);
+
+    if (cfg == NULL) {
+        for (size_t i = 0; i < problems.n; i++)
+            fprintf(stderr, "cutover: config: %s\n", problems.lines[i]);
+        cfg_problems_free(&problems);
+    }
+    return cfg;
+}
+
+void cli_setup_logging(const struct config *cfg)
+{
+    log_set_level(cfg->log_level);
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+
+    fprintf(stderr, "cutover %s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n(see `cutover %s --help`)\n", cmd);
+    return EXIT_USAGE;
+}

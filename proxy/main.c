@@ -1,0 +1,49 @@
+/*
+ * main: `cutover <command> [options]`. Commands are dispatched from one table, which is
+ * also what `cutover --help` prints; a command is listed only once it works.
+ */
+#include "proxy/cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+const struct cli_command cli_commands[] = {
+    {"config", "config check FILE: validate a configuration, list every problem", cmd_config},
+    {"migrate-db", "create or upgrade the schema `cutover` in PostgreSQL (idempotent)",
+     cmd_migrate_db},
+    {NULL, NULL, NULL},
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: cutover <command> [--config FILE] [options]\n\n"
+                 "Moves an application's documents from a legacy store to Amazon S3 while it\n"
+                 "keeps serving. Commands:\n\n");
+    for (const struct cli_command *c = cli_commands; c->name; c++)
+        fprintf(out, "  %-12s %s\n", c->name, c->summary);
+    fprintf(out, "\n`cutover <command> --help` tells more. Exit status: 0 success, 1 the work\n"
+                 "failed, 2 bad usage or configuration.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(argv[1], "--version") == 0) {
+        printf("cutover 0.1.0\n");
+        return 0;
+    }
+    for (const struct cli_command *c = cli_commands; c->name; c++)
+        if (strcmp(argv[1], c->name) == 0)
+            return c->run(argc - 1, argv + 1);
+    fprintf(stderr, "cutover: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return EXIT_USAGE;
+}
