@@ -1,0 +1,14 @@
+# S3 client tests. Unit tests (label unit) need no servers; the s3 ones use the services
+# fixture's s3rver; fixtures that stand in for S3, STS and the container credentials
+# endpoint run inside the test with libmicrohttpd.
+# The S3 sources are compiled into one small library here so these tests do not depend on
+# the rest of storage/.
+set(S3_SRC ${CMAKE_SOURCE_DIR}/storage)
+add_library(cutover_s3_under_test STATIC
+  ${S3_SRC}/sigv4.c
+)
+target_link_libraries(cutover_s3_under_test PUBLIC cutover_core PkgConfig::SSL PkgConfig::CURL
+  PkgConfig::JANSSON Threads::Threads)
+
+cutover_test(NAME s3_sigv4_vectors SOURCES s3/test_sigv4_vectors.c
+  LIBS cutover_s3_under_test LABELS unit TIMEOUT 60)
