@@ -48,10 +48,10 @@ struct cfg_route {
     char *path;   /* the template as written */
     struct cfg_segment *segments;
     size_t nsegments;
-    char *file_field;          /* upload: multipart part holding the document; NULL = whole body */
-    struct cfg_source key;     /* upload, delete: the document's storage key */
-    struct cfg_source url;     /* signed_url: where the URL is in the answer */
-    struct cfg_source sticky;  /* signed_url: the rollout's sticky value (SRC_NONE: none) */
+    char *file_field;         /* upload: multipart part holding the document; NULL = whole body */
+    struct cfg_source key;    /* upload, delete: the document's storage key */
+    struct cfg_source url;    /* signed_url: where the URL is in the answer */
+    struct cfg_source sticky; /* signed_url: the rollout's sticky value (SRC_NONE: none) */
     struct cfg_var *vars;
     size_t nvars;
     char *s3_key; /* template of the S3 object key; default "{key}" */
@@ -64,15 +64,15 @@ struct cfg_s3 {
     char *region;
     char *bucket;
     bool path_style;
-    int presign_expires;           /* seconds, 1..604800 */
+    int presign_expires; /* seconds, 1..604800 */
     enum sse_mode sse;
     char *kms_key_id;
-    uint64_t multipart_threshold;  /* bytes; default 64 MiB */
-    uint64_t part_size;            /* bytes; default 16 MiB, >= 5 MiB */
-    int max_attempts;              /* retries: attempts per call, default 5 */
-    int retry_base_ms;             /* first backoff ceiling, default 100 */
-    int retry_max_total_ms;        /* total time across attempts, default 30000 */
-    int timeout_s;                 /* per request, default 300 */
+    uint64_t multipart_threshold; /* bytes; default 64 MiB */
+    uint64_t part_size;           /* bytes; default 16 MiB, >= 5 MiB */
+    int max_attempts;             /* retries: attempts per call, default 5 */
+    int retry_base_ms;            /* first backoff ceiling, default 100 */
+    int retry_max_total_ms;       /* total time across attempts, default 30000 */
+    int timeout_s;                /* per request, default 300 */
     /* credentials from the file or env:; NULL means the chain (env vars, web identity,
      * container endpoint) is used */
     char *access_key_id;
@@ -104,24 +104,24 @@ struct cfg_backfill {
 };
 
 struct cfg_limits {
-    size_t max_header_bytes;   /* request line + headers; default 16384 → 431 */
-    size_t max_headers;        /* count; default 100 → 431 */
-    uint64_t max_body_bytes;   /* default 1 GiB... → 413 */
-    int header_timeout_s;      /* whole header must arrive within; default 30 */
-    int idle_timeout_s;        /* keep-alive idle; default 60 */
+    size_t max_header_bytes;        /* request line + headers; default 16384 → 431 */
+    size_t max_headers;             /* count; default 100 → 431 */
+    uint64_t max_body_bytes;        /* default 1 GiB... → 413 */
+    int header_timeout_s;           /* whole header must arrive within; default 30 */
+    int idle_timeout_s;             /* keep-alive idle; default 60 */
     int upstream_connect_timeout_s; /* default 5 → 502 */
-    int upstream_timeout_s;    /* first byte of the answer; default 60 → 504 */
-    int shutdown_grace_s;      /* default 25 */
-    size_t max_connections;    /* default 10000 */
-    size_t max_json_answer;    /* bytes of an app answer held for rewriting; default 1 MiB */
-    char **methods;            /* allow-list, upper case */
+    int upstream_timeout_s;         /* first byte of the answer; default 60 → 504 */
+    int shutdown_grace_s;           /* default 25 */
+    size_t max_connections;         /* default 10000 */
+    size_t max_json_answer;         /* bytes of an app answer held for rewriting; default 1 MiB */
+    char **methods;                 /* allow-list, upper case */
     size_t nmethods;
 };
 
 struct cfg_workers {
-    int mirror;           /* mirror worker threads; default 4 */
-    int lease_s;          /* queue lease; default 300 */
-    int max_attempts;     /* per document before `failed`; default 10 */
+    int mirror;       /* mirror worker threads; default 4 */
+    int lease_s;      /* queue lease; default 300 */
+    int max_attempts; /* per document before `failed`; default 10 */
 };
 
 struct config {
@@ -165,6 +165,14 @@ struct config *config_parse(const char *text, const char *origin,
                             struct cfg_problems *problems) CUT_MUST_USE;
 void config_free(struct config *cfg);
 void cfg_problems_free(struct cfg_problems *p);
+/* Appends "path: reason" to p. */
+void cfg_problem_add(struct cfg_problems *p, const char *path, const char *fmt, ...)
+    CUT_PRINTF(3, 4);
+
+/* A check that parts above core add to every load (the flag rules live in flags/): it runs
+ * on the parsed struct before the load decides, so its problems are listed with the others. */
+typedef void (*cfg_check_fn)(const struct config *cfg, struct cfg_problems *p);
+void config_set_extra_check(cfg_check_fn fn);
 
 /* Prints the configuration reference (every key, type, default, meaning) as Markdown. */
 void config_print_reference(FILE *out);

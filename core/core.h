@@ -17,12 +17,12 @@
 
 enum cut_code {
     CUT_OK = 0,
-    CUT_EINVAL,  /* bad input: configuration, arguments, a peer's malformed data */
-    CUT_EIO,     /* local file or socket trouble */
-    CUT_EDB,     /* PostgreSQL */
-    CUT_EHTTP,   /* an HTTP peer (upstream, legacy store) */
-    CUT_ES3,     /* S3 answered with an error */
-    CUT_ELIMIT,  /* a ceiling was hit */
+    CUT_EINVAL, /* bad input: configuration, arguments, a peer's malformed data */
+    CUT_EIO,    /* local file or socket trouble */
+    CUT_EDB,    /* PostgreSQL */
+    CUT_EHTTP,  /* an HTTP peer (upstream, legacy store) */
+    CUT_ES3,    /* S3 answered with an error */
+    CUT_ELIMIT, /* a ceiling was hit */
     CUT_ENOTFOUND,
     CUT_ECONFLICT,
 };
@@ -36,7 +36,13 @@ typedef struct cut_err {
     char msg[512];
 } cut_err;
 
-#define CUT_ERR_INIT {0, {0}, {0}}
+#define CUT_ERR_INIT                                                                               \
+    {                                                                                              \
+        0, {0},                                                                                    \
+        {                                                                                          \
+            0                                                                                      \
+        }                                                                                          \
+    }
 
 void err_set(cut_err *e, int code, const char *where, const char *fmt, ...) CUT_PRINTF(4, 5);
 void err_clear(cut_err *e);
@@ -50,7 +56,7 @@ static inline bool err_isset(const cut_err *e)
 void *xmalloc(size_t n);
 void *xcalloc(size_t n, size_t size);
 void *xrealloc(void *p, size_t n);
-char *xstrdup(const char *s);           /* NULL in, NULL out */
+char *xstrdup(const char *s); /* NULL in, NULL out */
 char *xstrndup(const char *s, size_t n);
 char *xasprintf(const char *fmt, ...) CUT_PRINTF(1, 2); /* returns a new string, free() */
 

@@ -31,7 +31,7 @@ enum log_level log_get_level(void)
 
 bool log_enabled(enum log_level lvl)
 {
-    return lvl >= g_level && g_level != LOG_OFF;
+    return (int)lvl >= g_level && g_level != LOG_OFF;
 }
 
 int log_level_parse(const char *s)

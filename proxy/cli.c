@@ -4,6 +4,8 @@
  */
 #include "proxy/cli.h"
 
+#include "flags/flags.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,8 +13,10 @@
 struct config *cli_load_config(const char *path)
 {
     struct cfg_problems problems = {0};
-    struct config *cfg = config_load(path, &problems);
+    struct config *cfg;
 
+    config_set_extra_check(flags_check_config);
+    cfg = config_load(path, &problems);
     if (cfg == NULL) {
         for (size_t i = 0; i < problems.n; i++)
             fprintf(stderr, "cutover: config: %s\n", problems.lines[i]);

@@ -22,7 +22,6 @@
 #include <time.h>
 #include <unistd.h>
 
-
 static void die(const char *fmt, ...)
 {
     va_list ap;

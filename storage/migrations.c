@@ -1,0 +1,88 @@
+/*
+ * The schema `cutover`, as numbered migrations. A migration is never edited once released:
+ * changes come as a new number. Each runs inside the transaction that records it.
+ *
+ * documents: one row per document, keyed by the legacy storage key, carrying the state
+ * machine of DESIGN.md (pending → copied → verified → active, plus mismatch, failed, deleted)
+ * with the time of every transition, and the queue columns (lease, attempts, next attempt)
+ * that let any number of sidecars and backfill jobs share the work with
+ * FOR UPDATE SKIP LOCKED.
+ */
+#include "storage/pgstore.h"
+
+const struct pg_migration pg_migrations[] = {
+    {1, "documents, transitions, flags, audit, backfill runs",
+     "CREATE TABLE cutover.documents (\n"
+     "  storage_key     text PRIMARY KEY,\n"
+     "  s3_key          text NOT NULL,\n"
+     "  state           text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending','copied',\n"
+     "                  'verified','active','mismatch','failed','deleted')),\n"
+     "  origin          text NOT NULL DEFAULT 'upload' CHECK (origin IN ('upload','backfill')),\n"
+     "  vars            jsonb NOT NULL DEFAULT '{}',\n"
+     "  spool_path      text,\n"
+     "  size            bigint,\n"
+     "  md5             text,\n"
+     "  sha256          text,\n"
+     "  s3_etag         text,\n"
+     "  s3_sha256       text,\n"
+     "  legacy_sha256   text,\n"
+     "  attempts        integer NOT NULL DEFAULT 0,\n"
+     "  last_error      text,\n"
+     "  lease_owner     text,\n"
+     "  lease_expires   timestamptz,\n"
+     "  next_attempt_at timestamptz NOT NULL DEFAULT now(),\n"
+     "  created_at      timestamptz NOT NULL DEFAULT now(),\n"
+     "  updated_at      timestamptz NOT NULL DEFAULT now(),\n"
+     "  copied_at       timestamptz,\n"
+     "  verified_at     timestamptz,\n"
+     "  activated_at    timestamptz,\n"
+     "  mismatch_at     timestamptz,\n"
+     "  failed_at       timestamptz,\n"
+     "  deleted_at      timestamptz\n"
+     ");\n"
+     "CREATE INDEX documents_state ON cutover.documents (state);\n"
+     "CREATE INDEX documents_queue ON cutover.documents (next_attempt_at)\n"
+     "  WHERE state IN ('pending','mismatch');\n"
+     "CREATE TABLE cutover.transitions (\n"
+     "  id          bigserial PRIMARY KEY,\n"
+     "  storage_key text NOT NULL,\n"
+     "  from_state  text,\n"
+     "  to_state    text NOT NULL,\n"
+     "  at          timestamptz NOT NULL DEFAULT now(),\n"
+     "  detail      text\n"
+     ");\n"
+     "CREATE INDEX transitions_key ON cutover.transitions (storage_key, at);\n"
+     "CREATE TABLE cutover.flags (\n"
+     "  name       text PRIMARY KEY,\n"
+     "  value      jsonb NOT NULL,\n"
+     "  updated_at timestamptz NOT NULL DEFAULT now(),\n"
+     "  updated_by text NOT NULL DEFAULT 'config'\n"
+     ");\n"
+     "CREATE TABLE cutover.audit (\n"
+     "  id     bigserial PRIMARY KEY,\n"
+     "  at     timestamptz NOT NULL DEFAULT now(),\n"
+     "  actor  text NOT NULL,\n"
+     "  action text NOT NULL,\n"
+     "  flag   text,\n"
+     "  old    jsonb,\n"
+     "  new    jsonb,\n"
+     "  reason text\n"
+     ");\n"
+     "CREATE FUNCTION cutover.notify_flags() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+     "BEGIN PERFORM pg_notify('cutover_flags', NEW.name); RETURN NEW; END $$;\n"
+     "CREATE TRIGGER flags_notify AFTER INSERT OR UPDATE ON cutover.flags\n"
+     "  FOR EACH ROW EXECUTE FUNCTION cutover.notify_flags();\n"
+     "CREATE TABLE cutover.backfill_runs (\n"
+     "  id          bigserial PRIMARY KEY,\n"
+     "  state       text NOT NULL DEFAULT 'running' CHECK (state IN ('running','paused',\n"
+     "              'done','failed')),\n"
+     "  started_at  timestamptz NOT NULL DEFAULT now(),\n"
+     "  updated_at  timestamptz NOT NULL DEFAULT now(),\n"
+     "  finished_at timestamptz,\n"
+     "  total       bigint,\n"
+     "  enqueued    bigint NOT NULL DEFAULT 0,\n"
+     "  last_error  text\n"
+     ");\n"},
+};
+
+const size_t pg_nmigrations = sizeof(pg_migrations) / sizeof(pg_migrations[0]);
