@@ -46,13 +46,13 @@ bool test_wait_http(const char *url, int timeout_ms);
  * "Name: value" lines. body may be NULL. Fills the answer; free with test_http_free(). */
 struct test_http {
     long status;
-    char *body;        /* NUL-terminated */
+    char *body; /* NUL-terminated */
     size_t body_len;
-    char *headers;     /* the raw header block of the final answer */
-    char errbuf[256];  /* curl's message when status == 0 */
+    char *headers;    /* the raw header block of the final answer */
+    char errbuf[256]; /* curl's message when status == 0 */
 };
-int test_http(const char *method, const char *url, const char *const headers[],
-              const void *body, size_t body_len, struct test_http *out);
+int test_http(const char *method, const char *url, const char *const headers[], const void *body,
+              size_t body_len, struct test_http *out);
 void test_http_free(struct test_http *r);
 /* Value of header name in r->headers (case-insensitive), new string or NULL. */
 char *test_http_header(const struct test_http *r, const char *name);
