@@ -7,6 +7,8 @@
  * S3_REGION, S3_BUCKET, S3_ACCESS_KEY, S3_SECRET_KEY, APP_URL (a shared example app),
  * LEGACY_URL (same as APP_URL: the app serves its legacy store), SERVICES_DIR.
  * Other environment for tests: CUTOVER_BIN (the built binary), CUTOVER_SOURCE_DIR.
+ * Unit-test files include "tests/unit.h" (cmocka plus the headers it needs first) rather than
+ * <cmocka.h>: clang-format's include sorting would otherwise break cmocka's prerequisites.
  */
 #ifndef CUTOVER_TESTLIB_H
 #define CUTOVER_TESTLIB_H

@@ -1,0 +1,4 @@
+cutover_test(NAME test_migrate SOURCES storage/test_migrate.c
+  LIBS cutover_storage cutover_core LABELS pg SERVICES)
+cutover_test(NAME test_services SOURCES storage/test_services.c
+  LIBS cutover_core PkgConfig::PQ LABELS "pg;s3" SERVICES)
