@@ -37,6 +37,7 @@ const MAX_SEED_COUNT = 1000000;
 const MAX_SEED_SIZE = 64 * 1024 * 1024;
 const MAX_EXPIRES_IN = 7 * 24 * 3600;
 const DEFAULT_EXPIRES_IN = 3600;
+const MAX_DRAIN = 1024 * 1024 * 1024; /* body bytes read and dropped after an error answer */
 const ALTER_TRAILER = Buffer.from('\n%% optimised by delivery %%\n');
 
 /* ---------- options ---------- */
@@ -455,20 +456,24 @@ function readBody(req, onChunk) {
             req.off('end', onEnd);
             reject(e);
         };
+        /* 'end' may come while the last chunk is still being handled (pausing does not hold
+         * it back), so every chunk's work is chained and 'end' waits for the chain. */
+        let chain = Promise.resolve();
         const onData = (chunk) => {
             n += chunk.length;
             if (n > opt.maxBody)
                 return fail(new HttpError(413, `body larger than ${opt.maxBody} bytes`));
             req.pause();
-            onChunk(chunk).then(() => {
+            chain = chain.then(() => (failed ? undefined : onChunk(chunk))).then(() => {
                 if (!failed)
                     req.resume();
             }, fail);
         };
-        /* a paused stream emits no 'end': it comes after the last onChunk resumed it */
         const onEnd = () => {
-            if (!failed)
-                resolve();
+            chain.then(() => {
+                if (!failed)
+                    resolve();
+            });
         };
         req.on('data', onData);
         req.on('end', onEnd);
@@ -1067,12 +1072,18 @@ async function onRequest(req, res) {
         await r.run(res);
     } catch (e) {
         if (e instanceof HttpError) {
-            const headers = {};
-            if (e.status === 413 || !req.complete)
-                headers.Connection = 'close';
-            sendJson(res, e.status, { error: e.message }, headers);
-            if (!req.complete)
-                req.resume(); /* discard the rest; the connection closes after the answer */
+            sendJson(res, e.status, { error: e.message });
+            if (!req.complete) {
+                /* Read and discard the rest so the client sees the answer rather than a
+                 * reset, up to a limit after which the connection is cut. */
+                let drained = 0;
+                req.on('data', (c) => {
+                    drained += c.length;
+                    if (drained > MAX_DRAIN)
+                        req.socket.destroy();
+                });
+                req.resume();
+            }
         } else {
             log('error', 'request', { msg: String(e && e.stack || e), path: rawPath });
             sendJson(res, 500, { error: 'internal error' }, { Connection: 'close' });
