@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what building, testing and the demo need on Debian 12, only what is missing:
+# the compiler and libraries, PostgreSQL 15, curl, and the pinned S3 emulator from npm.
+# Safe to run again. Needs root for apt-get (skipped when everything is present).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+
+packages=(build-essential cmake pkg-config clang-format libmicrohttpd-dev libcurl4-openssl-dev
+          libssl-dev libpq-dev libjansson-dev libcmocka-dev postgresql curl ca-certificates)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "deps: installing ${missing[*]}"
+    if [ "$(id -u)" != 0 ]; then
+        echo "deps: run as root (apt-get is needed for: ${missing[*]})" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$node_major" -lt 20 ]; then
+    echo "deps: Node.js >= 20 is needed by the S3 emulator, found $(node --version)" >&2
+    exit 1
+fi
+if [ ! -d "$root/tests/harness/s3rver/node_modules/@20minutes/s3rver" ]; then
+    echo "deps: installing the S3 emulator (npm ci)"
+    (cd "$root/tests/harness/s3rver" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
