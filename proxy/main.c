@@ -11,6 +11,8 @@ const struct cli_command cli_commands[] = {
     {"config", "config check FILE: validate a configuration, list every problem", cmd_config},
     {"migrate-db", "create or upgrade the schema `cutover` in PostgreSQL (idempotent)",
      cmd_migrate_db},
+    {"proxy", "run the sidecar: reverse proxy on `listen`, admin port on `admin.listen`",
+     cmd_proxy},
     {NULL, NULL, NULL},
 };
 

@@ -4,15 +4,10 @@
  * says; defaults, env: indirection and the standard variables apply; `cutover config check`
  * exits 0 and 2 accordingly.
  */
-#include <cmocka.h>
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-
 #include "core/config.h"
 #include "flags/flags.h"
 #include "tests/testlib.h"
+#include "tests/unit.h"
 
 #include <stdio.h>
 #include <stdlib.h>
