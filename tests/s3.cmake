@@ -6,6 +6,9 @@
 set(S3_SRC ${CMAKE_SOURCE_DIR}/storage)
 add_library(cutover_s3_under_test STATIC
   ${S3_SRC}/sigv4.c
+  ${S3_SRC}/s3_util.c
+  ${S3_SRC}/creds.c
+  ${S3_SRC}/s3.c
 )
 target_link_libraries(cutover_s3_under_test PUBLIC cutover_core PkgConfig::SSL PkgConfig::CURL
   PkgConfig::JANSSON Threads::Threads)
