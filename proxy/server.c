@@ -1,0 +1,836 @@
+/*
+ * server: the data port. libmicrohttpd reads requests; every request is checked in its
+ * first handler call and then streamed to the app by the upstream thread (upstream.c).
+ *
+ * Concurrency model, chosen for speed: one libmicrohttpd event thread (epoll, internal) and
+ * one libcurl multi event thread. No thread ever blocks on a peer: when the client sends
+ * faster than the app reads, or the app answers faster than the client reads, the side
+ * with nothing to do is paused (libmicrohttpd's suspend/resume, curl's pause) and resumed by
+ * the other thread when its bounded buffer moves. Measured on this class of machine, one
+ * epoll thread serves more requests per second than a thread pool or a thread per
+ * connection (see the reference notes), and two event loops keep idle connections cheap
+ * (a few KiB each) where threads would cost a stack each. The answer is queued on a later
+ * handler call, never the first one, because libmicrohttpd 0.9.75 closes the connection
+ * after an answer queued in the first call: that is reserved for refusals, which are
+ * answered with Connection: close so that nothing pipelined behind them is served.
+ *
+ * libmicrohttpd times out idle connections only, so the whole-header deadline is kept
+ * here: a registry of connections, and a sweeper thread that shuts down the socket of a
+ * connection whose request header has not been complete in time.
+ */
+#include "proxy/http_check.h"
+#include "proxy/proxy_int.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+
+struct px_conn {
+    int fd;
+    bool in_request; /* header complete, a request is being served */
+    bool killed;
+    uint64_t deadline; /* us; for the header of the next request */
+    struct px_conn *prev, *next;
+};
+
+/* ---- exchange life ---------------------------------------------------------------------- */
+
+void px_ex_ref(struct proxy_exchange *x)
+{
+    atomic_fetch_add(&x->refs, 1);
+}
+
+static void ex_free(struct proxy_exchange *x)
+{
+    proxy *px = x->px;
+    if (x->hook_state && px->hooks.on_done) {
+        struct proxy_outcome o = {
+            .status = x->sent_status,
+            .request_bytes = x->in_total,
+            .response_bytes = x->out_total,
+            .request_complete = x->in_eof && x->up_done && !x->up_failed,
+            .upstream_ok = x->headers_done && x->up_done && !x->up_failed,
+        };
+        px->hooks.on_done(px->hooks.arg, x->hook_state, &o);
+    }
+    curl_slist_free_all(x->req_headers);
+    curl_slist_free_all(x->resp_headers);
+    px_match_clear(&x->match);
+    free(x->target);
+    free(x->in);
+    buf_free(&x->out);
+    pthread_mutex_destroy(&x->mu);
+    free(x);
+}
+
+void px_ex_unref(struct proxy_exchange *x)
+{
+    if (atomic_fetch_sub(&x->refs, 1) == 1)
+        ex_free(x);
+}
+
+void px_wake_front(struct proxy_exchange *x)
+{
+    if (x->suspended && !x->fe_gone) {
+        x->suspended = false;
+        MHD_resume_connection(x->conn);
+    }
+}
+
+static void suspend_front(struct proxy_exchange *x)
+{
+    x->suspended = true;
+    MHD_suspend_connection(x->conn);
+}
+
+/* ---- connection registry and the header deadline --------------------------------------- */
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    proxy *px = cls;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        struct px_conn *pc = xcalloc(1, sizeof(*pc));
+        pc->fd = ci ? ci->connect_fd : -1;
+        pc->deadline = now_us() + (uint64_t)px->cfg->limits.header_timeout_s * 1000000u;
+        pthread_mutex_lock(&px->conn_mu);
+        pc->next = px->conns;
+        if (px->conns)
+            px->conns->prev = pc;
+        px->conns = pc;
+        pthread_mutex_unlock(&px->conn_mu);
+        *socket_ctx = pc;
+    } else if (toe == MHD_CONNECTION_NOTIFY_CLOSED && *socket_ctx) {
+        struct px_conn *pc = *socket_ctx;
+        pthread_mutex_lock(&px->conn_mu);
+        if (pc->prev)
+            pc->prev->next = pc->next;
+        else
+            px->conns = pc->next;
+        if (pc->next)
+            pc->next->prev = pc->prev;
+        pthread_mutex_unlock(&px->conn_mu);
+        free(pc);
+        *socket_ctx = NULL;
+    }
+}
+
+static void *sweeper_main(void *arg)
+{
+    proxy *px = arg;
+    pthread_mutex_lock(&px->conn_mu);
+    while (!atomic_load(&px->stopping)) {
+        uint64_t now = now_us();
+        for (struct px_conn *pc = px->conns; pc; pc = pc->next) {
+            if (!pc->in_request && !pc->killed && pc->fd >= 0 && now > pc->deadline) {
+                /* the socket stays open until libmicrohttpd closes it on the EOF this
+                 * causes, so the descriptor cannot be reused under us */
+                shutdown(pc->fd, SHUT_RDWR);
+                pc->killed = true;
+                log_line(LOG_DEBUG, "header_timeout", "client header not complete in time", NULL);
+            }
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 250 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&px->sweep_cv, &px->conn_mu, &ts);
+    }
+    pthread_mutex_unlock(&px->conn_mu);
+    return NULL;
+}
+
+static void conn_mark(proxy *px, struct px_conn *pc, bool in_request)
+{
+    if (!pc)
+        return;
+    pthread_mutex_lock(&px->conn_mu);
+    pc->in_request = in_request;
+    if (!in_request) {
+        const struct cfg_limits *l = &px->cfg->limits;
+        pc->deadline =
+            now_us() + ((uint64_t)l->idle_timeout_s + (uint64_t)l->header_timeout_s) * 1000000u;
+    }
+    pthread_mutex_unlock(&px->conn_mu);
+}
+
+/* ---- first call: checks ---------------------------------------------------------------- */
+
+struct field_walk {
+    struct http_check *chk;
+    struct buf conn_tokens; /* Connection values, comma-joined */
+    struct buf xff, xfp, xfh;
+    const char *host;
+    bool has_accept;
+    struct curl_slist *list;
+    bool build;
+    bool too_big;
+};
+
+static enum MHD_Result walk_check(void *cls, enum MHD_ValueKind kind, const char *key,
+                                  size_t key_size, const char *value, size_t value_size)
+{
+    struct field_walk *w = cls;
+    (void)kind;
+    if (!value)
+        value = "", value_size = 0;
+    http_check_field(w->chk, key, key_size, value, value_size);
+    if (key_size == 10 && strncasecmp(key, "connection", 10) == 0) {
+        if ((w->conn_tokens.len && !buf_puts(&w->conn_tokens, ",")) ||
+            !buf_append(&w->conn_tokens, value, value_size))
+            w->too_big = true;
+    }
+    return MHD_YES;
+}
+
+static void join(struct buf *b, const char *v, size_t n, bool *too_big)
+{
+    if ((b->len && !buf_puts(b, ", ")) || !buf_append(b, v, n))
+        *too_big = true;
+}
+
+static void add_line(struct field_walk *w, const char *name, size_t nlen, const char *v,
+                     size_t vlen)
+{
+    /* curl drops "Name:" (empty value) from the request; "Name;" sends it empty */
+    char *line = vlen ? xasprintf("%.*s: %.*s", (int)nlen, name, (int)vlen, v)
+                      : xasprintf("%.*s;", (int)nlen, name);
+    struct curl_slist *n = curl_slist_append(w->list, line);
+    free(line);
+    if (!n)
+        abort();
+    w->list = n;
+}
+
+static enum MHD_Result walk_build(void *cls, enum MHD_ValueKind kind, const char *key,
+                                  size_t key_size, const char *value, size_t value_size)
+{
+    struct field_walk *w = cls;
+    (void)kind;
+    if (!value)
+        value = "", value_size = 0;
+    if (http_is_hop_by_hop(key, key_size))
+        return MHD_YES;
+    if (w->conn_tokens.len && http_list_has(w->conn_tokens.data, key, key_size))
+        return MHD_YES;
+    if (key_size == 15 && strncasecmp(key, "x-forwarded-for", 15) == 0) {
+        join(&w->xff, value, value_size, &w->too_big);
+        return MHD_YES;
+    }
+    if (key_size == 17 && strncasecmp(key, "x-forwarded-proto", 17) == 0) {
+        join(&w->xfp, value, value_size, &w->too_big);
+        return MHD_YES;
+    }
+    if (key_size == 16 && strncasecmp(key, "x-forwarded-host", 16) == 0) {
+        join(&w->xfh, value, value_size, &w->too_big);
+        return MHD_YES;
+    }
+    if (key_size == 4 && strncasecmp(key, "host", 4) == 0)
+        w->host = value;
+    if (key_size == 6 && strncasecmp(key, "accept", 6) == 0)
+        w->has_accept = true;
+    add_line(w, key, key_size, value, value_size);
+    return MHD_YES;
+}
+
+static void client_ip(struct MHD_Connection *conn, char *out, size_t n)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    snprintf(out, n, "unknown");
+    if (!ci || !ci->client_addr)
+        return;
+    const struct sockaddr *sa = ci->client_addr;
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, out, (socklen_t)n);
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, out, (socklen_t)n);
+}
+
+static enum MHD_Result send_plain(struct MHD_Connection *conn, int status, const char *reason,
+                                  bool close)
+{
+    char body[256];
+    int n = snprintf(body, sizeof(body), "%s\n", reason);
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer((size_t)n, body, MHD_RESPMEM_MUST_COPY);
+    if (!r)
+        return MHD_NO;
+    MHD_add_response_header(r, "Content-Type", "text/plain; charset=utf-8");
+    if (close)
+        MHD_add_response_header(r, "Connection", "close");
+    enum MHD_Result ret = MHD_queue_response(conn, (unsigned)status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result refuse(struct proxy_exchange *x, int status, const char *reason)
+{
+    x->phase = PH_REFUSED;
+    x->sent_status = status;
+    if (log_enabled(LOG_DEBUG))
+        log_line(LOG_DEBUG, "refused", reason, NULL);
+    return send_plain(x->conn, status, reason, true);
+}
+
+static enum MHD_Result first_call(struct proxy_exchange *x, const char *method, const char *version)
+{
+    proxy *px = x->px;
+    const struct config *cfg = px->cfg;
+    struct http_check chk;
+    struct field_walk w;
+    enum MHD_Result ret = MHD_NO;
+    char ip[INET6_ADDRSTRLEN + 1];
+
+    memset(&w, 0, sizeof(w));
+    w.chk = &chk;
+    buf_init(&w.conn_tokens, 4096);
+    buf_init(&w.xff, 8192);
+    buf_init(&w.xfp, 1024);
+    buf_init(&w.xfh, 4096);
+    x->method = method;
+    x->head = strcmp(method, "HEAD") == 0;
+    conn_mark(px, x->pc, true);
+
+    http_check_begin(&chk, &cfg->limits, method, x->target, version);
+    MHD_get_connection_values_n(x->conn, MHD_HEADER_KIND, walk_check, &w);
+    int status = http_check_end(&chk);
+    if (status) {
+        ret = refuse(x, status, chk.reason);
+        goto out;
+    }
+    if (w.too_big) {
+        ret = refuse(x, 431, "request header fields too large");
+        goto out;
+    }
+
+    x->has_body = chk.chunked || chk.ncl > 0;
+    x->body_len = chk.chunked ? -1 : (int64_t)chk.content_length;
+
+    MHD_get_connection_values_n(x->conn, MHD_HEADER_KIND, walk_build, &w);
+    client_ip(x->conn, ip, sizeof(ip));
+    join(&w.xff, ip, strlen(ip), &w.too_big);
+    join(&w.xfp, "http", 4, &w.too_big);
+    if (w.host)
+        join(&w.xfh, w.host, strlen(w.host), &w.too_big);
+    if (w.too_big) {
+        ret = refuse(x, 431, "request header fields too large");
+        goto out;
+    }
+    add_line(&w, "X-Forwarded-For", 15, w.xff.data, w.xff.len);
+    add_line(&w, "X-Forwarded-Proto", 17, w.xfp.data, w.xfp.len);
+    if (w.xfh.len)
+        add_line(&w, "X-Forwarded-Host", 16, w.xfh.data, w.xfh.len);
+    /* headers curl would add on its own: none of them came from the client */
+    w.list = curl_slist_append(w.list, "Expect:");
+    if (!w.has_accept)
+        w.list = curl_slist_append(w.list, "Accept:");
+    x->req_headers = w.list;
+    w.list = NULL;
+
+    if (cfg->nroutes && px->have_hooks && px->hooks.on_request &&
+        px_route_match(cfg, method, x->target, &x->match)) {
+        x->matched = true;
+        x->hook_state = px->hooks.on_request(px->hooks.arg, x, &x->match);
+    }
+
+    cut_err err = CUT_ERR_INIT;
+    if (!px_upstream_start(x, &err)) {
+        ret = refuse(x, 502, "upstream unavailable");
+        goto out;
+    }
+    x->phase = PH_BODY;
+    ret = MHD_YES;
+out:
+    curl_slist_free_all(w.list);
+    buf_free(&w.conn_tokens);
+    buf_free(&w.xff);
+    buf_free(&w.xfp);
+    buf_free(&w.xfh);
+    return ret;
+}
+
+/* ---- body and answer ---------------------------------------------------------------------- */
+
+static enum MHD_Result take_body(struct proxy_exchange *x, const char *data, size_t *size)
+{
+    proxy *px = x->px;
+    size_t take;
+
+    pthread_mutex_lock(&x->mu);
+    if (x->up_done) {
+        /* the app already answered (or failed): the rest of the body is read and dropped */
+        take = *size;
+    } else {
+        if (x->in_off == x->in_len)
+            x->in_off = x->in_len = 0;
+        else if (x->in_off > PX_IN_CAP / 2) {
+            memmove(x->in, x->in + x->in_off, x->in_len - x->in_off);
+            x->in_len -= x->in_off;
+            x->in_off = 0;
+        }
+        if (!x->in)
+            x->in = xmalloc(PX_IN_CAP);
+        take = PX_IN_CAP - x->in_len;
+        if (take > *size)
+            take = *size;
+        memcpy(x->in + x->in_len, data, take);
+        x->in_len += take;
+        if (take && x->in_paused) {
+            x->in_paused = false;
+            px_upstream_post(x, CMD_UNPAUSE_READ);
+        }
+        if (take < *size)
+            suspend_front(x);
+    }
+    pthread_mutex_unlock(&x->mu);
+
+    x->in_total += take;
+    *size -= take;
+    if (take && x->hook_state && px->hooks.on_request_body)
+        px->hooks.on_request_body(px->hooks.arg, x->hook_state, data, take);
+    if (px->cfg->limits.max_body_bytes && x->in_total > px->cfg->limits.max_body_bytes) {
+        px_upstream_post(x, CMD_ABORT);
+        return refuse(x, 413, "request body larger than the proxy's limit");
+    }
+    return MHD_YES;
+}
+
+static ssize_t read_answer(void *cls, uint64_t pos, char *out, size_t max)
+{
+    struct proxy_exchange *x = cls;
+    ssize_t n;
+    (void)pos;
+
+    pthread_mutex_lock(&x->mu);
+    size_t avail = x->out.len - x->out_off;
+    if (avail) {
+        if (avail > max)
+            avail = max;
+        memcpy(out, x->out.data + x->out_off, avail);
+        x->out_off += avail;
+        if (x->out_off == x->out.len) {
+            buf_reset(&x->out);
+            x->out_off = 0;
+        }
+        if (x->out_paused) {
+            x->out_paused = false;
+            px_upstream_post(x, CMD_UNPAUSE_WRITE);
+        }
+        n = (ssize_t)avail;
+        x->out_total += avail;
+    } else if (x->out_eof) {
+        n = x->up_failed ? MHD_CONTENT_READER_END_WITH_ERROR : MHD_CONTENT_READER_END_OF_STREAM;
+    } else {
+        suspend_front(x);
+        n = 0;
+    }
+    pthread_mutex_unlock(&x->mu);
+    return n;
+}
+
+static bool no_body_status(int s)
+{
+    return s == 204 || s == 304 || (s >= 100 && s < 200);
+}
+
+static enum MHD_Result queue_answer(struct proxy_exchange *x)
+{
+    struct MHD_Response *r;
+    if (x->up_error_status) {
+        x->sent_status = x->up_error_status;
+        return send_plain(x->conn, x->up_error_status, x->up_reason, false);
+    }
+    if (no_body_status(x->status) || (x->head && x->resp_len < 0))
+        r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    else
+        r = MHD_create_response_from_callback(x->resp_len < 0 ? MHD_SIZE_UNKNOWN
+                                                              : (uint64_t)x->resp_len,
+                                              64 * 1024, read_answer, x, NULL);
+    if (!r)
+        return MHD_NO;
+    for (struct curl_slist *h = x->resp_headers; h; h = h->next) {
+        char *colon = strchr(h->data, ':');
+        if (!colon)
+            continue;
+        *colon = 0;
+        const char *v = colon + 1;
+        while (*v == ' ')
+            v++;
+        MHD_add_response_header(r, h->data, v);
+        *colon = ':';
+    }
+    x->sent_status = x->status;
+    x->phase = PH_ANSWERED;
+    enum MHD_Result ret = MHD_queue_response(x->conn, (unsigned)x->status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result body_done(struct proxy_exchange *x)
+{
+    pthread_mutex_lock(&x->mu);
+    if (!x->in_eof) {
+        x->in_eof = true;
+        if (x->in_paused) {
+            x->in_paused = false;
+            px_upstream_post(x, CMD_UNPAUSE_READ);
+        }
+    }
+    if (!x->resp_ready) {
+        x->phase = PH_WAIT;
+        suspend_front(x);
+        pthread_mutex_unlock(&x->mu);
+        return MHD_YES;
+    }
+    pthread_mutex_unlock(&x->mu);
+    return queue_answer(x);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **req_cls)
+{
+    struct proxy_exchange *x = *req_cls;
+    (void)cls;
+    (void)url;
+    if (!x)
+        return send_plain(conn, 500, "internal error", true);
+    switch (x->phase) {
+    case PH_NEW:
+        return first_call(x, method, version);
+    case PH_REFUSED:
+    case PH_ANSWERED:
+        *upload_data_size = 0;
+        return MHD_YES;
+    case PH_BODY:
+    case PH_WAIT:
+        if (*upload_data_size)
+            return take_body(x, upload_data, upload_data_size);
+        return body_done(x);
+    }
+    return MHD_NO;
+}
+
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    proxy *px = cls;
+    struct proxy_exchange *x = xcalloc(1, sizeof(*x));
+    pthread_mutex_init(&x->mu, NULL);
+    atomic_init(&x->refs, 1);
+    x->px = px;
+    x->conn = conn;
+    x->target = xstrdup(uri ? uri : "");
+    x->t_start = now_us();
+    x->resp_len = -1;
+    x->status = 0;
+    buf_init(&x->out, PX_OUT_CAP);
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    x->pc = ci ? ci->socket_context : NULL;
+    atomic_fetch_add(&px->inflight, 1);
+    return x;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    proxy *px = cls;
+    struct proxy_exchange *x = *req_cls;
+    (void)conn;
+    if (!x)
+        return;
+    *req_cls = NULL;
+    if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && x->phase == PH_ANSWERED)
+        x->sent_status = x->sent_status ? x->sent_status : 0;
+    pthread_mutex_lock(&x->mu);
+    x->fe_gone = true;
+    bool abort_up = x->phase != PH_NEW && x->phase != PH_REFUSED && !x->up_done;
+    if (x->phase == PH_REFUSED && !x->up_done && x->t_up_start)
+        abort_up = true;
+    pthread_mutex_unlock(&x->mu);
+    if (abort_up)
+        px_upstream_post(x, CMD_ABORT);
+    conn_mark(px, x->pc, false);
+    if (px->cfg->access_log && x->phase != PH_NEW)
+        px_access_log(x);
+    atomic_fetch_sub(&px->inflight, 1);
+    px_ex_unref(x);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char msg[512];
+    (void)cls;
+    if (!log_enabled(LOG_DEBUG))
+        return;
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+        msg[--n] = 0;
+    log_line(LOG_DEBUG, "mhd", msg, NULL);
+}
+
+/* ---- public ----------------------------------------------------------------------------- */
+
+static bool parse_upstream(proxy *px, cut_err *err)
+{
+    const char *u = px->cfg->upstream;
+    if (!u || strncmp(u, "http://", 7) != 0) {
+        err_set(err, CUT_EINVAL, "proxy", "upstream must be an http:// URL: %s", u ? u : "(none)");
+        return false;
+    }
+    const char *hp = u + 7;
+    size_t n = strcspn(hp, "/");
+    char *tmp = xstrndup(hp, n);
+    bool ok;
+    if (strchr(tmp, ':')) {
+        ok = parse_host_port(tmp, &px->up_host, &px->up_port);
+    } else {
+        px->up_host = xstrdup(tmp);
+        px->up_port = 80;
+        ok = true;
+    }
+    free(tmp);
+    if (!ok)
+        err_set(err, CUT_EINVAL, "proxy", "upstream: bad host:port in %s", u);
+    return ok;
+}
+
+proxy *proxy_new(const struct config *cfg, cut_err *err)
+{
+    proxy *px = xcalloc(1, sizeof(*px));
+    px->cfg = cfg;
+    pthread_mutex_init(&px->conn_mu, NULL);
+    pthread_cond_init(&px->sweep_cv, NULL);
+    atomic_init(&px->inflight, 0);
+    atomic_init(&px->stopping, false);
+    if (!parse_upstream(px, err)) {
+        proxy_free(px);
+        return NULL;
+    }
+    return px;
+}
+
+void proxy_set_hooks(proxy *px, const struct proxy_hooks *hooks)
+{
+    px->hooks = *hooks;
+    px->have_hooks = true;
+}
+
+int proxy_port(const proxy *px)
+{
+    return px->port;
+}
+
+int proxy_admin_port(const proxy *px)
+{
+    return px->admin_port;
+}
+
+static bool resolve(const char *host, int port, struct sockaddr_storage *ss, cut_err *err)
+{
+    struct addrinfo hints = {0}, *res = NULL;
+    char ps[16];
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    snprintf(ps, sizeof(ps), "%d", port);
+    int rc = getaddrinfo(host && *host ? host : NULL, ps, &hints, &res);
+    if (rc != 0 || !res) {
+        err_set(err, CUT_EINVAL, "proxy", "cannot resolve listen address %s: %s", host ? host : "*",
+                gai_strerror(rc));
+        return false;
+    }
+    memset(ss, 0, sizeof(*ss));
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    freeaddrinfo(res);
+    return true;
+}
+
+bool proxy_start(proxy *px, cut_err *err)
+{
+    const struct config *cfg = px->cfg;
+    const struct cfg_limits *l = &cfg->limits;
+    struct sockaddr_storage ss;
+    bool ok = false;
+
+    if (!resolve(cfg->listen_host, cfg->listen_port, &ss, err))
+        goto out;
+    px->up = px_upstream_new(px, err);
+    if (!px->up)
+        goto out;
+    px->defer = px_defer_new(2, 1024);
+
+    /* libmicrohttpd's pool must be larger than our header limit so that our 431 (with a
+     * reason) is what a too-large header gets, and large enough for the answer buffer */
+    size_t pool = l->max_header_bytes * 2 + 64 * 1024;
+    unsigned flags =
+        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC | MHD_USE_TURBO;
+    if (ss.ss_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    px->mhd = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, px, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+        MHD_OPTION_URI_LOG_CALLBACK, on_uri, px, MHD_OPTION_NOTIFY_COMPLETED, on_completed, px,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, px, MHD_OPTION_CONNECTION_MEMORY_LIMIT, pool,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)l->idle_timeout_s, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)l->max_connections, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1,
+        MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+        MHD_OPTION_END);
+    if (!px->mhd) {
+        err_set(err, CUT_EIO, "proxy", "cannot listen on %s:%d",
+                cfg->listen_host ? cfg->listen_host : "*", cfg->listen_port);
+        goto out;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(px->mhd, MHD_DAEMON_INFO_BIND_PORT);
+    px->port = di ? di->port : cfg->listen_port;
+    if (pthread_create(&px->sweeper, NULL, sweeper_main, px) != 0) {
+        err_set(err, CUT_EIO, "proxy", "cannot start the header sweeper");
+        goto out;
+    }
+    px->sweeper_started = true;
+    if (!px_admin_start(px, err))
+        goto out;
+    px->running = true;
+    log_msgf(LOG_INFO, "listening", "proxy on port %d, admin on port %d, upstream %s", px->port,
+             px->admin_port, cfg->upstream);
+    ok = true;
+out:
+    if (!ok) {
+        px->running = true;
+        proxy_shutdown(px, 0);
+    }
+    return ok;
+}
+
+void proxy_shutdown(proxy *px, int grace_s)
+{
+    if (!px->running)
+        return;
+    px->running = false;
+    if (px->mhd) {
+        MHD_socket ls = MHD_quiesce_daemon(px->mhd);
+        if (ls != MHD_INVALID_SOCKET)
+            close(ls);
+        uint64_t deadline = now_us() + (uint64_t)(grace_s > 0 ? grace_s : 0) * 1000000u;
+        while (atomic_load(&px->inflight) > 0 && now_us() < deadline) {
+            struct timespec ts = {0, 20 * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+        long left = atomic_load(&px->inflight);
+        if (left > 0)
+            log_msgf(LOG_WARN, "shutdown", "%ld requests still in flight after the grace period",
+                     left);
+        /* nothing may stay suspended when the daemon stops: end every transfer, which
+         * resumes their connections, and give the front end a moment to see it */
+        if (px->up)
+            px_upstream_abort_all(px->up);
+        uint64_t d2 = now_us() + 2000000u;
+        while (atomic_load(&px->inflight) > 0 && now_us() < d2) {
+            struct timespec ts = {0, 10 * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+    }
+    atomic_store(&px->stopping, true);
+    px_admin_stop(px);
+    if (px->mhd) {
+        MHD_stop_daemon(px->mhd);
+        px->mhd = NULL;
+    }
+    if (px->sweeper_started) {
+        pthread_mutex_lock(&px->conn_mu);
+        pthread_cond_broadcast(&px->sweep_cv);
+        pthread_mutex_unlock(&px->conn_mu);
+        pthread_join(px->sweeper, NULL);
+        px->sweeper_started = false;
+    }
+    if (px->up) {
+        px_upstream_free(px->up);
+        px->up = NULL;
+    }
+    if (px->defer) {
+        px_defer_free(px->defer);
+        px->defer = NULL;
+    }
+}
+
+void proxy_free(proxy *px)
+{
+    if (!px)
+        return;
+    proxy_shutdown(px, 0);
+    free(px->up_host);
+    pthread_cond_destroy(&px->sweep_cv);
+    pthread_mutex_destroy(&px->conn_mu);
+    free(px);
+}
+
+/* ---- exchange accessors for hooks ----------------------------------------------------- */
+
+const char *proxy_exchange_request_header(proxy_exchange *x, const char *name)
+{
+    return MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, name);
+}
+
+const char *proxy_exchange_method(proxy_exchange *x)
+{
+    return x->method;
+}
+
+const char *proxy_exchange_target(proxy_exchange *x)
+{
+    return x->target;
+}
+
+static bool line_is(const char *line, const char *name)
+{
+    size_t n = strlen(name);
+    return strncasecmp(line, name, n) == 0 && line[n] == ':';
+}
+
+const char *proxy_exchange_response_header(proxy_exchange *x, const char *name)
+{
+    for (struct curl_slist *h = x->resp_headers; h; h = h->next)
+        if (line_is(h->data, name)) {
+            const char *v = h->data + strlen(name) + 1;
+            while (*v == ' ')
+                v++;
+            return v;
+        }
+    return NULL;
+}
+
+bool proxy_exchange_set_response_header(proxy_exchange *x, const char *name, const char *value)
+{
+    if (!http_is_token(name, strlen(name)) || (value && !http_value_ok(value, strlen(value))))
+        return false;
+    struct curl_slist *keep = NULL;
+    for (struct curl_slist *h = x->resp_headers; h; h = h->next)
+        if (!line_is(h->data, name))
+            keep = curl_slist_append(keep, h->data);
+    if (value) {
+        char *line = xasprintf("%s: %s", name, value);
+        keep = curl_slist_append(keep, line);
+        free(line);
+    }
+    curl_slist_free_all(x->resp_headers);
+    x->resp_headers = keep;
+    return true;
+}
+
+void proxy_exchange_set_status(proxy_exchange *x, int status)
+{
+    if (status >= 200 && status <= 599)
+        x->status = status;
+}
