@@ -256,7 +256,7 @@ function countStatus(entry, status) {
     s[status] = (s[status] || 0) + 1;
 }
 
-/* ---------- helpers ---------- */
+/* ---------- shared pieces ---------- */
 
 class HttpError extends Error {
     constructor(status, message) {

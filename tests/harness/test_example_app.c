@@ -42,7 +42,7 @@ static struct {
     const char *script;
 } app;
 
-/* ---------- small helpers ---------- */
+/* ---------- utilities ---------- */
 
 static uint64_t now_ms(void)
 {
