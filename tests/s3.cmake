@@ -15,3 +15,6 @@ target_link_libraries(cutover_s3_under_test PUBLIC cutover_core PkgConfig::SSL P
 
 cutover_test(NAME s3_sigv4_vectors SOURCES s3/test_sigv4_vectors.c
   LIBS cutover_s3_under_test LABELS unit TIMEOUT 60)
+
+cutover_test(NAME s3_rver SOURCES s3/test_s3_rver.c
+  LIBS cutover_s3_under_test LABELS s3 SERVICES TIMEOUT 180)
