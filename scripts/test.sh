@@ -22,7 +22,8 @@ run_suite() { # run_suite BUILD_DIR CMAKE_ARGS...
     cmake --build "$root/$dir" -j"$jobs"
     echo "== test $dir"
     # whatever happens, the services this run started are stopped
-    trap '"$root/tests/harness/services.sh" stop "$root/$dir/test-services" >/dev/null 2>&1 || true' EXIT
+    services_dir="$root/$dir/test-services"
+    trap '"$root/tests/harness/services.sh" stop "$services_dir" >/dev/null 2>&1 || true' EXIT
     (cd "$root/$dir" && ctest --output-on-failure -j"$jobs" --timeout 900 ${CUTOVER_TEST_ARGS:-})
     "$root/tests/harness/services.sh" stop "$root/$dir/test-services" >/dev/null 2>&1 || true
     trap - EXIT
