@@ -18,3 +18,7 @@ cutover_test(NAME s3_sigv4_vectors SOURCES s3/test_sigv4_vectors.c
 
 cutover_test(NAME s3_rver SOURCES s3/test_s3_rver.c
   LIBS cutover_s3_under_test LABELS s3 SERVICES TIMEOUT 180)
+
+# S3, STS and container-credentials stand-ins run inside the test (no external services).
+cutover_test(NAME s3_fixture SOURCES s3/test_s3_fixture.c
+  LIBS cutover_s3_under_test PkgConfig::MHD LABELS unit TIMEOUT 60)
