@@ -34,13 +34,21 @@ static void die(const char *fmt, ...)
 }
 
 static char *env_text;
+/* values handed out, kept reachable until exit */
+static struct {
+    char *key;
+    char *value;
+} env_cache[64];
+static size_t env_ncache;
 
 const char *testenv(const char *key)
 {
-    static char value[4096];
     const char *file = getenv("CUTOVER_TEST_ENV");
     size_t klen = strlen(key);
 
+    for (size_t i = 0; i < env_ncache; i++)
+        if (strcmp(env_cache[i].key, key) == 0)
+            return env_cache[i].value;
     if (env_text == NULL) {
         if (file == NULL)
             die("CUTOVER_TEST_ENV is not set (run through ctest)");
@@ -54,12 +62,14 @@ const char *testenv(const char *key)
         if (len > klen && strncmp(p, key, klen) == 0 && p[klen] == '=') {
             size_t vlen = len - klen - 1;
             char *v;
-            if (vlen >= sizeof(value))
-                die("value of %s too long", key);
+            if (env_ncache == sizeof(env_cache) / sizeof(env_cache[0]))
+                die("too many keys read from %s", file);
             v = malloc(vlen + 1);
             memcpy(v, p + klen + 1, vlen);
             v[vlen] = '\0';
-            return v; /* lives until exit */
+            env_cache[env_ncache].key = strdup(key);
+            env_cache[env_ncache++].value = v;
+            return v;
         }
         p += len + (eol ? 1 : 0);
     }
