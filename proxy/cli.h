@@ -33,6 +33,8 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) CUT_PRINTF(2, 3);
 
 /* Commands (one file each: cmd_<name>.c). */
 int cmd_config(int argc, char **argv);
+int cmd_presign(int argc, char **argv);
+int cmd_doctor(int argc, char **argv);
 int cmd_migrate_db(int argc, char **argv);
 int cmd_proxy(int argc, char **argv);
 

@@ -13,6 +13,8 @@ const struct cli_command cli_commands[] = {
      cmd_migrate_db},
     {"proxy", "run the sidecar: reverse proxy on `listen`, admin port on `admin.listen`",
      cmd_proxy},
+    {"presign", "print an S3 presigned URL for an object key", cmd_presign},
+    {"doctor", "check credentials, bucket write/read/delete and clock skew", cmd_doctor},
     {NULL, NULL, NULL},
 };
 

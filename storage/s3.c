@@ -443,7 +443,8 @@ static int build_target(s3_client *c, const struct s3_req *rq, char *uri, size_t
         }
         n = sigv4_encode_path(c->obj_prefix, rq->key, uri, urilen);
     } else {
-        n = snprintf(uri, urilen, "%s/", c->obj_prefix);
+        /* the bucket itself: "/bucket" in path style, "/" virtual-hosted */
+        n = snprintf(uri, urilen, "%s", c->obj_prefix[0] ? c->obj_prefix : "/");
         if (n >= (long)urilen)
             n = -1;
     }
@@ -508,7 +509,7 @@ static int s3_do(s3_client *c, const struct s3_req *rq, struct s3_result *res, c
         size_t nh = 0;
         bool retry = false;
         long status = 0;
-        char why[160];
+        char why[CURL_ERROR_SIZE + 64];
 
         creds_release(cr);
         cr = NULL;
@@ -772,7 +773,7 @@ int s3_multipart_abort(s3_client *c, const char *key, const char *upload_id, str
 static int multipart_file(s3_client *c, const char *key, int fd, uint64_t size,
                           const struct s3_put_opts *opts, struct s3_result *res, cut_err *err)
 {
-    char upload_id[1024], pn[16];
+    char upload_id[1024], pn[24];
     uint64_t part = c->part_size, nparts;
     struct buf xml, answer;
     int rc = -1;
