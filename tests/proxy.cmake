@@ -1,0 +1,8 @@
+# Proxy tests (label e2e; none needs the shared services: each starts its own upstream
+# fixture, tests/proxy/fixture.c, and its own `cutover proxy`).
+add_library(cutover_proxy_fixture STATIC proxy/fixture.c)
+target_link_libraries(cutover_proxy_fixture PUBLIC cutover_testlib PkgConfig::MHD
+  PkgConfig::CURL Threads::Threads)
+
+cutover_test(NAME test_proxy_raw SOURCES proxy/test_proxy_raw.c
+  LIBS cutover_proxy_fixture LABELS e2e TIMEOUT 120)
