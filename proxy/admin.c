@@ -85,7 +85,8 @@ static void builtin(proxy *px, const struct proxy_admin_req *req, struct proxy_a
     } else if (strcmp(req->path, "/readyz") == 0) {
         bool up = upstream_reachable(px);
         rep->status = up ? 200 : 503;
-        put_ok = put_ok && buf_printf(&rep->body, "{\"config\":true,\"upstream\":%s}\n", up ? "true" : "false");
+        put_ok = put_ok && buf_printf(&rep->body, "{\"config\":true,\"upstream\":%s}\n",
+                                      up ? "true" : "false");
     }
 }
 
