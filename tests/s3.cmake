@@ -22,3 +22,6 @@ cutover_test(NAME s3_rver SOURCES s3/test_s3_rver.c
 # S3, STS and container-credentials stand-ins run inside the test (no external services).
 cutover_test(NAME s3_fixture SOURCES s3/test_s3_fixture.c
   LIBS cutover_s3_under_test PkgConfig::MHD LABELS unit TIMEOUT 60)
+
+cutover_test(NAME s3_unit SOURCES s3/test_s3_unit.c
+  LIBS cutover_s3_under_test LABELS unit TIMEOUT 60)

@@ -329,6 +329,34 @@ static void test_multipart_abort_unsupported(void **state)
     }
 }
 
+static void run_doctor(struct env *e, const char *secret, int want_rc, const char *want_line)
+{
+    char *cfg = xasprintf("%s/doctor.json", e->tmp), *cmd, *out = NULL;
+    char *json = xasprintf("{\"s3\": {\"endpoint\": \"%s\", \"region\": \"%s\", "
+                           "\"bucket\": \"%s\", \"path_style\": true, \"access_key_id\": "
+                           "\"%s\", \"secret_access_key\": \"%s\", \"max_attempts\": 1}}",
+                           testenv("S3_ENDPOINT"), testenv("S3_REGION"), testenv("S3_BUCKET"),
+                           testenv("S3_ACCESS_KEY"), secret);
+
+    assert_true(test_write_file(cfg, json, strlen(json)));
+    cmd = xasprintf("'%s' doctor --config '%s' 2>&1", testenv_var("CUTOVER_BIN"), cfg);
+    if (test_run(cmd, &out) != want_rc || strstr(out, want_line) == NULL)
+        fail_msg("doctor: expected exit %d and '%s', got:\n%s", want_rc, want_line, out);
+    assert_null(strstr(out, secret[0] ? secret : "\x01"));
+    free(out);
+    free(cmd);
+    free(json);
+    free(cfg);
+}
+
+static void test_doctor(void **state)
+{
+    struct env *e = *state;
+
+    run_doctor(e, testenv("S3_SECRET_KEY"), 0, "ok   read back: identical");
+    run_doctor(e, "wrong-secret-value", 1, "FAIL write:");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -336,6 +364,7 @@ int main(void)
         cmocka_unit_test(test_keys_roundtrip),
         cmocka_unit_test(test_presigned_with_curl),
         cmocka_unit_test(test_multipart_abort_unsupported),
+        cmocka_unit_test(test_doctor),
         cmocka_unit_test(test_multipart_200mib),
     };
 
