@@ -279,7 +279,7 @@ static void finish(struct px_upstream *up, struct proxy_exchange *x, CURLcode rc
     proxy *px = up->px;
     CURL *e = x->easy;
     long connect_us = 0;
-    curl_easy_getinfo(e, CURLINFO_CONNECT_TIME_T, &connect_us);
+    curl_easy_getinfo(e, CURLINFO_PRETRANSFER_TIME_T, &connect_us); /* 0: never connected */
 
     pthread_mutex_lock(&x->mu);
     x->up_done = true;

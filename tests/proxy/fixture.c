@@ -24,6 +24,7 @@ struct fx {
     int port;
     pthread_mutex_t mu;
     struct fx_seen last;
+    int connections, started;
 };
 
 struct fx_req {
@@ -131,6 +132,9 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
     (void)version;
     if (!r->started) {
         r->started = true;
+        pthread_mutex_lock(&f->mu);
+        f->started++;
+        pthread_mutex_unlock(&f->mu);
         r->hash = FX_HASH_INIT;
         return MHD_YES;
     }
@@ -177,6 +181,35 @@ static void on_done(void *cls, struct MHD_Connection *c, void **req_cls,
     *req_cls = NULL;
 }
 
+static void on_conn(void *cls, struct MHD_Connection *c, void **ctx,
+                    enum MHD_ConnectionNotificationCode toe)
+{
+    struct fx *f = cls;
+    (void)c;
+    (void)ctx;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        pthread_mutex_lock(&f->mu);
+        f->connections++;
+        pthread_mutex_unlock(&f->mu);
+    }
+}
+
+int fx_connections(struct fx *f)
+{
+    pthread_mutex_lock(&f->mu);
+    int n = f->connections;
+    pthread_mutex_unlock(&f->mu);
+    return n;
+}
+
+int fx_started(struct fx *f)
+{
+    pthread_mutex_lock(&f->mu);
+    int n = f->started;
+    pthread_mutex_unlock(&f->mu);
+    return n;
+}
+
 struct fx *fx_start(void)
 {
     struct fx *f = calloc(1, sizeof(*f));
@@ -186,7 +219,8 @@ struct fx *fx_start(void)
         f->d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD,
                                 (uint16_t)f->port, NULL, NULL, handler, f,
                                 MHD_OPTION_URI_LOG_CALLBACK, on_uri, f, MHD_OPTION_NOTIFY_COMPLETED,
-                                on_done, f, MHD_OPTION_CONNECTION_TIMEOUT, 120u, MHD_OPTION_END);
+                                on_done, f, MHD_OPTION_NOTIFY_CONNECTION, on_conn, f,
+                                MHD_OPTION_CONNECTION_TIMEOUT, 120u, MHD_OPTION_END);
     }
     if (!f->d) {
         free(f);
@@ -258,10 +292,12 @@ bool px_run_start(struct px_run *r, const char *upstream_url, const char *extra_
         return false;
     snprintf(cfg, sizeof(cfg),
              "{\"listen\":\"127.0.0.1:%d\",\"upstream\":\"%s\","
-             "\"admin\":{\"listen\":\"127.0.0.1:%d\"},\"log\":{\"level\":\"info\"}%s%s"
+             "\"admin\":{\"listen\":\"127.0.0.1:%d\"}%s%s%s"
              ",\"limits\":{\"shutdown_grace_s\":10%s%s}}",
-             r->port, upstream_url, r->admin_port, extra_top ? "," : "", extra_top ? extra_top : "",
-             extra_limits ? "," : "", extra_limits ? extra_limits : "");
+             r->port, upstream_url, r->admin_port,
+             extra_top && strstr(extra_top, "\"log\"") ? "" : ",\"log\":{\"level\":\"info\"}",
+             extra_top ? "," : "", extra_top ? extra_top : "", extra_limits ? "," : "",
+             extra_limits ? extra_limits : "");
     if (!test_write_file(r->cfg_path, cfg, strlen(cfg)))
         return false;
     argv[0] = (char *)testenv_var("CUTOVER_BIN");

@@ -43,6 +43,9 @@ void fx_last(struct fx *f, struct fx_seen *out);
 /* Value of a header in seen (first, name lower-case), new string or NULL. */
 char *fx_seen_header(const struct fx_seen *s, const char *name);
 int fx_count(struct fx *f);
+/* Connections accepted so far; requests whose header arrived so far. */
+int fx_connections(struct fx *f);
+int fx_started(struct fx *f);
 
 /* Streamed data: byte at offset i, and an FNV-1a 64 running hash. */
 void fx_gen(uint64_t off, unsigned char *out, size_t n);
