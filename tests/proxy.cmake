@@ -8,3 +8,5 @@ cutover_test(NAME test_proxy_raw SOURCES proxy/test_proxy_raw.c
   LIBS cutover_proxy_fixture LABELS e2e TIMEOUT 120)
 cutover_test(NAME test_proxy_e2e SOURCES proxy/test_proxy_e2e.c
   LIBS cutover_proxy_fixture LABELS e2e TIMEOUT 120)
+cutover_test(NAME test_proxy_big SOURCES proxy/test_proxy_big.c
+  LIBS cutover_proxy_fixture LABELS e2e TIMEOUT 240)
