@@ -25,3 +25,7 @@ cutover_test(NAME s3_fixture SOURCES s3/test_s3_fixture.c
 
 cutover_test(NAME s3_unit SOURCES s3/test_s3_unit.c
   LIBS cutover_s3_under_test LABELS unit TIMEOUT 60)
+
+# The load generator of bench/s3/run.sh: built with the tests, never run by CTest.
+add_executable(s3_bench ${CMAKE_SOURCE_DIR}/bench/s3/s3_bench.c)
+target_link_libraries(s3_bench PRIVATE cutover_s3_under_test)
