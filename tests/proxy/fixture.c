@@ -327,6 +327,16 @@ int px_run_stop(struct px_run *r)
     return st;
 }
 
+void px_run_free(struct px_run *r)
+{
+    if (r->pid > 0)
+        px_run_stop(r);
+    free(r->dir);
+    free(r->cfg_path);
+    free(r->log_path);
+    r->dir = r->cfg_path = r->log_path = NULL;
+}
+
 int px_run_log_count(const struct px_run *r, const char *needle)
 {
     char *log = test_read_file(r->log_path, NULL);

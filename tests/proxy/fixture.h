@@ -65,6 +65,8 @@ bool px_run_start(struct px_run *r, const char *upstream_url, const char *extra_
                   const char *extra_limits);
 /* SIGTERM and wait; returns the exit status as from waitpid or -1. */
 int px_run_stop(struct px_run *r);
+/* Stops it if running and frees the paths. */
+void px_run_free(struct px_run *r);
 /* Count of lines in the proxy's log containing needle. */
 int px_run_log_count(const struct px_run *r, const char *needle);
 

@@ -114,6 +114,7 @@ int main(void)
     }
     if (px_run_stop(&px) != 0)
         fails++;
+    px_run_free(&px);
     fx_stop(f);
     return fails ? 1 : 0;
 }

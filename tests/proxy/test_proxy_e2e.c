@@ -49,6 +49,7 @@ static int group_teardown(void **state)
 {
     (void)state;
     int st = px_run_stop(&px);
+    px_run_free(&px);
     fx_stop(fx);
     return st == 0 ? 0 : -1;
 }
@@ -204,6 +205,7 @@ static void test_502_and_not_ready(void **state)
     assert_int_equal(r.status, 503);
     test_http_free(&r);
     assert_int_equal(px_run_stop(&dead), 0);
+    px_run_free(&dead);
 }
 
 static int connect_to(int port)
@@ -266,6 +268,7 @@ static void test_deadlines(void **state)
     assert_true(closed_within(fd, 6000, NULL));
     close(fd);
     assert_int_equal(px_run_stop(&p), 0);
+    px_run_free(&p);
 }
 
 static void test_access_log_off(void **state)
@@ -279,6 +282,7 @@ static void test_access_log_off(void **state)
     test_http_free(&r);
     assert_int_equal(px_run_stop(&p), 0);
     assert_int_equal(px_run_log_count(&p, "\"event\":\"access\""), 0);
+    px_run_free(&p);
 }
 
 struct slow_call {
@@ -334,6 +338,7 @@ static void test_graceful_shutdown(void **state)
     p.pid = 0;
     assert_true(WIFEXITED(st));
     assert_int_equal(WEXITSTATUS(st), 0);
+    px_run_free(&p);
 }
 
 int main(void)

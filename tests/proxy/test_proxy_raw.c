@@ -335,6 +335,7 @@ int main(void)
     free(line);
     fclose(in);
     int st = px_run_stop(&px);
+    px_run_free(&px);
     fx_stop(f);
     printf("%d rows, %d failed; proxy exit status %d\n", rows, failed, st);
     if (rows < 30)
