@@ -84,6 +84,8 @@ struct proxy_exchange {
     struct proxy_exchange *qnext;
     CURL *easy;                           /* [U] */
     struct proxy_exchange *aprev, *anext; /* [U] attached transfers */
+    struct proxy_exchange *wnext;         /* [U] front-end wake-ups batched per loop turn */
+    bool wake_queued;                     /* [U] */
     char conn_tokens[256];                /* [U] names listed in the answer's Connection */
 };
 

@@ -454,10 +454,15 @@ static enum MHD_Result queue_answer(struct proxy_exchange *x)
     }
     if (no_body_status(x->status) || (x->head && x->resp_len < 0))
         r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
-    else
+    else {
+        /* libmicrohttpd allocates a block of this size per answer: no larger than needed */
+        size_t block = 64 * 1024;
+        if (x->resp_len >= 0 && (uint64_t)x->resp_len < block)
+            block = x->resp_len > 256 ? (size_t)x->resp_len : 256;
         r = MHD_create_response_from_callback(x->resp_len < 0 ? MHD_SIZE_UNKNOWN
                                                               : (uint64_t)x->resp_len,
-                                              64 * 1024, read_answer, x, NULL);
+                                              block, read_answer, x, NULL);
+    }
     if (!r)
         return MHD_NO;
     for (struct curl_slist *h = x->resp_headers; h; h = h->next) {
@@ -673,9 +678,10 @@ bool proxy_start(proxy *px, cut_err *err)
         goto out;
     px->defer = px_defer_new(2, 1024);
 
-    /* libmicrohttpd's pool must be larger than our header limit so that our 431 (with a
-     * reason) is what a too-large header gets, and large enough for the answer buffer */
-    size_t pool = l->max_header_bytes * 2 + 64 * 1024;
+    /* libmicrohttpd's per-connection pool must be larger than our header limit so that our
+     * 431 (with a reason) is what a too-large header gets; it is also cleared between
+     * requests and costs resident memory per idle connection, so no larger than that */
+    size_t pool = l->max_header_bytes + 16 * 1024;
     unsigned flags =
         MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC | MHD_USE_TURBO;
     if (ss.ss_family == AF_INET6)

@@ -31,9 +31,40 @@ struct px_upstream {
     bool stop;                            /* under mu */
     bool abort_all;                       /* under mu */
     struct proxy_exchange *active;        /* thread only */
+    struct proxy_exchange *wake;          /* thread only: fronts to resume after this turn */
     CURL *free_easy[FREE_EASY_MAX];
     int nfree;
 };
+
+/* ---- waking the front end ------------------------------------------------------------- */
+
+/* Resuming a client connection costs the front end a loop turn; doing it once per upstream
+ * loop turn (after curl_multi_perform) instead of once per callback lets a small answer's
+ * header and body reach the client in one go. */
+static void wake_later(struct proxy_exchange *x)
+{
+    struct px_upstream *up = x->px->up;
+    if (x->wake_queued)
+        return;
+    x->wake_queued = true;
+    px_ex_ref(x);
+    x->wnext = up->wake;
+    up->wake = x;
+}
+
+static void wake_now(struct px_upstream *up)
+{
+    while (up->wake) {
+        struct proxy_exchange *x = up->wake;
+        up->wake = x->wnext;
+        x->wnext = NULL;
+        x->wake_queued = false;
+        pthread_mutex_lock(&x->mu);
+        px_wake_front(x);
+        pthread_mutex_unlock(&x->mu);
+        px_ex_unref(x);
+    }
+}
 
 /* ---- curl callbacks (upstream thread) ------------------------------------------------- */
 
@@ -47,7 +78,8 @@ static size_t on_read(char *dst, size_t size, size_t nitems, void *arg)
         n = avail < max ? avail : max;
         memcpy(dst, x->in + x->in_off, n);
         x->in_off += n;
-        px_wake_front(x);
+        if (x->suspended)
+            wake_later(x);
     } else if (x->in_eof || x->fe_gone) {
         n = x->fe_gone && !x->in_eof ? CURL_READFUNC_ABORT : 0;
     } else {
@@ -75,7 +107,7 @@ static size_t on_write(char *src, size_t size, size_t nmemb, void *arg)
         x->hold = false;
         x->out.max = x->out.len > PX_OUT_CAP ? x->out.len : PX_OUT_CAP;
         x->resp_ready = true;
-        px_wake_front(x);
+        wake_later(x);
     }
     if (x->out_off && x->out.len - x->out_off + n > x->out.max - x->out.len) {
         memmove(x->out.data, x->out.data + x->out_off, x->out.len - x->out_off);
@@ -88,7 +120,8 @@ static size_t on_write(char *src, size_t size, size_t nmemb, void *arg)
         ret = CURL_WRITEFUNC_PAUSE;
         goto out;
     }
-    px_wake_front(x);
+    if (x->suspended)
+        wake_later(x);
 out:
     pthread_mutex_unlock(&x->mu);
     return ret;
@@ -127,7 +160,7 @@ static void headers_complete(struct proxy_exchange *x)
         x->out.max = px->cfg->limits.max_json_answer;
     } else {
         x->resp_ready = true;
-        px_wake_front(x);
+        wake_later(x);
     }
     pthread_mutex_unlock(&x->mu);
 }
@@ -306,7 +339,7 @@ static void finish(struct px_upstream *up, struct proxy_exchange *x, CURLcode rc
         x->resp_ready = true;
     }
     x->out_eof = true;
-    px_wake_front(x);
+    wake_later(x);
     pthread_mutex_unlock(&x->mu);
 
     unlink_active(up, x);
@@ -348,6 +381,7 @@ static void run_commands(struct px_upstream *up)
     if (all)
         while (up->active)
             finish(up, up->active, CURLE_ABORTED_BY_CALLBACK);
+    wake_now(up);
 }
 
 static void *upstream_main(void *arg)
@@ -372,11 +406,13 @@ static void *upstream_main(void *arg)
             if (x)
                 finish(up, x, m->data.result);
         }
+        wake_now(up);
         curl_multi_poll(up->multi, NULL, 0, 1000, NULL);
     }
     run_commands(up);
     while (up->active)
         finish(up, up->active, CURLE_ABORTED_BY_CALLBACK);
+    wake_now(up);
     return NULL;
 }
 
