@@ -10,3 +10,5 @@ cutover_test(NAME test_proxy_e2e SOURCES proxy/test_proxy_e2e.c
   LIBS cutover_proxy_fixture LABELS e2e TIMEOUT 120)
 cutover_test(NAME test_proxy_big SOURCES proxy/test_proxy_big.c
   LIBS cutover_proxy_fixture LABELS e2e TIMEOUT 240)
+cutover_test(NAME test_proxy_hooks SOURCES proxy/test_proxy_hooks.c
+  LIBS cutover_proxy cutover_proxy_fixture LABELS e2e TIMEOUT 60)

@@ -99,7 +99,7 @@ static enum MHD_Result answer(struct MHD_Connection *c, struct fx_req *r, const 
         ts.tv_nsec = (ms % 1000) * 1000000L;
         nanosleep(&ts, NULL);
         resp = MHD_create_response_from_buffer(4, (void *)"slow", MHD_RESPMEM_PERSISTENT);
-    } else if (strcmp(url, "/json") == 0) {
+    } else if (strncmp(url, "/json", 5) == 0) {
         const char *j = "{\"url\":\"http://legacy.example/doc/1\",\"id\":7}";
         resp = MHD_create_response_from_buffer(strlen(j), (void *)j, MHD_RESPMEM_PERSISTENT);
         MHD_add_response_header(resp, "Content-Type", "application/json");
