@@ -11,8 +11,8 @@
 #include "storage/s3.h"
 
 #include <curl/curl.h>
-#include <stdarg.h>
 #include <openssl/rand.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
