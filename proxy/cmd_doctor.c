@@ -3,11 +3,13 @@
  * credentials are found, the bucket answers, a test object can be written, read back,
  * compared and deleted, and the local clock agrees with S3's Date header (SigV4 refuses
  * requests more than 15 minutes off). Each check prints one line, "ok" or "FAIL", with the
- * reason; the exit status is 1 when any check failed. Other parts add their own checks
- * (database, legacy store) to the same list.
+ * reason; the exit status is 1 when any check failed. It also checks that the database
+ * answers with an up-to-date schema, and that the application and the legacy store answer
+ * HTTP at all (any status: a probe key is expected to be missing).
  */
 #include "proxy/cli.h"
 #include "storage/creds.h"
+#include "storage/pgstore.h"
 #include "storage/s3.h"
 
 #include <curl/curl.h>
@@ -42,8 +44,10 @@ static void check(bool ok, const char *what, const char *fmt, ...)
 static void help(FILE *out)
 {
     fprintf(out, "usage: cutover doctor [--config FILE]\n\n"
-                 "Checks S3 credentials, that the bucket answers, that a test object can be\n"
-                 "written, read back, compared and deleted, and the clock skew against S3.\n"
+                 "Checks the database (reachable, schema up to date), that the application\n"
+                 "and the legacy store answer, S3 credentials, that the bucket answers, that\n"
+                 "a test object can be written, read back, compared and deleted, and the\n"
+                 "clock skew against S3.\n"
                  "Prints one line per check (ok / FAIL and why); exit 1 when any failed.\n");
 }
 
@@ -136,6 +140,93 @@ out:
     creds_provider_free(cp);
 }
 
+static void database_check(const struct config *cfg)
+{
+    cut_err err = CUT_ERR_INIT;
+    pgstore *st;
+    int v;
+
+    if (cfg->database_url == NULL) {
+        check(false, "database", "database_url is not set (configuration or $DATABASE_URL)");
+        return;
+    }
+    st = pgstore_connect(cfg->database_url, &err);
+    if (st == NULL) {
+        check(false, "database", "%s", err.msg);
+        return;
+    }
+    v = pgstore_schema_version(st, &err);
+    if (v < 0)
+        check(false, "database", "%s", err.msg);
+    else if (v < pgstore_latest_version())
+        check(false, "database",
+              "schema cutover is at version %d, this build needs %d: run "
+              "`cutover migrate-db`",
+              v, pgstore_latest_version());
+    else
+        check(true, "database", "reachable, schema cutover at version %d", v);
+    pgstore_free(st);
+}
+
+static size_t discard(char *p, size_t size, size_t n, void *ud)
+{
+    (void)p;
+    (void)ud;
+    return size * n;
+}
+
+/* GET url; any HTTP answer counts as reachable. Header values are secrets: never printed. */
+static void http_check(const char *what, const char *url, const struct cfg_header *h, size_t nh)
+{
+    CURL *c = curl_easy_init();
+    struct curl_slist *hl = NULL;
+    char ebuf[CURL_ERROR_SIZE] = "";
+    long status = 0;
+    CURLcode rc;
+
+    if (c == NULL) {
+        check(false, what, "cannot create an HTTP handle");
+        return;
+    }
+    for (size_t i = 0; i < nh; i++) {
+        char *line = xasprintf("%s: %s", h[i].name, h[i].value);
+        hl = curl_slist_append(hl, line);
+        free(line);
+    }
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, ebuf);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_PATH_AS_IS, 1L);
+    rc = curl_easy_perform(c);
+    if (rc == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    if (rc != CURLE_OK)
+        check(false, what, "no answer: %s", ebuf[0] ? ebuf : curl_easy_strerror(rc));
+    else if (status >= 500)
+        check(false, what, "answers HTTP %ld", status);
+    else
+        check(true, what, "answers (HTTP %ld)", status);
+    curl_slist_free_all(hl);
+    curl_easy_cleanup(c);
+}
+
+static void legacy_check(const struct config *cfg)
+{
+    const char *tpl = cfg->legacy.raw_url, *at = strstr(tpl, "{key}");
+    char *url;
+
+    if (!cfg->has_legacy) {
+        check(false, "legacy store", "no `legacy` section: mismatches cannot be repaired");
+        return;
+    }
+    url = xasprintf("%.*scutover-doctor-probe%s", (int)(at - tpl), tpl, at + 5);
+    http_check("legacy store", url, cfg->legacy.headers, cfg->legacy.nheaders);
+    free(url);
+}
+
 int cmd_doctor(int argc, char **argv)
 {
     const char *cfg_path = NULL;
@@ -161,6 +252,9 @@ int cmd_doctor(int argc, char **argv)
     }
     cli_setup_logging(cfg);
     failures = 0;
+    database_check(cfg);
+    http_check("application", cfg->upstream, NULL, 0);
+    legacy_check(cfg);
     s3_checks(&cfg->s3);
     config_free(cfg);
     return failures ? EXIT_WORK : 0;

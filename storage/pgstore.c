@@ -103,18 +103,27 @@ static int exec_ok(PGconn *c, const char *sql, const char *where, cut_err *err)
 
 int pgstore_schema_version(pgstore *st, cut_err *err)
 {
-    PGresult *r = PQexec(st->conn, "SELECT CASE WHEN to_regclass('cutover.schema_version') IS "
-                                   "NULL THEN 0 ELSE (SELECT coalesce(max(version), 0) FROM "
-                                   "cutover.schema_version) END");
+    PGresult *r = PQexec(st->conn, "SELECT to_regclass('cutover.schema_version') IS NOT NULL");
     int v = -1;
 
-    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
-        v = atoi(PQgetvalue(r, 0, 0));
-    } else {
-        char msg[400];
-        pq_message(st->conn, msg, sizeof(msg));
-        err_set(err, CUT_EDB, "schema", "reading the schema version: %s", msg);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
+        goto fail;
+    if (strcmp(PQgetvalue(r, 0, 0), "t") != 0) {
+        v = 0; /* never migrated */
+        goto out;
     }
+    PQclear(r);
+    r = PQexec(st->conn, "SELECT coalesce(max(version), 0) FROM cutover.schema_version");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
+        goto fail;
+    v = atoi(PQgetvalue(r, 0, 0));
+    goto out;
+fail : {
+    char msg[400];
+    pq_message(st->conn, msg, sizeof(msg));
+    err_set(err, CUT_EDB, "schema", "reading the schema version: %s", msg);
+}
+out:
     PQclear(r);
     return v;
 }

@@ -96,6 +96,7 @@ char *test_fresh_db(const char *tag)
 
     if (PQstatus(c) != CONNECTION_OK)
         die("cannot connect to %s: %s", url, PQerrorMessage(c));
+    PQclear(PQexec(c, "SET client_min_messages = warning"));
     snprintf(name, sizeof(name), "t_%s_%d_%d", tag, (int)getpid(), ++counter);
     for (char *p = name; *p; p++)
         if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_'))

@@ -329,14 +329,18 @@ static void test_multipart_abort_unsupported(void **state)
     }
 }
 
-static void run_doctor(struct env *e, const char *secret, int want_rc, const char *want_line)
+static void run_doctor(struct env *e, const char *db, const char *secret, int want_rc,
+                       const char *want_line)
 {
     char *cfg = xasprintf("%s/doctor.json", e->tmp), *cmd, *out = NULL;
-    char *json = xasprintf("{\"s3\": {\"endpoint\": \"%s\", \"region\": \"%s\", "
-                           "\"bucket\": \"%s\", \"path_style\": true, \"access_key_id\": "
-                           "\"%s\", \"secret_access_key\": \"%s\", \"max_attempts\": 1}}",
-                           testenv("S3_ENDPOINT"), testenv("S3_REGION"), testenv("S3_BUCKET"),
-                           testenv("S3_ACCESS_KEY"), secret);
+    char *json =
+        xasprintf("{\"database_url\": \"%s\", \"upstream\": \"%s\", "
+                  "\"legacy\": {\"raw_url\": \"%s/legacy/raw/{key}\"}, "
+                  "\"s3\": {\"endpoint\": \"%s\", \"region\": \"%s\", "
+                  "\"bucket\": \"%s\", \"path_style\": true, \"access_key_id\": "
+                  "\"%s\", \"secret_access_key\": \"%s\", \"max_attempts\": 1}}",
+                  db, testenv("APP_URL"), testenv("LEGACY_URL"), testenv("S3_ENDPOINT"),
+                  testenv("S3_REGION"), testenv("S3_BUCKET"), testenv("S3_ACCESS_KEY"), secret);
 
     assert_true(test_write_file(cfg, json, strlen(json)));
     cmd = xasprintf("'%s' doctor --config '%s' 2>&1", testenv_var("CUTOVER_BIN"), cfg);
@@ -352,9 +356,17 @@ static void run_doctor(struct env *e, const char *secret, int want_rc, const cha
 static void test_doctor(void **state)
 {
     struct env *e = *state;
+    char *db = test_fresh_db("doctor");
+    char *cmd = xasprintf("'%s' migrate-db --database-url '%s'", testenv_var("CUTOVER_BIN"), db);
 
-    run_doctor(e, testenv("S3_SECRET_KEY"), 0, "ok   read back: identical");
-    run_doctor(e, "wrong-secret-value", 1, "FAIL write:");
+    /* before migrate-db: the database check fails and says what to run */
+    run_doctor(e, db, testenv("S3_SECRET_KEY"), 1, "run `cutover migrate-db`");
+    assert_int_equal(test_run(cmd, NULL), 0);
+    run_doctor(e, db, testenv("S3_SECRET_KEY"), 0, "ok   read back: identical");
+    run_doctor(e, db, testenv("S3_SECRET_KEY"), 0, "ok   legacy store: answers");
+    run_doctor(e, db, "wrong-secret-value", 1, "FAIL write:");
+    free(cmd);
+    free(db);
 }
 
 int main(void)
