@@ -1,7 +1,8 @@
 /*
  * Growable byte buffer with a ceiling. Every buffer whose size a peer controls is created
  * with a max; appends past it fail and leave the buffer as it was, so callers answer
- * 413/431/an error instead of growing without bound.
+ * 413/431/an error instead of growing without bound. Also the small text routines every
+ * parser shares (hex digits, percent-decoding).
  */
 #include "core.h"
 
@@ -126,4 +127,42 @@ char *buf_steal(struct buf *b)
     b->data = NULL;
     b->len = b->cap = 0;
     return p;
+}
+
+int hex_value(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+long pct_decode(const char *s, size_t n, char *out, size_t outlen)
+{
+    size_t j = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (c == '%') {
+            int hi, lo;
+            if (i + 2 >= n)
+                return -1;
+            hi = hex_value(s[i + 1]);
+            lo = hex_value(s[i + 2]);
+            if (hi < 0 || lo < 0)
+                return -1;
+            c = (char)(hi * 16 + lo);
+            i += 2;
+        }
+        if (j + 1 >= outlen)
+            return -1;
+        out[j++] = c;
+    }
+    if (j >= outlen)
+        return -1;
+    out[j] = '\0';
+    return (long)j;
 }

@@ -101,6 +101,14 @@ void log_set_fd(int fd);
 void log_line(enum log_level lvl, const char *event, const char *msg, const char *extra);
 void log_msgf(enum log_level lvl, const char *event, const char *fmt, ...) CUT_PRINTF(3, 4);
 
+/* ---- text ------------------------------------------------------------------------------ */
+
+/* Value of a hexadecimal digit (either case), or -1. */
+int hex_value(char c);
+/* Percent-decodes s[0..n) into out (outlen bytes, NUL-terminated); '+' stays '+'. Returns the
+ * decoded length, or -1 on a malformed escape or when out is too small (n + 1 suffices). */
+long pct_decode(const char *s, size_t n, char *out, size_t outlen);
+
 /* ---- small helpers ---------------------------------------------------------------------- */
 
 /* Monotonic clock in microseconds. */

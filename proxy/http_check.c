@@ -103,37 +103,13 @@ bool http_target_ok(const char *t, size_t n)
     return true;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 bool http_percent_decode(const char *s, size_t n, char *out, size_t *outlen)
 {
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (c == '%') {
-            if (i + 2 >= n)
-                return false;
-            int hi = hexval(s[i + 1]), lo = hexval(s[i + 2]);
-            if (hi < 0 || lo < 0)
-                return false;
-            c = (char)(hi * 16 + lo);
-            i += 2;
-        }
-        if (c == 0)
-            return false;
-        out[o++] = c;
-    }
-    out[o] = 0;
-    *outlen = o;
+    long len = pct_decode(s, n, out, n + 1);
+
+    if (len < 0 || memchr(out, '\0', (size_t)len) != NULL)
+        return false;
+    *outlen = (size_t)len;
     return true;
 }
 

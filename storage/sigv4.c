@@ -357,42 +357,9 @@ long sigv4_encode_path(const char *prefix, const char *key, char *out, size_t ou
     return n < 0 ? -1 : (long)pl + 1 + n;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 long sigv4_decode(const char *s, size_t n, char *out, size_t outlen)
 {
-    size_t j = 0;
-
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (c == '%') {
-            int hi, lo;
-            if (i + 2 >= n)
-                return -1;
-            hi = hexval(s[i + 1]);
-            lo = hexval(s[i + 2]);
-            if (hi < 0 || lo < 0)
-                return -1;
-            c = (char)(hi * 16 + lo);
-            i += 2;
-        }
-        if (j + 1 >= outlen)
-            return -1;
-        out[j++] = c;
-    }
-    if (j >= outlen)
-        return -1;
-    out[j] = '\0';
-    return (long)j;
+    return pct_decode(s, n, out, outlen);
 }
 
 long sigv4_normalize_path(const char *path, char *out, size_t outlen)

@@ -83,6 +83,23 @@ static void test_host_port(void **state)
     assert_false(parse_host_port("host:80x", &h, &p));
 }
 
+static void test_pct_decode(void **state)
+{
+    char out[32];
+
+    (void)state;
+    assert_int_equal(pct_decode("a%20b%2Fc+d", 11, out, sizeof(out)), 7);
+    assert_string_equal(out, "a b/c+d");
+    assert_int_equal(pct_decode("%e6%97%a5", 9, out, sizeof(out)), 3);
+    assert_string_equal(out, "\xe6\x97\xa5");
+    assert_int_equal(pct_decode("%2", 2, out, sizeof(out)), -1);  /* truncated escape */
+    assert_int_equal(pct_decode("%zz", 3, out, sizeof(out)), -1); /* not hex */
+    assert_int_equal(pct_decode("abcd", 4, out, 4), -1);          /* no room for the NUL */
+    assert_int_equal(pct_decode("abcd", 4, out, 5), 4);
+    assert_int_equal(hex_value('F'), 15);
+    assert_int_equal(hex_value('g'), -1);
+}
+
 static void test_log_lines(void **state)
 {
     char *dir = test_tmpdir("log"), *path = xasprintf("%s/log", dir), *text, *line;
@@ -134,7 +151,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_buf_ceiling),    cmocka_unit_test(test_json_escape),
         cmocka_unit_test(test_err_first_wins), cmocka_unit_test(test_host_port),
-        cmocka_unit_test(test_log_lines),
+        cmocka_unit_test(test_pct_decode),     cmocka_unit_test(test_log_lines),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
