@@ -7,7 +7,7 @@
  *     a time from the raw path). Requests matching no route never reach a hook and cost
  *     nothing beyond the match itself (and nothing at all when no route is configured).
  *   - request-body hook: sees the body's bytes in order as they stream to the app (tee to a
- *     spool file, hashing); runs on the front-end thread, so it must not block.
+ *     spool file, hashing); runs on the request's event loop, so it must not block.
  *   - response hook: sees the app's status and headers before the client does; may edit
  *     the headers (a Location, say) and may ask to hold the answer (up to
  *     limits.max_json_answer bytes) to rewrite its body once complete.
@@ -53,17 +53,17 @@ struct proxy_outcome {
  * is what on_request returned (NULL: no further hook runs for this request). */
 struct proxy_hooks {
     void *arg;
-    /* Front-end thread, after validation, before anything is sent to the app. Returns a new
-     * per-request state (owned by the hooks, released in on_done) or NULL to ignore the
-     * request. */
+    /* Request's loop thread, after validation, before anything is sent to the app. Returns
+     * a new per-request state (owned by the hooks, released in on_done) or NULL to ignore
+     * the request. */
     void *(*on_request)(void *arg, proxy_exchange *x, const struct proxy_match *m);
-    /* Front-end thread: body bytes in order as they stream to the app. data is borrowed
-     * for the call only. */
+    /* Request's loop thread: body bytes in order as they stream to the app. data is
+     * borrowed for the call only. */
     void (*on_request_body)(void *arg, void *state, const void *data, size_t n);
-    /* Upstream thread: the app's final status and headers, before the client sees them.
-     * Headers may be changed with proxy_exchange_set_response_header(). */
+    /* Request's loop thread: the app's final status and headers, before the client sees
+     * them. Headers may be changed with proxy_exchange_set_response_header(). */
     enum proxy_answer_mode (*on_response)(void *arg, void *state, proxy_exchange *x, int status);
-    /* Upstream thread, only after PROXY_HOLD: the whole answer in body (ceiling
+    /* Request's loop thread, only after PROXY_HOLD: the whole answer in body (ceiling
      * max_json_answer). It may replace body's contents (keep the ceiling) and headers. Not
      * called when the answer was larger than the ceiling: it then streams unchanged. */
     void (*on_response_body)(void *arg, void *state, proxy_exchange *x, struct buf *body);

@@ -1,13 +1,16 @@
 /*
- * proxy_int: what the proxy's own files share (front end, upstream loop, admin port,
+ * proxy_int: what the proxy's own files share (front end, upstream side, admin port,
  * routes, access log). Not for use outside proxy/.
  *
- * One `struct proxy_exchange` lives per request. Two threads touch it: the front-end thread
- * (libmicrohttpd) and the upstream thread (libcurl multi). Fields marked [F] belong to the
- * front end, [U] to the upstream thread, [M] are shared and read or written under `mu`.
- * It is reference counted: one reference for the front end (dropped when libmicrohttpd
- * reports the request completed), one for the upstream side while a transfer is attached,
- * one while it sits in the upstream command queue.
+ * The data port is served by a few event loops (`struct px_loop`, one thread each). A loop
+ * owns a libmicrohttpd daemon (external epoll mode) and a libcurl multi handle (socket
+ * API) and waits on both with one epoll set, so a request's client side and app side run
+ * on the same thread: no locks on the exchange, no cross-thread wake-ups.
+ *
+ * One `struct proxy_exchange` lives per request, touched only by its loop's thread. It is
+ * reference counted (plain int): one reference for the front end (dropped when
+ * libmicrohttpd reports the request completed), one while a transfer is attached, one
+ * while it waits in the loop's resume list.
  */
 #ifndef CUTOVER_PROXY_INT_H
 #define CUTOVER_PROXY_INT_H
@@ -25,22 +28,20 @@
 
 enum px_phase { PH_NEW = 0, PH_REFUSED, PH_BODY, PH_WAIT, PH_ANSWERED };
 
-enum px_cmd { CMD_START = 1, CMD_UNPAUSE_READ = 2, CMD_UNPAUSE_WRITE = 4, CMD_ABORT = 8 };
-
-struct px_upstream; /* upstream.c */
-struct px_conn;     /* server.c: per-connection record for the header deadline */
+struct px_conn; /* server.c: per-connection record for the header deadline */
+struct px_loop;
 
 struct proxy_exchange {
-    pthread_mutex_t mu;
-    atomic_int refs;
+    int refs;
     proxy *px;
+    struct px_loop *loop;
     struct MHD_Connection *conn;
-    struct px_conn *pc; /* [F] */
+    struct px_conn *pc;
 
-    /* request, [F] until CMD_START, then read-only */
-    enum px_phase phase; /* [F] */
-    char *target;        /* raw request target, new string */
-    const char *method;  /* borrowed from libmicrohttpd, valid for the request */
+    /* request: set by the first handler call, then read-only */
+    enum px_phase phase;
+    char *target;       /* raw request target, new string */
+    const char *method; /* borrowed from libmicrohttpd, valid for the request */
     bool head;
     bool has_body;
     int64_t body_len; /* -1: chunked */
@@ -50,18 +51,18 @@ struct proxy_exchange {
     bool matched;
     void *hook_state;
 
-    /* request body, client → app [M] */
+    /* request body, client → app */
     char *in;
     size_t in_off, in_len;
     bool in_eof;
-    bool in_paused;    /* curl's read callback returned PAUSE */
-    uint64_t in_total; /* [F] */
+    bool in_paused; /* curl's read callback returned PAUSE */
+    uint64_t in_total;
 
-    /* answer, app → client [M] */
+    /* answer, app → client */
     int status;
     struct curl_slist *resp_headers; /* "Name: value" lines, filtered */
     int64_t resp_len;                /* -1 unknown */
-    bool headers_done;               /* [U] final headers seen */
+    bool headers_done;               /* final headers seen */
     bool resp_ready;                 /* the front end may queue the answer */
     bool hold;
     struct buf out; /* ceiling PX_OUT_CAP, or max_json_answer while holding */
@@ -72,21 +73,17 @@ struct proxy_exchange {
     int up_error_status; /* 502/504 when the app never answered */
     const char *up_reason;
     bool up_done;
-    uint64_t out_total; /* [F] */
-    int sent_status;    /* [F] */
+    uint64_t out_total;
+    int sent_status;
 
-    bool suspended; /* [M] libmicrohttpd connection suspended by us */
-    bool fe_gone;   /* [M] front end completed: conn must not be touched */
+    bool suspended; /* libmicrohttpd connection suspended by us */
+    bool fe_gone;   /* front end completed: conn must not be touched */
 
-    /* upstream command queue [M under px->cmd_mu] */
-    unsigned cmds;
-    bool queued;
-    struct proxy_exchange *qnext;
-    CURL *easy;                           /* [U] */
-    struct proxy_exchange *aprev, *anext; /* [U] attached transfers */
-    struct proxy_exchange *wnext;         /* [U] front-end wake-ups batched per loop turn */
-    bool wake_queued;                     /* [U] */
-    char conn_tokens[256];                /* [U] names listed in the answer's Connection */
+    CURL *easy;
+    struct proxy_exchange *aprev, *anext; /* attached transfers */
+    struct proxy_exchange *wnext;         /* resumes batched per loop turn */
+    bool wake_queued;
+    char conn_tokens[256]; /* names listed in the answer's Connection */
 };
 
 struct px_admin_route {
@@ -97,29 +94,60 @@ struct px_admin_route {
     void *arg;
 };
 
+#define PX_MAX_LOOPS 16
+#define PX_FREE_EASY_MAX 64
+
+/* One event loop: a thread, its epoll set, its libmicrohttpd daemon and its curl multi. */
+struct px_loop {
+    proxy *px;
+    int idx;
+    pthread_t thread;
+    bool started;
+    int epfd;
+    int evfd; /* commands from other threads (shutdown) */
+    struct MHD_Daemon *mhd;
+    int mhd_epfd;
+    bool resumed; /* a connection was resumed: the daemon must run */
+
+    /* commands, set by other threads then evfd written */
+    atomic_uint cmds;
+    atomic_bool quiesced; /* the loop closed its listening socket */
+
+    /* connections of this loop, for the whole-header deadline (server.c) */
+    struct px_conn *conns;
+    uint64_t next_sweep;
+
+    /* upstream side (upstream.c) */
+    CURLM *multi;
+    bool curl_kick;                /* run curl's due transfers this turn */
+    int64_t curl_deadline;         /* us, -1: no timer */
+    struct proxy_exchange *active; /* attached transfers */
+    struct proxy_exchange *wake;   /* fronts to resume after this turn */
+    unsigned char *fd_reg;         /* per curl socket: registered with epfd */
+    size_t nfd_reg;
+    CURL *free_easy[PX_FREE_EASY_MAX];
+    int nfree;
+};
+
+enum px_loop_cmd { LOOP_QUIESCE = 1, LOOP_ABORT_ALL = 2, LOOP_STOP = 4 };
+
 struct proxy {
     const struct config *cfg;
     struct proxy_hooks hooks;
     bool have_hooks;
-    struct MHD_Daemon *mhd;
     struct MHD_Daemon *admin;
     int port, admin_port;
     char *up_host;
     int up_port;
     size_t up_base_len;
 
-    struct px_upstream *up;
+    struct px_loop loops[PX_MAX_LOOPS];
+    int nloops;
 
     atomic_long inflight;
+    atomic_long nconns; /* client connections, every loop */
     atomic_bool stopping;
     bool running;
-
-    /* connection registry for the whole-header deadline (server.c) */
-    pthread_mutex_t conn_mu;
-    struct px_conn *conns;
-    pthread_t sweeper;
-    bool sweeper_started;
-    pthread_cond_t sweep_cv;
 
     /* background pool (defer.c) */
     struct px_defer *defer;
@@ -131,19 +159,26 @@ struct proxy {
 /* exchange references */
 void px_ex_ref(struct proxy_exchange *x);
 void px_ex_unref(struct proxy_exchange *x);
-/* Resumes the client connection if we suspended it and the front end still owns it.
- * Caller holds x->mu. */
+/* Resumes the client connection if we suspended it and the front end still owns it. */
 void px_wake_front(struct proxy_exchange *x);
 
-/* upstream.c */
-struct px_upstream *px_upstream_new(proxy *px, cut_err *err);
-void px_upstream_free(struct px_upstream *up);
-/* Builds the transfer for x and queues it (front-end thread). */
+/* upstream.c: everything runs on the exchange's loop thread */
+bool px_upstream_init(struct px_loop *l, cut_err *err);
+void px_upstream_fini(struct px_loop *l);
+/* Builds the transfer for x and adds it to its loop's multi handle. */
 bool px_upstream_start(struct proxy_exchange *x, cut_err *err);
-/* Posts a command for x to the upstream thread (any thread, never blocks). */
-void px_upstream_post(struct proxy_exchange *x, unsigned cmd);
-/* Aborts every transfer (shutdown). */
-void px_upstream_abort_all(struct px_upstream *up);
+/* The front end moved a buffer: lets a paused transfer go on. */
+void px_upstream_unpause(struct proxy_exchange *x);
+/* Ends x's transfer, if any. */
+void px_upstream_abort(struct proxy_exchange *x);
+/* Aborts every transfer of the loop (shutdown). */
+void px_upstream_abort_all(struct px_loop *l);
+/* An epoll event on a curl socket. */
+void px_upstream_event(struct px_loop *l, int fd, uint32_t events);
+/* Runs curl's timers that are due, collects finished transfers, resumes fronts. */
+void px_upstream_run(struct px_loop *l, uint64_t now);
+/* Resumes the fronts queued by the upstream side. */
+void px_upstream_flush(struct px_loop *l);
 
 /* route.c */
 bool px_route_match(const struct config *cfg, const char *method, const char *target,

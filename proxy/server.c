@@ -1,22 +1,37 @@
 /*
  * server: the data port. libmicrohttpd reads requests; every request is checked in its
- * first handler call and then streamed to the app by the upstream thread (upstream.c).
+ * first handler call and then streamed to the app by libcurl (upstream.c).
  *
- * Concurrency model, chosen for speed: one libmicrohttpd event thread (epoll, internal) and
- * one libcurl multi event thread. No thread ever blocks on a peer: when the client sends
- * faster than the app reads, or the app answers faster than the client reads, the side
- * with nothing to do is paused (libmicrohttpd's suspend/resume, curl's pause) and resumed by
- * the other thread when its bounded buffer moves. Measured on this class of machine, one
- * epoll thread serves more requests per second than a thread pool or a thread per
- * connection (see the reference notes), and two event loops keep idle connections cheap
- * (a few KiB each) where threads would cost a stack each. The answer is queued on a later
- * handler call, never the first one, because libmicrohttpd 0.9.75 closes the connection
- * after an answer queued in the first call: that is reserved for refusals, which are
- * answered with Connection: close so that nothing pipelined behind them is served.
+ * Concurrency model, chosen for speed: one event loop per CPU (struct px_loop, a thread
+ * each, like nginx's workers). A loop owns a libmicrohttpd daemon in external epoll mode
+ * and a libcurl multi handle driven through its socket API, and waits on both with one
+ * epoll set: the daemon's own epoll descriptor, curl's sockets, an eventfd for commands
+ * from other threads (shutdown). The daemons all listen on the same port (SO_REUSEPORT),
+ * so the kernel spreads connections between loops; each loop keeps its own connections
+ * to the app. A request lives on one loop from start to end, so the client side and the
+ * app side never need a lock or a cross-thread wake-up: the exchange is handed between
+ * them by direct calls, and resuming a suspended client connection is a flag that makes
+ * the loop run the daemon again, not a system call.
+ *
+ * Why: the previous design (one libmicrohttpd thread, one curl thread) spent its time in
+ * system calls: suspend/resume with an inter-thread wake-up each, curl_multi_wakeup, and
+ * a poll() over every app connection per turn. Here a small request costs the client's
+ * read and write, the app's write and read, and curl's own liveness checks; the client
+ * connection is not even suspended when the answer arrives within one loop turn (the
+ * handler is called again on the next run and only then suspends), and a complete small
+ * answer is queued as one buffer so that its header and body leave in one write.
+ *
+ * No thread ever blocks on a peer: when the client sends faster than the app reads, or
+ * the app answers faster than the client reads, the side with nothing to do is paused
+ * (libmicrohttpd's suspend/resume, curl's pause) and resumed when its bounded buffer
+ * moves. The answer is queued on a later handler call, never the first one, because
+ * libmicrohttpd 0.9.75 closes the connection after an answer queued in the first call:
+ * that is reserved for refusals, which are answered with Connection: close so that
+ * nothing pipelined behind them is served.
  *
  * libmicrohttpd times out idle connections only, so the whole-header deadline is kept
- * here: a registry of connections, and a sweeper thread that shuts down the socket of a
- * connection whose request header has not been complete in time.
+ * here: each loop keeps a list of its connections and, every 250 ms, shuts down the
+ * socket of any whose request header has not been complete in time.
  */
 #include "proxy/http_check.h"
 #include "proxy/proxy_int.h"
@@ -28,8 +43,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
+
+#define TAG_MHD (1ull << 32)
+#define TAG_CMD (2ull << 32)
+#define SWEEP_US 250000u
 
 struct px_conn {
     int fd;
@@ -43,7 +65,7 @@ struct px_conn {
 
 void px_ex_ref(struct proxy_exchange *x)
 {
-    atomic_fetch_add(&x->refs, 1);
+    x->refs++;
 }
 
 static void ex_free(struct proxy_exchange *x)
@@ -65,13 +87,12 @@ static void ex_free(struct proxy_exchange *x)
     free(x->target);
     free(x->in);
     buf_free(&x->out);
-    pthread_mutex_destroy(&x->mu);
     free(x);
 }
 
 void px_ex_unref(struct proxy_exchange *x)
 {
-    if (atomic_fetch_sub(&x->refs, 1) == 1)
+    if (--x->refs == 0)
         ex_free(x);
 }
 
@@ -80,6 +101,7 @@ void px_wake_front(struct proxy_exchange *x)
     if (x->suspended && !x->fe_gone) {
         x->suspended = false;
         MHD_resume_connection(x->conn);
+        x->loop->resumed = true; /* no wake-up in external mode: the loop runs the daemon */
     }
 }
 
@@ -94,75 +116,67 @@ static void suspend_front(struct proxy_exchange *x)
 static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx,
                           enum MHD_ConnectionNotificationCode toe)
 {
-    proxy *px = cls;
+    struct px_loop *l = cls;
+    proxy *px = l->px;
     if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
         const union MHD_ConnectionInfo *ci =
             MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
         struct px_conn *pc = xcalloc(1, sizeof(*pc));
         pc->fd = ci ? ci->connect_fd : -1;
         pc->deadline = now_us() + (uint64_t)px->cfg->limits.header_timeout_s * 1000000u;
-        pthread_mutex_lock(&px->conn_mu);
-        pc->next = px->conns;
-        if (px->conns)
-            px->conns->prev = pc;
-        px->conns = pc;
-        pthread_mutex_unlock(&px->conn_mu);
+        pc->next = l->conns;
+        if (l->conns)
+            l->conns->prev = pc;
+        l->conns = pc;
         *socket_ctx = pc;
+        atomic_fetch_add(&px->nconns, 1);
     } else if (toe == MHD_CONNECTION_NOTIFY_CLOSED && *socket_ctx) {
         struct px_conn *pc = *socket_ctx;
-        pthread_mutex_lock(&px->conn_mu);
         if (pc->prev)
             pc->prev->next = pc->next;
         else
-            px->conns = pc->next;
+            l->conns = pc->next;
         if (pc->next)
             pc->next->prev = pc->prev;
-        pthread_mutex_unlock(&px->conn_mu);
         free(pc);
         *socket_ctx = NULL;
+        atomic_fetch_sub(&px->nconns, 1);
     }
 }
 
-static void *sweeper_main(void *arg)
+/* Accept policy: the connection limit holds across every loop's daemon. */
+static enum MHD_Result accept_ok(void *cls, const struct sockaddr *addr, socklen_t addrlen)
 {
-    proxy *px = arg;
-    pthread_mutex_lock(&px->conn_mu);
-    while (!atomic_load(&px->stopping)) {
-        uint64_t now = now_us();
-        for (struct px_conn *pc = px->conns; pc; pc = pc->next) {
-            if (!pc->in_request && !pc->killed && pc->fd >= 0 && now > pc->deadline) {
-                /* the socket stays open until libmicrohttpd closes it on the EOF this
-                 * causes, so the descriptor cannot be reused under us */
-                shutdown(pc->fd, SHUT_RDWR);
-                pc->killed = true;
-                log_line(LOG_DEBUG, "header_timeout", "client header not complete in time", NULL);
-            }
+    proxy *px = cls;
+    (void)addr;
+    (void)addrlen;
+    return atomic_load(&px->nconns) < (long)px->cfg->limits.max_connections ? MHD_YES : MHD_NO;
+}
+
+/* Shuts down the socket of every connection whose request header is late. */
+static void sweep(struct px_loop *l, uint64_t now)
+{
+    for (struct px_conn *pc = l->conns; pc; pc = pc->next) {
+        if (!pc->in_request && !pc->killed && pc->fd >= 0 && now > pc->deadline) {
+            /* the socket stays open until libmicrohttpd closes it on the EOF this causes,
+             * so the descriptor cannot be reused under us */
+            shutdown(pc->fd, SHUT_RDWR);
+            pc->killed = true;
+            log_line(LOG_DEBUG, "header_timeout", "client header not complete in time", NULL);
         }
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 250 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&px->sweep_cv, &px->conn_mu, &ts);
     }
-    pthread_mutex_unlock(&px->conn_mu);
-    return NULL;
 }
 
 static void conn_mark(proxy *px, struct px_conn *pc, bool in_request)
 {
     if (!pc)
         return;
-    pthread_mutex_lock(&px->conn_mu);
     pc->in_request = in_request;
     if (!in_request) {
         const struct cfg_limits *l = &px->cfg->limits;
         pc->deadline =
             now_us() + ((uint64_t)l->idle_timeout_s + (uint64_t)l->header_timeout_s) * 1000000u;
     }
-    pthread_mutex_unlock(&px->conn_mu);
 }
 
 /* ---- first call: checks ---------------------------------------------------------------- */
@@ -368,7 +382,6 @@ static enum MHD_Result take_body(struct proxy_exchange *x, const char *data, siz
     proxy *px = x->px;
     size_t take;
 
-    pthread_mutex_lock(&x->mu);
     if (x->up_done) {
         /* the app already answered (or failed): the rest of the body is read and dropped */
         take = *size;
@@ -389,19 +402,18 @@ static enum MHD_Result take_body(struct proxy_exchange *x, const char *data, siz
         x->in_len += take;
         if (take && x->in_paused) {
             x->in_paused = false;
-            px_upstream_post(x, CMD_UNPAUSE_READ);
+            px_upstream_unpause(x);
         }
         if (take < *size)
             suspend_front(x);
     }
-    pthread_mutex_unlock(&x->mu);
 
     x->in_total += take;
     *size -= take;
     if (take && x->hook_state && px->hooks.on_request_body)
         px->hooks.on_request_body(px->hooks.arg, x->hook_state, data, take);
     if (px->cfg->limits.max_body_bytes && x->in_total > px->cfg->limits.max_body_bytes) {
-        px_upstream_post(x, CMD_ABORT);
+        px_upstream_abort(x);
         return refuse(x, 413, "request body larger than the proxy's limit");
     }
     return MHD_YES;
@@ -413,7 +425,6 @@ static ssize_t read_answer(void *cls, uint64_t pos, char *out, size_t max)
     ssize_t n;
     (void)pos;
 
-    pthread_mutex_lock(&x->mu);
     size_t avail = x->out.len - x->out_off;
     if (avail) {
         if (avail > max)
@@ -424,19 +435,18 @@ static ssize_t read_answer(void *cls, uint64_t pos, char *out, size_t max)
             buf_reset(&x->out);
             x->out_off = 0;
         }
-        if (x->out_paused) {
-            x->out_paused = false;
-            px_upstream_post(x, CMD_UNPAUSE_WRITE);
-        }
         n = (ssize_t)avail;
         x->out_total += avail;
+        if (x->out_paused) {
+            x->out_paused = false;
+            px_upstream_unpause(x);
+        }
     } else if (x->out_eof) {
         n = x->up_failed ? MHD_CONTENT_READER_END_WITH_ERROR : MHD_CONTENT_READER_END_OF_STREAM;
     } else {
         suspend_front(x);
         n = 0;
     }
-    pthread_mutex_unlock(&x->mu);
     return n;
 }
 
@@ -452,9 +462,14 @@ static enum MHD_Result queue_answer(struct proxy_exchange *x)
         x->sent_status = x->up_error_status;
         return send_plain(x->conn, x->up_error_status, x->up_reason, false);
     }
-    if (no_body_status(x->status) || (x->head && x->resp_len < 0))
+    if (no_body_status(x->status) || (x->head && x->resp_len < 0)) {
         r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
-    else {
+    } else if (!x->head && x->out_eof && !x->up_failed && x->out_off == 0 &&
+               x->resp_len == (int64_t)x->out.len) {
+        /* the whole answer is here: libmicrohttpd sends header and body in one write */
+        r = MHD_create_response_from_buffer(x->out.len, x->out.data, MHD_RESPMEM_MUST_COPY);
+        x->out_total = x->out.len;
+    } else {
         /* libmicrohttpd allocates a block of this size per answer: no larger than needed */
         size_t block = 64 * 1024;
         if (x->resp_len >= 0 && (uint64_t)x->resp_len < block)
@@ -485,21 +500,22 @@ static enum MHD_Result queue_answer(struct proxy_exchange *x)
 
 static enum MHD_Result body_done(struct proxy_exchange *x)
 {
-    pthread_mutex_lock(&x->mu);
     if (!x->in_eof) {
         x->in_eof = true;
         if (x->in_paused) {
             x->in_paused = false;
-            px_upstream_post(x, CMD_UNPAUSE_READ);
+            px_upstream_unpause(x);
         }
     }
     if (!x->resp_ready) {
+        /* the answer is usually a loop turn away: libmicrohttpd calls again on its next
+         * run, and suspending (two epoll_ctl) is only worth it when that turn was not
+         * enough */
+        if (x->phase == PH_WAIT)
+            suspend_front(x);
         x->phase = PH_WAIT;
-        suspend_front(x);
-        pthread_mutex_unlock(&x->mu);
         return MHD_YES;
     }
-    pthread_mutex_unlock(&x->mu);
     return queue_answer(x);
 }
 
@@ -530,11 +546,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 
 static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
-    proxy *px = cls;
+    struct px_loop *l = cls;
+    proxy *px = l->px;
     struct proxy_exchange *x = xcalloc(1, sizeof(*x));
-    pthread_mutex_init(&x->mu, NULL);
-    atomic_init(&x->refs, 1);
+    x->refs = 1;
     x->px = px;
+    x->loop = l;
     x->conn = conn;
     x->target = xstrdup(uri ? uri : "");
     x->t_start = now_us();
@@ -551,7 +568,8 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-    proxy *px = cls;
+    struct px_loop *l = cls;
+    proxy *px = l->px;
     struct proxy_exchange *x = *req_cls;
     (void)conn;
     if (!x)
@@ -559,14 +577,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     *req_cls = NULL;
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && x->phase == PH_ANSWERED)
         x->sent_status = x->sent_status ? x->sent_status : 0;
-    pthread_mutex_lock(&x->mu);
     x->fe_gone = true;
-    bool abort_up = x->phase != PH_NEW && x->phase != PH_REFUSED && !x->up_done;
-    if (x->phase == PH_REFUSED && !x->up_done && x->t_up_start)
-        abort_up = true;
-    pthread_mutex_unlock(&x->mu);
-    if (abort_up)
-        px_upstream_post(x, CMD_ABORT);
+    px_upstream_abort(x);
     conn_mark(px, x->pc, false);
     if (px->cfg->access_log && x->phase != PH_NEW)
         px_access_log(x);
@@ -617,9 +629,8 @@ proxy *proxy_new(const struct config *cfg, cut_err *err)
 {
     proxy *px = xcalloc(1, sizeof(*px));
     px->cfg = cfg;
-    pthread_mutex_init(&px->conn_mu, NULL);
-    pthread_cond_init(&px->sweep_cv, NULL);
     atomic_init(&px->inflight, 0);
+    atomic_init(&px->nconns, 0);
     atomic_init(&px->stopping, false);
     if (!parse_upstream(px, err)) {
         proxy_free(px);
@@ -664,53 +675,217 @@ static bool resolve(const char *host, int port, struct sockaddr_storage *ss, cut
     return true;
 }
 
+/* ---- the event loops ------------------------------------------------------------------ */
+
+static void loop_post(struct px_loop *l, unsigned cmd)
+{
+    uint64_t one = 1;
+    atomic_fetch_or(&l->cmds, cmd);
+    if (write(l->evfd, &one, sizeof(one)) < 0) {
+        /* the counter cannot overflow here; nothing else can fail */
+    }
+}
+
+static int ms_until(uint64_t t, uint64_t now)
+{
+    if (t <= now)
+        return 0;
+    uint64_t ms = (t - now + 999) / 1000;
+    return ms > 1000 ? 1000 : (int)ms;
+}
+
+static void *loop_main(void *arg)
+{
+    struct px_loop *l = arg;
+    struct epoll_event ev[64];
+    bool run_mhd = true;
+
+    for (;;) {
+        uint64_t now = now_us();
+        int timeout = 1000;
+        if (run_mhd || l->wake || l->curl_kick)
+            timeout = 0;
+        if (l->curl_deadline >= 0)
+            timeout = ms_until((uint64_t)l->curl_deadline, now) < timeout
+                          ? ms_until((uint64_t)l->curl_deadline, now)
+                          : timeout;
+        MHD_UNSIGNED_LONG_LONG mt;
+        if (timeout && MHD_get_timeout(l->mhd, &mt) == MHD_YES &&
+            mt < (MHD_UNSIGNED_LONG_LONG)timeout)
+            timeout = (int)mt;
+        if (ms_until(l->next_sweep, now) < timeout)
+            timeout = ms_until(l->next_sweep, now);
+
+        int n = epoll_wait(l->epfd, ev, 64, timeout);
+        unsigned cmds = 0;
+        bool mhd_ready = run_mhd;
+        for (int i = 0; i < n; i++) {
+            uint64_t tag = ev[i].data.u64;
+            if (tag == TAG_MHD) {
+                mhd_ready = true;
+            } else if (tag == TAG_CMD) {
+                uint64_t v;
+                if (read(l->evfd, &v, sizeof(v)) < 0) {
+                    /* nothing pending: another read got it */
+                }
+                cmds |= atomic_exchange(&l->cmds, 0u);
+            } else {
+                px_upstream_event(l, (int)tag, ev[i].events);
+            }
+        }
+        now = now_us();
+        px_upstream_run(l, now);
+        if (cmds & LOOP_QUIESCE) {
+            MHD_socket ls = MHD_quiesce_daemon(l->mhd);
+            if (ls != MHD_INVALID_SOCKET)
+                close(ls);
+            atomic_store(&l->quiesced, true);
+        }
+        if (cmds & LOOP_ABORT_ALL)
+            px_upstream_abort_all(l);
+        if (cmds & LOOP_STOP)
+            break;
+        /* libmicrohttpd runs when its epoll set has something, when a connection was
+         * resumed (its wake-up makes the set readable), or when a timeout is due */
+        if (!mhd_ready && MHD_get_timeout(l->mhd, &mt) == MHD_YES && mt == 0)
+            mhd_ready = true;
+        run_mhd = false;
+        for (int turn = 0; turn < 4 && (mhd_ready || l->resumed); turn++) {
+            mhd_ready = false;
+            l->resumed = false;
+            MHD_run(l->mhd);
+            /* requests it read go to the app in this same turn */
+            px_upstream_run(l, now_us());
+        }
+        run_mhd = l->resumed;
+        if (now >= l->next_sweep) {
+            sweep(l, now);
+            l->next_sweep = now + SWEEP_US;
+        }
+    }
+    /* stop: nothing may stay suspended when the daemon stops */
+    px_upstream_abort_all(l);
+    MHD_run(l->mhd);
+    MHD_stop_daemon(l->mhd);
+    l->mhd = NULL;
+    px_upstream_fini(l);
+    return NULL;
+}
+
+static bool loop_init(proxy *px, struct px_loop *l, int idx, const struct sockaddr *sa,
+                      cut_err *err)
+{
+    const struct cfg_limits *lim = &px->cfg->limits;
+    l->px = px;
+    l->idx = idx;
+    l->epfd = epoll_create1(EPOLL_CLOEXEC);
+    l->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    atomic_init(&l->cmds, 0u);
+    atomic_init(&l->quiesced, false);
+    if (l->epfd < 0 || l->evfd < 0) {
+        err_set(err, CUT_EIO, "proxy", "cannot create an event loop");
+        return false;
+    }
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_CMD};
+    if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->evfd, &ev) != 0) {
+        err_set(err, CUT_EIO, "proxy", "cannot create an event loop");
+        return false;
+    }
+    if (!px_upstream_init(l, err))
+        return false;
+
+    /* libmicrohttpd's per-connection pool must be larger than our header limit so that our
+     * 431 (with a reason) is what a too-large header gets; it is also cleared between
+     * requests and costs resident memory per idle connection, so no larger than that */
+    size_t pool = lim->max_header_bytes + 16 * 1024;
+    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_TURBO;
+    if (sa->sa_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    l->mhd = MHD_start_daemon(flags, 0, accept_ok, px, on_request, l, MHD_OPTION_SOCK_ADDR, sa,
+                              MHD_OPTION_URI_LOG_CALLBACK, on_uri, l, MHD_OPTION_NOTIFY_COMPLETED,
+                              on_completed, l, MHD_OPTION_NOTIFY_CONNECTION, on_connection, l,
+                              MHD_OPTION_CONNECTION_MEMORY_LIMIT, pool,
+                              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)lim->idle_timeout_s,
+                              MHD_OPTION_CONNECTION_LIMIT, (unsigned)lim->max_connections,
+                              MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_LISTEN_BACKLOG_SIZE,
+                              1024, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+    if (!l->mhd) {
+        err_set(err, CUT_EIO, "proxy", "cannot listen on %s:%d",
+                px->cfg->listen_host ? px->cfg->listen_host : "*", px->cfg->listen_port);
+        return false;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(l->mhd, MHD_DAEMON_INFO_EPOLL_FD);
+    l->mhd_epfd = di ? di->epoll_fd : -1;
+    ev.data.u64 = TAG_MHD;
+    if (l->mhd_epfd < 0 || epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->mhd_epfd, &ev) != 0) {
+        err_set(err, CUT_EIO, "proxy", "cannot watch libmicrohttpd's epoll set");
+        return false;
+    }
+    l->next_sweep = now_us() + SWEEP_US;
+    return true;
+}
+
+/* Frees a loop whose thread never ran (or has returned). */
+static void loop_free(struct px_loop *l)
+{
+    if (l->mhd) {
+        MHD_stop_daemon(l->mhd);
+        l->mhd = NULL;
+    }
+    if (l->multi)
+        px_upstream_fini(l);
+    if (l->epfd > 0)
+        close(l->epfd);
+    if (l->evfd > 0)
+        close(l->evfd);
+    l->epfd = l->evfd = -1;
+}
+
+static int loop_count(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1)
+        n = 1;
+    return n > PX_MAX_LOOPS ? PX_MAX_LOOPS : (int)n;
+}
+
 bool proxy_start(proxy *px, cut_err *err)
 {
     const struct config *cfg = px->cfg;
-    const struct cfg_limits *l = &cfg->limits;
     struct sockaddr_storage ss;
     bool ok = false;
 
     if (!resolve(cfg->listen_host, cfg->listen_port, &ss, err))
         goto out;
-    px->up = px_upstream_new(px, err);
-    if (!px->up)
-        goto out;
     px->defer = px_defer_new(2, 1024);
-
-    /* libmicrohttpd's per-connection pool must be larger than our header limit so that our
-     * 431 (with a reason) is what a too-large header gets; it is also cleared between
-     * requests and costs resident memory per idle connection, so no larger than that */
-    size_t pool = l->max_header_bytes + 16 * 1024;
-    unsigned flags =
-        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC | MHD_USE_TURBO;
-    if (ss.ss_family == AF_INET6)
-        flags |= MHD_USE_IPv6;
-    px->mhd = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, px, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-        MHD_OPTION_URI_LOG_CALLBACK, on_uri, px, MHD_OPTION_NOTIFY_COMPLETED, on_completed, px,
-        MHD_OPTION_NOTIFY_CONNECTION, on_connection, px, MHD_OPTION_CONNECTION_MEMORY_LIMIT, pool,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)l->idle_timeout_s, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)l->max_connections, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1,
-        MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-        MHD_OPTION_END);
-    if (!px->mhd) {
-        err_set(err, CUT_EIO, "proxy", "cannot listen on %s:%d",
-                cfg->listen_host ? cfg->listen_host : "*", cfg->listen_port);
-        goto out;
+    px->nloops = loop_count();
+    for (int i = 0; i < px->nloops; i++) {
+        /* the first daemon binds (maybe port 0); the others share its port (SO_REUSEPORT)
+         * and the kernel spreads new connections between them */
+        if (!loop_init(px, &px->loops[i], i, (struct sockaddr *)&ss, err))
+            goto out;
+        if (i == 0) {
+            const union MHD_DaemonInfo *di =
+                MHD_get_daemon_info(px->loops[0].mhd, MHD_DAEMON_INFO_BIND_PORT);
+            px->port = di ? di->port : cfg->listen_port;
+            if (ss.ss_family == AF_INET6)
+                ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)px->port);
+            else
+                ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)px->port);
+        }
     }
-    const union MHD_DaemonInfo *di = MHD_get_daemon_info(px->mhd, MHD_DAEMON_INFO_BIND_PORT);
-    px->port = di ? di->port : cfg->listen_port;
-    if (pthread_create(&px->sweeper, NULL, sweeper_main, px) != 0) {
-        err_set(err, CUT_EIO, "proxy", "cannot start the header sweeper");
-        goto out;
+    for (int i = 0; i < px->nloops; i++) {
+        if (pthread_create(&px->loops[i].thread, NULL, loop_main, &px->loops[i]) != 0) {
+            err_set(err, CUT_EIO, "proxy", "cannot start an event loop");
+            goto out;
+        }
+        px->loops[i].started = true;
     }
-    px->sweeper_started = true;
     if (!px_admin_start(px, err))
         goto out;
     px->running = true;
-    log_msgf(LOG_INFO, "listening", "proxy on port %d, admin on port %d, upstream %s", px->port,
-             px->admin_port, cfg->upstream);
+    log_msgf(LOG_INFO, "listening", "proxy on port %d (%d loops), admin on port %d, upstream %s",
+             px->port, px->nloops, px->admin_port, cfg->upstream);
     ok = true;
 out:
     if (!ok) {
@@ -720,51 +895,51 @@ out:
     return ok;
 }
 
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
 void proxy_shutdown(proxy *px, int grace_s)
 {
     if (!px->running)
         return;
     px->running = false;
-    if (px->mhd) {
-        MHD_socket ls = MHD_quiesce_daemon(px->mhd);
-        if (ls != MHD_INVALID_SOCKET)
-            close(ls);
-        uint64_t deadline = now_us() + (uint64_t)(grace_s > 0 ? grace_s : 0) * 1000000u;
-        while (atomic_load(&px->inflight) > 0 && now_us() < deadline) {
-            struct timespec ts = {0, 20 * 1000000L};
-            nanosleep(&ts, NULL);
-        }
-        long left = atomic_load(&px->inflight);
-        if (left > 0)
-            log_msgf(LOG_WARN, "shutdown", "%ld requests still in flight after the grace period",
-                     left);
-        /* nothing may stay suspended when the daemon stops: end every transfer, which
-         * resumes their connections, and give the front end a moment to see it */
-        if (px->up)
-            px_upstream_abort_all(px->up);
-        uint64_t d2 = now_us() + 2000000u;
-        while (atomic_load(&px->inflight) > 0 && now_us() < d2) {
-            struct timespec ts = {0, 10 * 1000000L};
-            nanosleep(&ts, NULL);
-        }
+    /* stop accepting: each loop closes its listening socket */
+    for (int i = 0; i < px->nloops; i++)
+        if (px->loops[i].started)
+            loop_post(&px->loops[i], LOOP_QUIESCE);
+    for (int i = 0; i < px->nloops; i++) {
+        uint64_t d = now_us() + 2000000u;
+        while (px->loops[i].started && !atomic_load(&px->loops[i].quiesced) && now_us() < d)
+            sleep_ms(1);
     }
+    uint64_t deadline = now_us() + (uint64_t)(grace_s > 0 ? grace_s : 0) * 1000000u;
+    while (atomic_load(&px->inflight) > 0 && now_us() < deadline)
+        sleep_ms(20);
+    long left = atomic_load(&px->inflight);
+    if (left > 0)
+        log_msgf(LOG_WARN, "shutdown", "%ld requests still in flight after the grace period", left);
+    /* end every transfer, which resumes their connections, and give the loops a moment */
+    for (int i = 0; i < px->nloops; i++)
+        if (px->loops[i].started)
+            loop_post(&px->loops[i], LOOP_ABORT_ALL);
+    uint64_t d2 = now_us() + 2000000u;
+    while (atomic_load(&px->inflight) > 0 && now_us() < d2)
+        sleep_ms(10);
     atomic_store(&px->stopping, true);
     px_admin_stop(px);
-    if (px->mhd) {
-        MHD_stop_daemon(px->mhd);
-        px->mhd = NULL;
+    for (int i = 0; i < px->nloops; i++) {
+        struct px_loop *l = &px->loops[i];
+        if (l->started) {
+            loop_post(l, LOOP_STOP);
+            pthread_join(l->thread, NULL);
+            l->started = false;
+        }
+        loop_free(l);
     }
-    if (px->sweeper_started) {
-        pthread_mutex_lock(&px->conn_mu);
-        pthread_cond_broadcast(&px->sweep_cv);
-        pthread_mutex_unlock(&px->conn_mu);
-        pthread_join(px->sweeper, NULL);
-        px->sweeper_started = false;
-    }
-    if (px->up) {
-        px_upstream_free(px->up);
-        px->up = NULL;
-    }
+    px->nloops = 0;
     if (px->defer) {
         px_defer_free(px->defer);
         px->defer = NULL;
@@ -777,8 +952,6 @@ void proxy_free(proxy *px)
         return;
     proxy_shutdown(px, 0);
     free(px->up_host);
-    pthread_cond_destroy(&px->sweep_cv);
-    pthread_mutex_destroy(&px->conn_mu);
     free(px);
 }
 

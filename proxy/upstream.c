@@ -1,9 +1,14 @@
 /*
- * upstream: forwarding to the app with libcurl's multi interface on one event thread.
- * The front end (server.c) posts commands (start, unpause, abort) to a queue and wakes the
- * thread with curl_multi_wakeup(); the thread owns every easy handle, so curl is only ever
- * called from here. Connections to the app are kept alive and reused by the multi handle's
- * connection cache; easy handles are recycled from a small free list.
+ * upstream: forwarding to the app with libcurl's multi socket API, driven by the loop that
+ * also runs the client side (server.c). Each loop has its own multi handle, so connections
+ * to the app are kept alive and reused per loop, and its own pool of easy handles, kept
+ * configured between requests: only the per-request options are set again.
+ *
+ * curl's sockets go into the loop's epoll set. Sockets that curl opens through our
+ * open-socket callback stay registered for reading while curl keeps the connection (our
+ * close-socket callback forgets them), so reusing a kept-alive connection costs no
+ * epoll_ctl; writing is watched only while curl waits to write. Any other socket (a
+ * resolver's, say) follows curl's wishes exactly.
  *
  * Bytes move through the exchange's two bounded buffers: the read callback drains what the
  * client sent (pausing when it is empty), the write callback fills the answer buffer
@@ -14,54 +19,47 @@
 #include "proxy/http_check.h"
 #include "proxy/proxy_int.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
-#define FREE_EASY_MAX 64
-#define RESP_MAX_FIELDS 256
-#define RESP_MAX_HEADER_BYTES (64 * 1024)
-
-struct px_upstream {
-    proxy *px;
-    CURLM *multi;
-    pthread_t thread;
-    pthread_mutex_t mu;
-    struct proxy_exchange *qhead, *qtail; /* under mu */
-    bool stop;                            /* under mu */
-    bool abort_all;                       /* under mu */
-    struct proxy_exchange *active;        /* thread only */
-    struct proxy_exchange *wake;          /* thread only: fronts to resume after this turn */
-    CURL *free_easy[FREE_EASY_MAX];
-    int nfree;
-};
+/* fd_reg flags, per curl socket */
+#define FR_REG 1    /* in the loop's epoll set */
+#define FR_OWN 2    /* opened by open_socket: stays registered while curl keeps it */
+#define FR_IN 4     /* curl waits for reading */
+#define FR_OUT 8    /* curl waits for writing */
+#define FR_EIN 16   /* registered for EPOLLIN */
+#define FR_EOUT 32  /* registered for EPOLLOUT */
+#define FR_MUTED 64 /* own socket readable while curl did not wait for it: EPOLLIN off */
 
 /* ---- waking the front end ------------------------------------------------------------- */
 
-/* Resuming a client connection costs the front end a loop turn; doing it once per upstream
- * loop turn (after curl_multi_perform) instead of once per callback lets a small answer's
- * header and body reach the client in one go. */
+/* Resuming a client connection costs libmicrohttpd a turn; doing it once per loop turn
+ * instead of once per callback lets a small answer's header and body reach the client in
+ * one go. */
 static void wake_later(struct proxy_exchange *x)
 {
-    struct px_upstream *up = x->px->up;
+    struct px_loop *l = x->loop;
     if (x->wake_queued)
         return;
     x->wake_queued = true;
     px_ex_ref(x);
-    x->wnext = up->wake;
-    up->wake = x;
+    x->wnext = l->wake;
+    l->wake = x;
 }
 
-static void wake_now(struct px_upstream *up)
+void px_upstream_flush(struct px_loop *l)
 {
-    while (up->wake) {
-        struct proxy_exchange *x = up->wake;
-        up->wake = x->wnext;
+    while (l->wake) {
+        struct proxy_exchange *x = l->wake;
+        l->wake = x->wnext;
         x->wnext = NULL;
         x->wake_queued = false;
-        pthread_mutex_lock(&x->mu);
         px_wake_front(x);
-        pthread_mutex_unlock(&x->mu);
         px_ex_unref(x);
     }
 }
@@ -72,7 +70,6 @@ static size_t on_read(char *dst, size_t size, size_t nitems, void *arg)
 {
     struct proxy_exchange *x = arg;
     size_t max = size * nitems, n;
-    pthread_mutex_lock(&x->mu);
     size_t avail = x->in_len - x->in_off;
     if (avail) {
         n = avail < max ? avail : max;
@@ -86,7 +83,6 @@ static size_t on_read(char *dst, size_t size, size_t nitems, void *arg)
         x->in_paused = true;
         n = CURL_READFUNC_PAUSE;
     }
-    pthread_mutex_unlock(&x->mu);
     return n;
 }
 
@@ -95,7 +91,6 @@ static size_t on_write(char *src, size_t size, size_t nmemb, void *arg)
     struct proxy_exchange *x = arg;
     size_t n = size * nmemb;
     size_t ret = n;
-    pthread_mutex_lock(&x->mu);
     if (x->fe_gone) {
         ret = 0;
         goto out;
@@ -123,7 +118,6 @@ static size_t on_write(char *src, size_t size, size_t nmemb, void *arg)
     if (x->suspended)
         wake_later(x);
 out:
-    pthread_mutex_unlock(&x->mu);
     return ret;
 }
 
@@ -153,7 +147,6 @@ static void headers_complete(struct proxy_exchange *x)
         hold = m == PROXY_HOLD && !x->head && !(x->status == 204 || x->status == 304) &&
                (x->resp_len < 0 || (uint64_t)x->resp_len <= max);
     }
-    pthread_mutex_lock(&x->mu);
     x->headers_done = true;
     if (hold) {
         x->hold = true;
@@ -162,7 +155,6 @@ static void headers_complete(struct proxy_exchange *x)
         x->resp_ready = true;
         wake_later(x);
     }
-    pthread_mutex_unlock(&x->mu);
 }
 
 static size_t on_header(char *line, size_t size, size_t nitems, void *arg)
@@ -230,91 +222,216 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *arg)
     return n;
 }
 
-/* ---- the thread ----------------------------------------------------------------------- */
+/* ---- curl's sockets and timer ------------------------------------------------------------ */
 
-static void link_active(struct px_upstream *up, struct proxy_exchange *x)
+static unsigned char *fd_slot(struct px_loop *l, int fd)
 {
-    x->aprev = NULL;
-    x->anext = up->active;
-    if (up->active)
-        up->active->aprev = x;
-    up->active = x;
+    if (fd < 0)
+        return NULL;
+    if ((size_t)fd >= l->nfd_reg) {
+        size_t n = l->nfd_reg ? l->nfd_reg : 256;
+        while (n <= (size_t)fd)
+            n *= 2;
+        unsigned char *p = realloc(l->fd_reg, n);
+        if (!p)
+            abort();
+        memset(p + l->nfd_reg, 0, n - l->nfd_reg);
+        l->fd_reg = p;
+        l->nfd_reg = n;
+    }
+    return &l->fd_reg[fd];
 }
 
-static void unlink_active(struct px_upstream *up, struct proxy_exchange *x)
+/* Makes the socket's epoll registration match what curl waits for. A socket of our own
+ * keeps EPOLLIN between transfers, so that reusing a kept-alive connection (send, then
+ * wait to read) costs no epoll_ctl; it only loses it when it turns readable while curl is
+ * not reading (the app closed it, or curl paused the transfer). */
+static void sync_reg(struct px_loop *l, int fd, unsigned char *r)
+{
+    bool own = *r & FR_OWN;
+    bool in = (*r & FR_IN) || (own && !(*r & FR_MUTED));
+    bool out = *r & FR_OUT;
+    if (!own && !in && !out) {
+        if (*r & FR_REG)
+            epoll_ctl(l->epfd, EPOLL_CTL_DEL, fd, NULL);
+        *r = 0;
+        return;
+    }
+    unsigned char have = *r & (FR_EIN | FR_EOUT);
+    unsigned char want = (unsigned char)((in ? FR_EIN : 0) | (out ? FR_EOUT : 0));
+    if ((*r & FR_REG) && have == want)
+        return;
+    struct epoll_event ev = {.events = (in ? (uint32_t)(EPOLLIN | EPOLLRDHUP) : 0u) |
+                                       (out ? (uint32_t)EPOLLOUT : 0u),
+                             .data.u64 = (uint64_t)fd};
+    int rc;
+    if (*r & FR_REG) {
+        rc = epoll_ctl(l->epfd, EPOLL_CTL_MOD, fd, &ev);
+        if (rc != 0 && errno == ENOENT)
+            rc = epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev);
+    } else {
+        rc = epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev);
+        if (rc != 0 && errno == EEXIST)
+            rc = epoll_ctl(l->epfd, EPOLL_CTL_MOD, fd, &ev);
+    }
+    *r = (unsigned char)((*r & ~(FR_EIN | FR_EOUT | FR_REG)) | (rc == 0 ? (FR_REG | want) : 0));
+}
+
+static curl_socket_t open_socket(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    struct px_loop *l = arg;
+    (void)purpose;
+    int fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+    if (fd < 0)
+        return CURL_SOCKET_BAD;
+    unsigned char *r = fd_slot(l, fd);
+    *r = FR_OWN;
+    sync_reg(l, fd, r);
+    return fd;
+}
+
+static int close_socket(void *arg, curl_socket_t fd)
+{
+    struct px_loop *l = arg;
+    unsigned char *r = fd_slot(l, fd);
+    if (r)
+        *r = 0; /* closing the socket removes its registration */
+    return close(fd);
+}
+
+static int on_socket(CURL *e, curl_socket_t fd, int what, void *arg, void *socketp)
+{
+    struct px_loop *l = arg;
+    (void)e;
+    (void)socketp;
+    unsigned char *r = fd_slot(l, fd);
+    if (!r)
+        return 0;
+    unsigned char want = 0;
+    if (what == CURL_POLL_IN || what == CURL_POLL_INOUT)
+        want |= FR_IN;
+    if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT)
+        want |= FR_OUT;
+    *r = (unsigned char)((*r & ~(FR_IN | FR_OUT)) | want);
+    if (want & FR_IN)
+        *r &= (unsigned char)~FR_MUTED;
+    sync_reg(l, fd, r);
+    return 0;
+}
+
+static int on_timer(CURLM *m, long timeout_ms, void *arg)
+{
+    struct px_loop *l = arg;
+    (void)m;
+    l->curl_deadline = timeout_ms < 0 ? -1 : (int64_t)(now_us() + (uint64_t)timeout_ms * 1000u);
+    return 0;
+}
+
+/* ---- transfers ------------------------------------------------------------------------ */
+
+static void link_active(struct px_loop *l, struct proxy_exchange *x)
+{
+    x->aprev = NULL;
+    x->anext = l->active;
+    if (l->active)
+        l->active->aprev = x;
+    l->active = x;
+}
+
+static void unlink_active(struct px_loop *l, struct proxy_exchange *x)
 {
     if (x->aprev)
         x->aprev->anext = x->anext;
     else
-        up->active = x->anext;
+        l->active = x->anext;
     if (x->anext)
         x->anext->aprev = x->aprev;
     x->aprev = x->anext = NULL;
 }
 
-static void attach(struct px_upstream *up, struct proxy_exchange *x)
+/* A new easy handle with every option that does not change between requests. */
+static CURL *new_easy(struct px_loop *l)
 {
-    proxy *px = up->px;
-    const struct cfg_limits *l = &px->cfg->limits;
-    CURL *e = up->nfree ? up->free_easy[--up->nfree] : curl_easy_init();
+    const struct cfg_limits *lim = &l->px->cfg->limits;
+    CURL *e = curl_easy_init();
     if (!e)
         abort();
-    char *url = xasprintf("%s%s", px->cfg->upstream, x->target);
-    curl_easy_setopt(e, CURLOPT_URL, url);
-    free(url);
     curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
-    curl_easy_setopt(e, CURLOPT_PRIVATE, x);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->req_headers);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
+    curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
     curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 64L * 1024);
+    curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, 64L * 1024);
     curl_easy_setopt(e, CURLOPT_HTTP_CONTENT_DECODING, 0L);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, (long)l->upstream_connect_timeout_s);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, (long)lim->upstream_connect_timeout_s);
     curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, (long)l->upstream_timeout_s);
+    curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, (long)lim->upstream_timeout_s);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, l);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_socket);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, l);
+    return e;
+}
+
+bool px_upstream_start(struct proxy_exchange *x, cut_err *err)
+{
+    struct px_loop *l = x->loop;
+    proxy *px = l->px;
+    (void)err;
+    CURL *e = l->nfree ? l->free_easy[--l->nfree] : new_easy(l);
+    size_t blen = strlen(px->cfg->upstream), tlen = strlen(x->target);
+    char stackurl[1024];
+    char *url = blen + tlen < sizeof(stackurl) ? stackurl : xmalloc(blen + tlen + 1);
+    memcpy(url, px->cfg->upstream, blen);
+    memcpy(url + blen, x->target, tlen + 1);
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    if (url != stackurl)
+        free(url);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, x);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->req_headers);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
+    curl_easy_setopt(e, CURLOPT_READDATA, x);
     if (x->head) {
+        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
+        curl_easy_setopt(e, CURLOPT_UPLOAD, 0L);
         curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
     } else {
+        curl_easy_setopt(e, CURLOPT_NOBODY, 0L);
+        curl_easy_setopt(e, CURLOPT_UPLOAD, x->has_body ? 1L : 0L);
         curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, x->method);
-        if (x->has_body) {
-            curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
-            curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, 64L * 1024);
-            curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)x->body_len);
-            curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
-            curl_easy_setopt(e, CURLOPT_READDATA, x);
-        }
+        curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)(x->has_body ? x->body_len : -1));
     }
     x->easy = e;
     x->t_up_start = now_us();
     px_ex_ref(x); /* the transfer's reference */
-    link_active(up, x);
-    if (curl_multi_add_handle(up->multi, e) != CURLM_OK)
+    link_active(l, x);
+    if (curl_multi_add_handle(l->multi, e) != CURLM_OK)
         abort();
+    return true;
 }
 
-static void recycle(struct px_upstream *up, CURL *e)
+static void recycle(struct px_loop *l, CURL *e)
 {
-    curl_multi_remove_handle(up->multi, e);
-    if (up->nfree < FREE_EASY_MAX) {
-        curl_easy_reset(e);
-        up->free_easy[up->nfree++] = e;
+    curl_multi_remove_handle(l->multi, e);
+    if (l->nfree < PX_FREE_EASY_MAX) {
+        curl_easy_setopt(e, CURLOPT_PRIVATE, NULL);
+        curl_easy_setopt(e, CURLOPT_HTTPHEADER, NULL);
+        l->free_easy[l->nfree++] = e;
     } else {
         curl_easy_cleanup(e);
     }
 }
 
-static void finish(struct px_upstream *up, struct proxy_exchange *x, CURLcode rc)
+static void finish(struct px_loop *l, struct proxy_exchange *x, CURLcode rc)
 {
-    proxy *px = up->px;
+    proxy *px = l->px;
     CURL *e = x->easy;
     long connect_us = 0;
     curl_easy_getinfo(e, CURLINFO_PRETRANSFER_TIME_T, &connect_us); /* 0: never connected */
 
-    pthread_mutex_lock(&x->mu);
     x->up_done = true;
     if (rc != CURLE_OK)
         x->up_failed = true;
@@ -330,162 +447,123 @@ static void finish(struct px_upstream *up, struct proxy_exchange *x, CURLcode rc
             log_msgf(LOG_WARN, "upstream_error", "%s: %s", x->up_reason, curl_easy_strerror(rc));
         x->resp_ready = true;
     } else if (x->hold && !x->resp_ready) {
-        pthread_mutex_unlock(&x->mu);
-        /* the front end waits for resp_ready and touches nothing meanwhile */
         if (px->hooks.on_response_body)
             px->hooks.on_response_body(px->hooks.arg, x->hook_state, x, &x->out);
-        pthread_mutex_lock(&x->mu);
         x->resp_len = (int64_t)x->out.len;
         x->resp_ready = true;
     }
     x->out_eof = true;
     wake_later(x);
-    pthread_mutex_unlock(&x->mu);
 
-    unlink_active(up, x);
+    unlink_active(l, x);
     x->easy = NULL;
-    recycle(up, e);
+    recycle(l, e);
     px_ex_unref(x);
 }
 
-static void run_commands(struct px_upstream *up)
+void px_upstream_unpause(struct proxy_exchange *x)
 {
-    pthread_mutex_lock(&up->mu);
-    struct proxy_exchange *list = up->qhead;
-    up->qhead = up->qtail = NULL;
-    bool all = up->abort_all;
-    up->abort_all = false;
-    pthread_mutex_unlock(&up->mu);
-
-    while (list) {
-        struct proxy_exchange *x = list;
-        pthread_mutex_lock(&up->mu);
-        list = x->qnext;
-        x->qnext = NULL;
-        unsigned cmds = x->cmds;
-        x->cmds = 0;
-        x->queued = false;
-        pthread_mutex_unlock(&up->mu);
-
-        if (cmds & CMD_ABORT) {
-            if (x->easy)
-                finish(up, x, CURLE_ABORTED_BY_CALLBACK);
-        } else {
-            if ((cmds & CMD_START) && !x->easy && !x->up_done)
-                attach(up, x);
-            if ((cmds & (CMD_UNPAUSE_READ | CMD_UNPAUSE_WRITE)) && x->easy)
-                curl_easy_pause(x->easy, CURLPAUSE_CONT);
-        }
-        px_ex_unref(x); /* the queue's reference */
+    if (x->easy) {
+        curl_easy_pause(x->easy, CURLPAUSE_CONT);
+        /* curl marks the transfer to run now without telling the timer callback: run its
+         * timers on this loop turn, keeping the deadline it last reported */
+        x->loop->curl_kick = true;
     }
-    if (all)
-        while (up->active)
-            finish(up, up->active, CURLE_ABORTED_BY_CALLBACK);
-    wake_now(up);
 }
 
-static void *upstream_main(void *arg)
+void px_upstream_abort(struct proxy_exchange *x)
 {
-    struct px_upstream *up = arg;
-    for (;;) {
-        pthread_mutex_lock(&up->mu);
-        bool stop = up->stop;
-        pthread_mutex_unlock(&up->mu);
-        if (stop)
-            break;
-        run_commands(up);
-        int running = 0;
-        curl_multi_perform(up->multi, &running);
-        CURLMsg *m;
-        int left;
-        while ((m = curl_multi_info_read(up->multi, &left))) {
-            if (m->msg != CURLMSG_DONE)
-                continue;
-            struct proxy_exchange *x = NULL;
-            curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
-            if (x)
-                finish(up, x, m->data.result);
-        }
-        wake_now(up);
-        curl_multi_poll(up->multi, NULL, 0, 1000, NULL);
-    }
-    run_commands(up);
-    while (up->active)
-        finish(up, up->active, CURLE_ABORTED_BY_CALLBACK);
-    wake_now(up);
-    return NULL;
+    if (x->easy)
+        finish(x->loop, x, CURLE_ABORTED_BY_CALLBACK);
 }
 
-struct px_upstream *px_upstream_new(proxy *px, cut_err *err)
+void px_upstream_abort_all(struct px_loop *l)
 {
-    struct px_upstream *up = xcalloc(1, sizeof(*up));
-    up->px = px;
-    pthread_mutex_init(&up->mu, NULL);
-    up->multi = curl_multi_init();
-    if (!up->multi) {
-        err_set(err, CUT_EIO, "upstream", "curl_multi_init failed");
-        goto fail;
-    }
-    curl_multi_setopt(up->multi, CURLMOPT_MAXCONNECTS, 1024L);
-    if (pthread_create(&up->thread, NULL, upstream_main, up) != 0) {
-        err_set(err, CUT_EIO, "upstream", "cannot start the upstream thread");
-        goto fail;
-    }
-    return up;
-fail:
-    if (up->multi)
-        curl_multi_cleanup(up->multi);
-    pthread_mutex_destroy(&up->mu);
-    free(up);
-    return NULL;
+    while (l->active)
+        finish(l, l->active, CURLE_ABORTED_BY_CALLBACK);
+    px_upstream_flush(l);
 }
 
-void px_upstream_free(struct px_upstream *up)
+static void collect(struct px_loop *l)
 {
-    if (!up)
+    CURLMsg *m;
+    int left;
+    while ((m = curl_multi_info_read(l->multi, &left))) {
+        if (m->msg != CURLMSG_DONE)
+            continue;
+        struct proxy_exchange *x = NULL;
+        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
+        if (x)
+            finish(l, x, m->data.result);
+    }
+}
+
+void px_upstream_event(struct px_loop *l, int fd, uint32_t events)
+{
+    unsigned char *r = fd_slot(l, fd);
+    if (!r)
         return;
-    pthread_mutex_lock(&up->mu);
-    up->stop = true;
-    pthread_mutex_unlock(&up->mu);
-    curl_multi_wakeup(up->multi);
-    pthread_join(up->thread, NULL);
-    for (int i = 0; i < up->nfree; i++)
-        curl_easy_cleanup(up->free_easy[i]);
-    curl_multi_cleanup(up->multi);
-    pthread_mutex_destroy(&up->mu);
-    free(up);
+    if (!(*r & FR_IN) && (events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP | EPOLLERR)) && (*r & FR_OWN)) {
+        /* a kept-alive connection at rest turned readable: curl finds out when it next
+         * checks it; stop listening until then */
+        *r |= FR_MUTED;
+        sync_reg(l, fd, r);
+    }
+    if (!(*r & (FR_IN | FR_OUT)))
+        return;
+    int bits = 0;
+    if (events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP))
+        bits |= CURL_CSELECT_IN;
+    if (events & EPOLLOUT)
+        bits |= CURL_CSELECT_OUT;
+    if (events & EPOLLERR)
+        bits |= CURL_CSELECT_ERR;
+    int running;
+    curl_multi_socket_action(l->multi, fd, bits, &running);
 }
 
-bool px_upstream_start(struct proxy_exchange *x, cut_err *err)
+void px_upstream_run(struct px_loop *l, uint64_t now)
 {
-    (void)err;
-    px_upstream_post(x, CMD_START);
+    for (int i = 0; i < 4; i++) {
+        bool due = l->curl_deadline >= 0 && (uint64_t)l->curl_deadline <= now;
+        if (!due && !l->curl_kick)
+            break;
+        int running;
+        if (due)
+            l->curl_deadline = -1; /* curl reports the next one if it differs */
+        l->curl_kick = false;
+        curl_multi_socket_action(l->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    }
+    collect(l);
+    px_upstream_flush(l);
+}
+
+bool px_upstream_init(struct px_loop *l, cut_err *err)
+{
+    l->curl_deadline = -1;
+    l->multi = curl_multi_init();
+    if (!l->multi) {
+        err_set(err, CUT_EIO, "upstream", "curl_multi_init failed");
+        return false;
+    }
+    curl_multi_setopt(l->multi, CURLMOPT_MAXCONNECTS, 1024L);
+    curl_multi_setopt(l->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt(l->multi, CURLMOPT_SOCKETDATA, l);
+    curl_multi_setopt(l->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+    curl_multi_setopt(l->multi, CURLMOPT_TIMERDATA, l);
     return true;
 }
 
-void px_upstream_post(struct proxy_exchange *x, unsigned cmd)
+void px_upstream_fini(struct px_loop *l)
 {
-    struct px_upstream *up = x->px->up;
-    pthread_mutex_lock(&up->mu);
-    x->cmds |= cmd;
-    if (!x->queued) {
-        x->queued = true;
-        px_ex_ref(x);
-        x->qnext = NULL;
-        if (up->qtail)
-            up->qtail->qnext = x;
-        else
-            up->qhead = x;
-        up->qtail = x;
-    }
-    pthread_mutex_unlock(&up->mu);
-    curl_multi_wakeup(up->multi);
-}
-
-void px_upstream_abort_all(struct px_upstream *up)
-{
-    pthread_mutex_lock(&up->mu);
-    up->abort_all = true;
-    pthread_mutex_unlock(&up->mu);
-    curl_multi_wakeup(up->multi);
+    px_upstream_abort_all(l);
+    for (int i = 0; i < l->nfree; i++)
+        curl_easy_cleanup(l->free_easy[i]);
+    l->nfree = 0;
+    if (l->multi)
+        curl_multi_cleanup(l->multi); /* closes the kept-alive connections */
+    l->multi = NULL;
+    free(l->fd_reg);
+    l->fd_reg = NULL;
+    l->nfd_reg = 0;
 }
