@@ -218,10 +218,21 @@ static void add_line(struct field_walk *w, const char *name, size_t nlen, const 
                      size_t vlen)
 {
     /* curl drops "Name:" (empty value) from the request; "Name;" sends it empty */
-    char *line = vlen ? xasprintf("%.*s: %.*s", (int)nlen, name, (int)vlen, v)
-                      : xasprintf("%.*s;", (int)nlen, name);
+    char stack[512];
+    size_t need = nlen + vlen + 3;
+    char *line = need <= sizeof(stack) ? stack : xmalloc(need);
+    memcpy(line, name, nlen);
+    if (vlen) {
+        memcpy(line + nlen, ": ", 2);
+        memcpy(line + nlen + 2, v, vlen);
+        line[nlen + 2 + vlen] = 0;
+    } else {
+        line[nlen] = ';';
+        line[nlen + 1] = 0;
+    }
     struct curl_slist *n = curl_slist_append(w->list, line);
-    free(line);
+    if (line != stack)
+        free(line);
     if (!n)
         abort();
     w->list = n;

@@ -213,9 +213,16 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *arg)
     }
     if (http_is_hop_by_hop(line, nlen))
         return n;
-    char *l = xasprintf("%.*s: %.*s", (int)nlen, line, (int)vlen, v);
+    char stack[512];
+    size_t need = nlen + vlen + 3;
+    char *l = need <= sizeof(stack) ? stack : xmalloc(need);
+    memcpy(l, line, nlen);
+    memcpy(l + nlen, ": ", 2);
+    memcpy(l + nlen + 2, v, vlen);
+    l[nlen + 2 + vlen] = 0;
     struct curl_slist *nl = curl_slist_append(x->resp_headers, l);
-    free(l);
+    if (l != stack)
+        free(l);
     if (!nl)
         return 0;
     x->resp_headers = nl;
