@@ -852,9 +852,9 @@ static void loop_free(struct px_loop *l)
     l->epfd = l->evfd = -1;
 }
 
-static int loop_count(void)
+static int loop_count(int configured)
 {
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    long n = configured > 0 ? configured : sysconf(_SC_NPROCESSORS_ONLN);
     if (n < 1)
         n = 1;
     return n > PX_MAX_LOOPS ? PX_MAX_LOOPS : (int)n;
@@ -869,7 +869,7 @@ bool proxy_start(proxy *px, cut_err *err)
     if (!resolve(cfg->listen_host, cfg->listen_port, &ss, err))
         goto out;
     px->defer = px_defer_new(2, 1024);
-    px->nloops = loop_count();
+    px->nloops = loop_count(cfg->workers.proxy_loops);
     for (int i = 0; i < px->nloops; i++) {
         /* the first daemon binds (maybe port 0); the others share its port (SO_REUSEPORT)
          * and the kernel spreads new connections between them */
