@@ -225,6 +225,19 @@ static void test_config_check_command(void **state)
     rc = test_run(cmd, &out);
     assert_int_equal(rc, 0);
     assert_non_null(strstr(out, "`limits.max_body_bytes`"));
+    {
+        /* the README's reference is this output, row for row */
+        char *readme_path = path_in_source("README.md");
+        char *readme = test_read_file(readme_path, NULL), *save = NULL;
+        assert_non_null(readme);
+        for (char *line = strtok_r(out, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+            if (strstr(readme, line) == NULL)
+                fail_msg("README.md lacks the reference row: %s (paste `cutover config "
+                         "reference` into it)",
+                         line);
+        free(readme);
+        free(readme_path);
+    }
     free(cmd);
     free(out);
     free(good);
