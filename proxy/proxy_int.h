@@ -3,9 +3,9 @@
  * routes, access log). Not for use outside proxy/.
  *
  * The data port is served by a few event loops (`struct px_loop`, one thread each). A loop
- * owns a libmicrohttpd daemon (external epoll mode) and a libcurl multi handle (socket
- * API) and waits on both with one epoll set, so a request's client side and app side run
- * on the same thread: no locks on the exchange, no cross-thread wake-ups.
+ * owns a libmicrohttpd daemon (external epoll mode) and a pool of HTTP/1.1 connections to
+ * the app (upstream.c, h1parse.c) and waits on both with one epoll set, so a request's client side
+ * and app side run on the same thread: no locks on the exchange, no cross-thread wake-ups.
  *
  * One `struct proxy_exchange` lives per request, touched only by its loop's thread. It is
  * reference counted (plain int): one reference for the front end (dropped when
@@ -17,10 +17,11 @@
 
 #include "proxy/proxy.h"
 
-#include <curl/curl.h>
+#include <curl/curl.h> /* curl_slist for the header lists */
 #include <microhttpd.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/socket.h>
 
 #define PX_IN_CAP (256u * 1024u)  /* request bytes buffered between client and app */
 #define PX_OUT_CAP (256u * 1024u) /* answer bytes buffered between app and client */
@@ -28,7 +29,8 @@
 
 enum px_phase { PH_NEW = 0, PH_REFUSED, PH_BODY, PH_WAIT, PH_ANSWERED };
 
-struct px_conn; /* server.c: per-connection record for the header deadline */
+struct px_conn;   /* server.c: per-connection record for the header deadline */
+struct px_upconn; /* upstream.c: one connection to the app */
 struct px_loop;
 
 struct proxy_exchange {
@@ -55,7 +57,7 @@ struct proxy_exchange {
     char *in;
     size_t in_off, in_len;
     bool in_eof;
-    bool in_paused; /* curl's read callback returned PAUSE */
+    bool in_paused; /* the upstream side waits for more request bytes */
     uint64_t in_total;
 
     /* answer, app → client */
@@ -68,7 +70,7 @@ struct proxy_exchange {
     struct buf out; /* ceiling PX_OUT_CAP, or max_json_answer while holding */
     size_t out_off;
     bool out_eof;
-    bool out_paused;     /* curl's write callback returned PAUSE */
+    bool out_paused;     /* the upstream side waits for room in out */
     bool up_failed;      /* transfer ended in error */
     int up_error_status; /* 502/504 when the app never answered */
     const char *up_reason;
@@ -79,8 +81,9 @@ struct proxy_exchange {
     bool suspended; /* libmicrohttpd connection suspended by us */
     bool fe_gone;   /* front end completed: conn must not be touched */
 
-    CURL *easy;
-    struct proxy_exchange *aprev, *anext; /* attached transfers */
+    struct px_upconn *uc;                 /* upstream connection while attached */
+    bool retried;                         /* already sent again on a fresh connection */
+    struct proxy_exchange *aprev, *anext; /* attached exchanges */
     struct proxy_exchange *wnext;         /* resumes batched per loop turn */
     bool wake_queued;
     char conn_tokens[256]; /* names listed in the answer's Connection */
@@ -95,9 +98,9 @@ struct px_admin_route {
 };
 
 #define PX_MAX_LOOPS 16
-#define PX_FREE_EASY_MAX 64
 
-/* One event loop: a thread, its epoll set, its libmicrohttpd daemon and its curl multi. */
+/* One event loop: a thread, its epoll set, its libmicrohttpd daemon and its pool of
+ * connections to the app. */
 struct px_loop {
     proxy *px;
     int idx;
@@ -118,15 +121,18 @@ struct px_loop {
     uint64_t next_sweep;
 
     /* upstream side (upstream.c) */
-    CURLM *multi;
-    bool curl_kick;                /* run curl's due transfers this turn */
-    int64_t curl_deadline;         /* us, -1: no timer */
-    struct proxy_exchange *active; /* attached transfers */
+    bool up_inited;
+    bool up_kick;                  /* px_upstream_run has work this turn */
+    int64_t up_deadline;           /* us, -1: no timer */
+    struct proxy_exchange *active; /* exchanges attached to a connection */
     struct proxy_exchange *wake;   /* fronts to resume after this turn */
-    unsigned char *fd_reg;         /* per curl socket: registered with epfd */
-    size_t nfd_reg;
-    CURL *free_easy[PX_FREE_EASY_MAX];
-    int nfree;
+    struct px_upconn **fdmap;      /* socket → its connection */
+    size_t nfdmap;
+    struct px_upconn *idle; /* kept-alive connections at rest, most recent first */
+    struct px_upconn *kick; /* requests to send at the end of this turn */
+    int nidle;
+    struct sockaddr_storage up_addr;
+    unsigned up_addrlen;
 };
 
 enum px_loop_cmd { LOOP_QUIESCE = 1, LOOP_ABORT_ALL = 2, LOOP_STOP = 4 };
@@ -165,7 +171,7 @@ void px_wake_front(struct proxy_exchange *x);
 /* upstream.c: everything runs on the exchange's loop thread */
 bool px_upstream_init(struct px_loop *l, cut_err *err);
 void px_upstream_fini(struct px_loop *l);
-/* Builds the transfer for x and adds it to its loop's multi handle. */
+/* Sends x's request to the app on a pooled or new connection. */
 bool px_upstream_start(struct proxy_exchange *x, cut_err *err);
 /* The front end moved a buffer: lets a paused transfer go on. */
 void px_upstream_unpause(struct proxy_exchange *x);
@@ -173,9 +179,9 @@ void px_upstream_unpause(struct proxy_exchange *x);
 void px_upstream_abort(struct proxy_exchange *x);
 /* Aborts every transfer of the loop (shutdown). */
 void px_upstream_abort_all(struct px_loop *l);
-/* An epoll event on a curl socket. */
+/* An epoll event on an upstream socket. */
 void px_upstream_event(struct px_loop *l, int fd, uint32_t events);
-/* Runs curl's timers that are due, collects finished transfers, resumes fronts. */
+/* Runs the upstream timeouts that are due, resumes fronts. */
 void px_upstream_run(struct px_loop *l, uint64_t now);
 /* Resumes the fronts queued by the upstream side. */
 void px_upstream_flush(struct px_loop *l);

@@ -1,33 +1,36 @@
 /*
  * server: the data port. libmicrohttpd reads requests; every request is checked in its
- * first handler call and then streamed to the app by libcurl (upstream.c).
+ * first handler call and then streamed to the app by cutover's own HTTP/1.1 client
+ * (upstream.c, with the answer parser in h1parse.c).
  *
  * Concurrency model, chosen for speed: one event loop per CPU (struct px_loop, a thread
  * each, like nginx's workers). A loop owns a libmicrohttpd daemon in external epoll mode
- * and a libcurl multi handle driven through its socket API, and waits on both with one
- * epoll set: the daemon's own epoll descriptor, curl's sockets, an eventfd for commands
- * from other threads (shutdown). The daemons all listen on the same port (SO_REUSEPORT),
- * so the kernel spreads connections between loops; each loop keeps its own connections
- * to the app. A request lives on one loop from start to end, so the client side and the
- * app side never need a lock or a cross-thread wake-up: the exchange is handed between
- * them by direct calls, and resuming a suspended client connection is a flag that makes
- * the loop run the daemon again, not a system call.
+ * and a pool of keep-alive connections to the app, and waits on both with one epoll set:
+ * the daemon's own epoll descriptor, the app connections (registered once, edge-
+ * triggered), an eventfd for commands from other threads (shutdown). The daemons all
+ * listen on the same port (SO_REUSEPORT), so the kernel spreads connections between
+ * loops; each loop keeps its own connections to the app. A request lives on one loop from
+ * start to end, so the client side and the app side never need a lock or a cross-thread
+ * wake-up: the exchange is handed between them by direct calls, and resuming a suspended
+ * client connection is a flag that makes the loop run the daemon again, not a system call.
  *
- * Why: the previous design (one libmicrohttpd thread, one curl thread) spent its time in
+ * Why: the first design (one libmicrohttpd thread, one curl thread) spent its time in
  * system calls: suspend/resume with an inter-thread wake-up each, curl_multi_wakeup, and
- * a poll() over every app connection per turn. Here a small request costs the client's
- * read and write, the app's write and read, and curl's own liveness checks; the client
- * connection is not even suspended when the answer arrives within one loop turn (the
- * handler is called again on the next run and only then suspends), and a complete small
- * answer is queued as one buffer so that its header and body leave in one write.
+ * a poll() over every app connection per turn. With libcurl on the loop, curl's own
+ * liveness checks (two poll() per request) and its allocations were the limit. Now a small
+ * request costs the client's read and write, one writev and one read on the app's
+ * connection, and a share of an epoll_wait; the client connection is not even suspended
+ * when the answer arrives within one loop turn (the handler is called again on the next
+ * run and only then suspends), and a complete small answer is queued as one buffer so
+ * that its header and body leave in one write.
  *
  * No thread ever blocks on a peer: when the client sends faster than the app reads, or
  * the app answers faster than the client reads, the side with nothing to do is paused
- * (libmicrohttpd's suspend/resume, curl's pause) and resumed when its bounded buffer
- * moves. The answer is queued on a later handler call, never the first one, because
- * libmicrohttpd 0.9.75 closes the connection after an answer queued in the first call:
- * that is reserved for refusals, which are answered with Connection: close so that
- * nothing pipelined behind them is served.
+ * (libmicrohttpd's suspend/resume; the upstream side stops reading or writing) and resumed
+ * when its bounded buffer moves. The answer is queued on a later handler call, never the
+ * first one, because libmicrohttpd 0.9.75 closes the connection after an answer queued in
+ * the first call: that is reserved for refusals, which are answered with Connection: close
+ * so that nothing pipelined behind them is served.
  *
  * libmicrohttpd times out idle connections only, so the whole-header deadline is kept
  * here: each loop keeps a list of its connections and, every 250 ms, shuts down the
@@ -217,7 +220,8 @@ static void join(struct buf *b, const char *v, size_t n, bool *too_big)
 static void add_line(struct field_walk *w, const char *name, size_t nlen, const char *v,
                      size_t vlen)
 {
-    /* curl drops "Name:" (empty value) from the request; "Name;" sends it empty */
+    /* "Name:" (empty value) is left out of the request by upstream.c; "Name;" sends it
+     * empty */
     char stack[512];
     size_t need = nlen + vlen + 3;
     char *line = need <= sizeof(stack) ? stack : xmalloc(need);
@@ -357,7 +361,8 @@ static enum MHD_Result first_call(struct proxy_exchange *x, const char *method, 
     add_line(&w, "X-Forwarded-Proto", 17, w.xfp.data, w.xfp.len);
     if (w.xfh.len)
         add_line(&w, "X-Forwarded-Host", 16, w.xfh.data, w.xfh.len);
-    /* headers curl would add on its own: none of them came from the client */
+    /* fields a client library would add on its own: none of them came from the client
+     * (upstream.c leaves both out) */
     w.list = curl_slist_append(w.list, "Expect:");
     if (!w.has_accept)
         w.list = curl_slist_append(w.list, "Accept:");
@@ -714,11 +719,11 @@ static void *loop_main(void *arg)
     for (;;) {
         uint64_t now = now_us();
         int timeout = 1000;
-        if (run_mhd || l->wake || l->curl_kick)
+        if (run_mhd || l->wake || l->up_kick)
             timeout = 0;
-        if (l->curl_deadline >= 0)
-            timeout = ms_until((uint64_t)l->curl_deadline, now) < timeout
-                          ? ms_until((uint64_t)l->curl_deadline, now)
+        if (l->up_deadline >= 0)
+            timeout = ms_until((uint64_t)l->up_deadline, now) < timeout
+                          ? ms_until((uint64_t)l->up_deadline, now)
                           : timeout;
         MHD_UNSIGNED_LONG_LONG mt;
         if (timeout && MHD_get_timeout(l->mhd, &mt) == MHD_YES &&
@@ -843,7 +848,7 @@ static void loop_free(struct px_loop *l)
         MHD_stop_daemon(l->mhd);
         l->mhd = NULL;
     }
-    if (l->multi)
+    if (l->up_inited)
         px_upstream_fini(l);
     if (l->epfd > 0)
         close(l->epfd);

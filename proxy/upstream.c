@@ -1,45 +1,116 @@
 /*
- * upstream: forwarding to the app with libcurl's multi socket API, driven by the loop that
- * also runs the client side (server.c). Each loop has its own multi handle, so connections
- * to the app are kept alive and reused per loop, and its own pool of easy handles, kept
- * configured between requests: only the per-request options are set again.
+ * upstream: cutover's own HTTP/1.1 client to the app, driven by the loop that also runs
+ * the client side (server.c). libcurl is not on this path: its per-transfer cost (two
+ * poll() per request, a quarter of the CPU in malloc/free) was what kept the proxy at half
+ * of nginx's rate.
  *
- * curl's sockets go into the loop's epoll set. Sockets that curl opens through our
- * open-socket callback stay registered for reading while curl keeps the connection (our
- * close-socket callback forgets them), so reusing a kept-alive connection costs no
- * epoll_ctl; writing is watched only while curl waits to write. Any other socket (a
- * resolver's, say) follows curl's wishes exactly.
+ * Connections. Each loop keeps its own pool of keep-alive connections to the app (http://
+ * only; server.c refuses any other upstream URL at startup). The app's address is resolved
+ * once per loop. A new connection is opened non-blocking with TCP_NODELAY and registered
+ * once, edge-triggered, for reading, writing and peer close: no epoll_ctl afterwards, ever.
+ * A connection at rest that turns readable was closed by the app (or sent bytes it should
+ * not have): it is closed at once, so the pool rarely hands out a dead connection.
  *
- * Bytes move through the exchange's two bounded buffers: the read callback drains what the
- * client sent (pausing when it is empty), the write callback fills the answer buffer
- * (pausing when it is full); each side wakes the other when its buffer moves. The answer's
- * header block is filtered here (hop-by-hop fields and those named in Connection are
- * dropped) and handed to the response hook before the client can see it.
+ * Retry rule. When a reused connection fails (EOF or reset) before any byte of the answer
+ * arrived and no byte of the request body was sent, the request is sent again, once, on a
+ * fresh connection, provided the app cannot have acted on it already: the method is
+ * idempotent (GET, HEAD, OPTIONS, PUT, DELETE), or the request has a non-empty body the
+ * app has not received. Otherwise the answer is 502.
+ *
+ * Request. One buffer per connection holds the request head: the request line with the
+ * raw target as the client sent it, the forwarded fields server.c built (hop-by-hop ones
+ * removed, X-Forwarded-* added), Host from the upstream URL when the client sent none
+ * (HTTP/1.0), and the framing chosen here: Content-Length when the client sent a valid
+ * one, else Transfer-Encoding: chunked for a streamed body, nothing for no body. Head,
+ * chunk framing and the body bytes the client already sent leave in one writev.
+ *
+ * Answer. Bytes are read into the connection's buffer (reused between requests) and
+ * parsed by h1parse.c without allocation: the head (at most PX_UP_HEAD_MAX bytes and
+ * PX_UP_MAX_HEADERS fields, else 502), 1xx answers swallowed, then the body by its
+ * framing (none for HEAD/204/304, chunked decoded, Content-Length, or until close). A
+ * malformed answer is a 502 when nothing was sent to the client yet, otherwise the client
+ * connection is cut. The connection goes back to the pool when the answer is complete,
+ * the whole request was sent, nothing follows the answer, and neither side asked to close.
+ *
+ * Bytes move through the exchange's two bounded buffers as before: the request body from
+ * `in` (we wait with in_paused when it is empty), the answer into `out` (we stop reading
+ * with out_paused when it is full); each side wakes the other when its buffer moves. The
+ * answer's header block is filtered here (hop-by-hop fields and those named in Connection
+ * are dropped) and handed to the response hook before the client can see it.
+ *
+ * Timeouts are checked every PX_UP_SWEEP_US while an exchange is attached: connecting for
+ * longer than upstream_connect_timeout_s is a 502; waiting on the app (not on the client)
+ * with no progress for upstream_timeout_s is a 504 before the answer's head, a cut
+ * connection after it.
  */
+#include "proxy/h1parse.h"
 #include "proxy/http_check.h"
 #include "proxy/proxy_int.h"
 
 #include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
-/* fd_reg flags, per curl socket */
-#define FR_REG 1    /* in the loop's epoll set */
-#define FR_OWN 2    /* opened by open_socket: stays registered while curl keeps it */
-#define FR_IN 4     /* curl waits for reading */
-#define FR_OUT 8    /* curl waits for writing */
-#define FR_EIN 16   /* registered for EPOLLIN */
-#define FR_EOUT 32  /* registered for EPOLLOUT */
-#define FR_MUTED 64 /* own socket readable while curl did not wait for it: EPOLLIN off */
+#define PX_UP_RBUF (64u * 1024u)      /* read buffer per connection */
+#define PX_UP_HEAD_MAX (64u * 1024u)  /* ceiling of an answer's head */
+#define PX_UP_MAX_HEADERS 128         /* ceiling of an answer's field count */
+#define PX_UP_REQ_HEAD_MAX (1u << 20) /* ceiling of a request head we build */
+#define PX_UP_IDLE_MAX 512            /* kept-alive connections at rest per loop */
+#define PX_UP_SWEEP_US 100000u
+
+enum rstate { RS_HEAD = 0, RS_BODY, RS_DONE };
+
+struct px_upconn {
+    int fd;
+    struct px_loop *loop;
+    struct proxy_exchange *x; /* NULL while at rest in the pool */
+    struct px_upconn *next;   /* idle list */
+    struct px_upconn *knext;  /* kick list */
+    bool kicked;
+    bool connecting;
+    bool reused;   /* carried an earlier request */
+    bool rd_ready; /* may have bytes to read (edge seen, not drained) */
+    bool wr_ready; /* may accept bytes (no EAGAIN since the last EPOLLOUT) */
+    bool wr_dead;  /* writing failed: only reading is left */
+    uint64_t t_connect, t_progress;
+
+    /* request */
+    char *head;
+    size_t head_len, head_off, head_cap;
+    char fr[32]; /* chunk framing waiting to be sent */
+    unsigned fr_len, fr_off;
+    uint64_t chunk_left; /* body bytes that may go before more framing is needed */
+    uint64_t body_sent;
+    bool chunk_open, body_end; /* body_end: the body's end (or no body) is composed */
+
+    /* answer */
+    char *rbuf;
+    size_t rlen, roff;
+    size_t pending; /* decoded chunk data at rbuf + roff not yet taken by out */
+    enum rstate rs;
+    enum h1_framing framing;
+    uint64_t body_left;
+    struct h1_chunked ck;
+    bool got_bytes;
+    bool keep;
+};
+
+static void up_send(struct px_upconn *uc);
+static void up_recv(struct px_upconn *uc);
 
 /* ---- waking the front end ------------------------------------------------------------- */
 
 /* Resuming a client connection costs libmicrohttpd a turn; doing it once per loop turn
- * instead of once per callback lets a small answer's header and body reach the client in
+ * instead of once per event lets a small answer's header and body reach the client in
  * one go. */
 static void wake_later(struct proxy_exchange *x)
 {
@@ -64,40 +135,440 @@ void px_upstream_flush(struct px_loop *l)
     }
 }
 
-/* ---- curl callbacks (upstream thread) ------------------------------------------------- */
+/* ---- attached exchanges ----------------------------------------------------------------- */
 
-static size_t on_read(char *dst, size_t size, size_t nitems, void *arg)
+static void link_active(struct px_loop *l, struct proxy_exchange *x)
 {
-    struct proxy_exchange *x = arg;
-    size_t max = size * nitems, n;
-    size_t avail = x->in_len - x->in_off;
-    if (avail) {
-        n = avail < max ? avail : max;
-        memcpy(dst, x->in + x->in_off, n);
-        x->in_off += n;
-        if (x->suspended)
-            wake_later(x);
-    } else if (x->in_eof || x->fe_gone) {
-        n = x->fe_gone && !x->in_eof ? CURL_READFUNC_ABORT : 0;
-    } else {
-        x->in_paused = true;
-        n = CURL_READFUNC_PAUSE;
-    }
-    return n;
+    x->aprev = NULL;
+    x->anext = l->active;
+    if (l->active)
+        l->active->aprev = x;
+    l->active = x;
+    if (l->up_deadline < 0)
+        l->up_deadline = (int64_t)(now_us() + PX_UP_SWEEP_US);
 }
 
-static size_t on_write(char *src, size_t size, size_t nmemb, void *arg)
+static void unlink_active(struct px_loop *l, struct proxy_exchange *x)
 {
-    struct proxy_exchange *x = arg;
-    size_t n = size * nmemb;
-    size_t ret = n;
-    if (x->fe_gone) {
-        ret = 0;
-        goto out;
+    if (x->aprev)
+        x->aprev->anext = x->anext;
+    else
+        l->active = x->anext;
+    if (x->anext)
+        x->anext->aprev = x->aprev;
+    x->aprev = x->anext = NULL;
+}
+
+/* ---- connections ------------------------------------------------------------------------ */
+
+static void fd_set_conn(struct px_loop *l, int fd, struct px_upconn *uc)
+{
+    if ((size_t)fd >= l->nfdmap) {
+        size_t n = l->nfdmap ? l->nfdmap : 256;
+        while (n <= (size_t)fd)
+            n *= 2;
+        struct px_upconn **p = realloc(l->fdmap, n * sizeof(*p));
+        if (!p)
+            abort();
+        memset(p + l->nfdmap, 0, (n - l->nfdmap) * sizeof(*p));
+        l->fdmap = p;
+        l->nfdmap = n;
     }
+    l->fdmap[fd] = uc;
+}
+
+static void conn_close(struct px_upconn *uc)
+{
+    if (uc->kicked)
+        for (struct px_upconn **p = &uc->loop->kick; *p; p = &(*p)->knext)
+            if (*p == uc) {
+                *p = uc->knext;
+                break;
+            }
+    fd_set_conn(uc->loop, uc->fd, NULL);
+    close(uc->fd); /* also leaves the epoll set */
+    free(uc->head);
+    free(uc->rbuf);
+    free(uc);
+}
+
+/* A new connection, connecting. NULL with errno set on failure. */
+static struct px_upconn *conn_new(struct px_loop *l)
+{
+    int fd = socket(l->up_addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return NULL;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    bool connecting = false;
+    if (connect(fd, (struct sockaddr *)&l->up_addr, (socklen_t)l->up_addrlen) != 0) {
+        if (errno != EINPROGRESS) {
+            int e = errno;
+            close(fd);
+            errno = e;
+            return NULL;
+        }
+        connecting = true;
+    }
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+                             .data.u64 = (uint64_t)fd};
+    if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return NULL;
+    }
+    struct px_upconn *uc = xcalloc(1, sizeof(*uc));
+    uc->fd = fd;
+    uc->loop = l;
+    uc->connecting = connecting;
+    uc->wr_ready = !connecting;
+    uc->t_connect = now_us();
+    fd_set_conn(l, fd, uc);
+    return uc;
+}
+
+static void conn_release(struct px_upconn *uc)
+{
+    struct px_loop *l = uc->loop;
+    uc->x = NULL;
+    if (!uc->keep || uc->wr_dead || uc->rlen != uc->roff || l->nidle >= PX_UP_IDLE_MAX ||
+        atomic_load(&l->px->stopping)) {
+        conn_close(uc);
+        return;
+    }
+    uc->rlen = uc->roff = 0;
+    uc->reused = true;
+    uc->next = l->idle;
+    l->idle = uc;
+    l->nidle++;
+}
+
+static void idle_remove(struct px_loop *l, struct px_upconn *uc)
+{
+    for (struct px_upconn **p = &l->idle; *p; p = &(*p)->next)
+        if (*p == uc) {
+            *p = uc->next;
+            l->nidle--;
+            return;
+        }
+}
+
+/* ---- ending an exchange ----------------------------------------------------------------- */
+
+enum up_end { END_OK = 0, END_ABORT, END_FAIL, END_TIMEOUT, END_BAD_ANSWER };
+
+static void finish(struct proxy_exchange *x, enum up_end how, const char *why)
+{
+    proxy *px = x->px;
+    struct px_upconn *uc = x->uc;
+
+    x->up_done = true;
+    if (how != END_OK)
+        x->up_failed = true;
+    if (!x->headers_done || (x->hold && !x->resp_ready && how != END_OK)) {
+        if (how == END_TIMEOUT) {
+            x->up_error_status = 504;
+            x->up_reason = "upstream timed out";
+        } else if (how == END_BAD_ANSWER) {
+            x->up_error_status = 502;
+            x->up_reason = "upstream answer malformed or too large";
+        } else {
+            x->up_error_status = 502;
+            x->up_reason = "upstream unreachable or failed";
+        }
+        if (log_enabled(LOG_WARN) && !x->fe_gone && how != END_ABORT)
+            log_msgf(LOG_WARN, "upstream_error", "%s: %s", x->up_reason, why ? why : "");
+        x->resp_ready = true;
+    } else if (x->hold && !x->resp_ready) {
+        if (px->hooks.on_response_body)
+            px->hooks.on_response_body(px->hooks.arg, x->hook_state, x, &x->out);
+        x->resp_len = (int64_t)x->out.len;
+        x->resp_ready = true;
+    }
+    x->out_eof = true;
+    wake_later(x);
+
+    unlink_active(x->loop, x);
+    x->uc = NULL;
+    if (uc) {
+        if (how != END_OK)
+            uc->keep = false;
+        conn_release(uc);
+    }
+    px_ex_unref(x); /* the attachment's reference */
+}
+
+/* ---- the request ------------------------------------------------------------------------ */
+
+static bool head_put(struct px_upconn *uc, const char *s, size_t n)
+{
+    if (uc->head_len + n > uc->head_cap) {
+        size_t cap = uc->head_cap ? uc->head_cap : 2048;
+        while (cap < uc->head_len + n)
+            cap *= 2;
+        if (cap > PX_UP_REQ_HEAD_MAX)
+            return false;
+        uc->head = xrealloc(uc->head, cap);
+        uc->head_cap = cap;
+    }
+    memcpy(uc->head + uc->head_len, s, n);
+    uc->head_len += n;
+    return true;
+}
+
+#define PUT(s, n)                                                                                  \
+    do {                                                                                           \
+        if (!head_put(uc, (s), (n)))                                                               \
+            return false;                                                                          \
+    } while (0)
+
+static bool build_head(struct px_upconn *uc, struct proxy_exchange *x)
+{
+    proxy *px = x->px;
+    bool host = false;
+    uc->head_len = uc->head_off = 0;
+    PUT(x->method, strlen(x->method));
+    PUT(" ", 1);
+    PUT(x->target, strlen(x->target));
+    PUT(" HTTP/1.1\r\n", 11);
+    for (struct curl_slist *h = x->req_headers; h; h = h->next) {
+        const char *line = h->data;
+        size_t n = strlen(line);
+        const char *colon = memchr(line, ':', n);
+        if (!colon) {
+            /* "Name;" is how server.c writes a field with an empty value */
+            if (n && line[n - 1] == ';') {
+                PUT(line, n - 1);
+                PUT(":\r\n", 3);
+            }
+            continue;
+        }
+        if ((size_t)(colon - line) == n - 1)
+            continue; /* "Name:": a field to leave out */
+        if (colon - line == 4 && strncasecmp(line, "host", 4) == 0)
+            host = true;
+        PUT(line, n);
+        PUT("\r\n", 2);
+    }
+    if (!host) {
+        const char *hp = px->cfg->upstream + 7;
+        PUT("Host: ", 6);
+        PUT(hp, strcspn(hp, "/"));
+        PUT("\r\n", 2);
+    }
+    if (x->has_body && x->body_len >= 0) {
+        char cl[48];
+        int k = snprintf(cl, sizeof(cl), "Content-Length: %lld\r\n\r\n", (long long)x->body_len);
+        PUT(cl, (size_t)k);
+    } else if (x->has_body) {
+        PUT("Transfer-Encoding: chunked\r\n\r\n", 30);
+    } else {
+        PUT("\r\n", 2);
+    }
+    return true;
+}
+
+static void reset_exchange_state(struct px_upconn *uc)
+{
+    uc->fr_len = uc->fr_off = 0;
+    uc->chunk_left = 0;
+    uc->body_sent = 0;
+    uc->chunk_open = false;
+    uc->rs = RS_HEAD;
+    uc->pending = 0;
+    uc->got_bytes = false;
+    uc->keep = true;
+    uc->t_progress = now_us();
+}
+
+static bool attach(struct px_loop *l, struct proxy_exchange *x, bool fresh)
+{
+    struct px_upconn *uc = NULL;
+    if (!fresh && l->idle) {
+        uc = l->idle;
+        l->idle = uc->next;
+        l->nidle--;
+        uc->next = NULL;
+    }
+    if (!uc) {
+        uc = conn_new(l);
+        if (!uc)
+            return false;
+    }
+    reset_exchange_state(uc);
+    uc->body_end = !x->has_body;
+    if (!build_head(uc, x)) {
+        conn_close(uc);
+        errno = E2BIG;
+        return false;
+    }
+    uc->x = x;
+    x->uc = uc;
+    return true;
+}
+
+bool px_upstream_start(struct proxy_exchange *x, cut_err *err)
+{
+    struct px_loop *l = x->loop;
+    (void)err;
+    x->t_up_start = now_us();
+    px_ex_ref(x); /* the attachment's reference */
+    link_active(l, x);
+    if (!attach(l, x, false)) {
+        finish(x, END_FAIL, strerror(errno));
+        return true;
+    }
+    /* sent at the end of this loop turn, with the body bytes libmicrohttpd read along
+     * with the head: one writev for both */
+    struct px_upconn *uc = x->uc;
+    if (!uc->connecting && !uc->kicked) {
+        uc->kicked = true;
+        uc->knext = l->kick;
+        l->kick = uc;
+        l->up_kick = true;
+    }
+    return true;
+}
+
+static bool idempotent(const char *m)
+{
+    return !strcmp(m, "GET") || !strcmp(m, "HEAD") || !strcmp(m, "OPTIONS") || !strcmp(m, "PUT") ||
+           !strcmp(m, "DELETE");
+}
+
+/* The connection failed before the answer began: send again on a fresh one when the
+ * retry rule allows, else fail. */
+static void conn_failed(struct px_upconn *uc, const char *why)
+{
+    struct proxy_exchange *x = uc->x;
+    bool may_retry = uc->reused && !uc->got_bytes && uc->body_sent == 0 && !x->retried &&
+                     (idempotent(x->method) || (x->has_body && x->body_len != 0));
+    if (!may_retry) {
+        finish(x, uc->got_bytes ? END_BAD_ANSWER : END_FAIL, why);
+        return;
+    }
+    x->retried = true;
+    uc->x = NULL;
+    x->uc = NULL;
+    conn_close(uc);
+    if (!attach(x->loop, x, true)) {
+        finish(x, END_FAIL, strerror(errno));
+        return;
+    }
+    if (!x->uc->connecting)
+        up_send(x->uc);
+}
+
+/* Composes the next piece of body framing when the previous one is gone. */
+static void next_piece(struct px_upconn *uc, struct proxy_exchange *x, size_t avail)
+{
+    if (uc->body_end || uc->chunk_left || uc->fr_off < uc->fr_len)
+        return;
+    if (x->body_len >= 0) {
+        uint64_t rest = (uint64_t)x->body_len - uc->body_sent;
+        uc->chunk_left = avail < rest ? avail : rest;
+        if (rest == 0)
+            uc->body_end = true;
+        return;
+    }
+    const char *crlf = uc->chunk_open ? "\r\n" : "";
+    int k;
+    if (avail) {
+        k = snprintf(uc->fr, sizeof(uc->fr), "%s%zx\r\n", crlf, avail);
+        uc->chunk_left = avail;
+        uc->chunk_open = true;
+    } else if (x->in_eof) {
+        k = snprintf(uc->fr, sizeof(uc->fr), "%s0\r\n\r\n", crlf);
+        uc->body_end = true;
+    } else {
+        return;
+    }
+    uc->fr_len = (unsigned)k;
+    uc->fr_off = 0;
+}
+
+static void up_send(struct px_upconn *uc)
+{
+    struct proxy_exchange *x = uc->x;
+    while (x && uc->wr_ready && !uc->wr_dead && !uc->connecting) {
+        size_t avail = x->in_len - x->in_off;
+        next_piece(uc, x, avail);
+        struct iovec iov[3];
+        int n = 0;
+        size_t total = 0, data = 0;
+        if (uc->head_off < uc->head_len) {
+            iov[n].iov_base = uc->head + uc->head_off;
+            iov[n++].iov_len = uc->head_len - uc->head_off;
+        }
+        if (uc->fr_off < uc->fr_len) {
+            iov[n].iov_base = uc->fr + uc->fr_off;
+            iov[n++].iov_len = uc->fr_len - uc->fr_off;
+        }
+        data = uc->chunk_left < avail ? (size_t)uc->chunk_left : avail;
+        if (data) {
+            iov[n].iov_base = x->in + x->in_off;
+            iov[n++].iov_len = data;
+        }
+        if (n == 0) {
+            if (!uc->body_end && !x->in_eof)
+                x->in_paused = true; /* server.c calls px_upstream_unpause with more */
+            return;
+        }
+        for (int i = 0; i < n; i++)
+            total += iov[i].iov_len;
+        ssize_t w = writev(uc->fd, iov, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                uc->wr_ready = false;
+                return;
+            }
+            /* the app closed: read what it may have answered, or fail */
+            uc->wr_dead = true;
+            uc->rd_ready = true;
+            up_recv(uc);
+            return;
+        }
+        uc->t_progress = now_us();
+        size_t left = (size_t)w;
+        size_t k = uc->head_len - uc->head_off;
+        k = k < left ? k : left;
+        uc->head_off += k;
+        left -= k;
+        k = uc->fr_len - uc->fr_off;
+        k = k < left ? k : left;
+        uc->fr_off += (unsigned)k;
+        left -= k;
+        if (left) {
+            x->in_off += left;
+            uc->chunk_left -= left;
+            uc->body_sent += left;
+            if (x->suspended)
+                wake_later(x); /* room for more of the client's body */
+        }
+        if ((size_t)w < total) {
+            uc->wr_ready = false; /* the socket buffer is full: wait for EPOLLOUT */
+            return;
+        }
+    }
+}
+
+static bool request_sent(const struct px_upconn *uc)
+{
+    return uc->head_off == uc->head_len && uc->body_end && uc->fr_off == uc->fr_len &&
+           uc->chunk_left == 0;
+}
+
+/* ---- the answer ------------------------------------------------------------------------- */
+
+/* Hands answer bytes to the front end; returns how many it took (fewer: out is full). */
+static size_t deliver(struct proxy_exchange *x, const char *src, size_t n)
+{
     if (x->hold && !x->resp_ready) {
         if (buf_append(&x->out, src, n))
-            goto out;
+            return n;
         /* larger than the ceiling: give up holding, stream what we have and the rest */
         x->hold = false;
         x->out.max = x->out.len > PX_OUT_CAP ? x->out.len : PX_OUT_CAP;
@@ -110,15 +581,15 @@ static size_t on_write(char *src, size_t size, size_t nmemb, void *arg)
         x->out_off = 0;
         x->out.data[x->out.len] = 0;
     }
-    if (!buf_append(&x->out, src, n)) {
+    size_t room = x->out.max - x->out.len;
+    size_t take = n < room ? n : room;
+    if (take && !buf_append(&x->out, src, take))
+        take = 0;
+    if (take < n)
         x->out_paused = true;
-        ret = CURL_WRITEFUNC_PAUSE;
-        goto out;
-    }
-    if (x->suspended)
+    if (take && x->suspended)
         wake_later(x);
-out:
-    return ret;
+    return take;
 }
 
 static void drop_connection_named(struct proxy_exchange *x)
@@ -157,420 +628,358 @@ static void headers_complete(struct proxy_exchange *x)
     }
 }
 
-static size_t on_header(char *line, size_t size, size_t nitems, void *arg)
+/* Copies the final answer's fields into the exchange, filtered. */
+static void take_fields(struct proxy_exchange *x, const struct h1_header *h, size_t n)
 {
-    struct proxy_exchange *x = arg;
-    size_t n = size * nitems;
-    size_t len = n;
-    while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
-        len--;
-    if (n >= 5 && memcmp(line, "HTTP/", 5) == 0) {
-        const char *sp = memchr(line, ' ', len);
-        x->status = sp ? atoi(sp + 1) : 0;
-        curl_slist_free_all(x->resp_headers);
-        x->resp_headers = NULL;
-        x->resp_len = -1;
-        x->conn_tokens[0] = 0;
-        return n;
-    }
-    if (len == 0) {
-        if (x->status >= 200 && !x->headers_done)
-            headers_complete(x);
-        return n; /* end of a 1xx block: the final status line follows */
-    }
-    if (x->status < 200 || x->headers_done)
-        return n; /* fields of an interim answer, or trailers */
-    if (line[0] == ' ' || line[0] == '\t')
-        return n; /* obs-fold from the app: dropped */
-    const char *colon = memchr(line, ':', len);
-    if (!colon)
-        return n;
-    size_t nlen = (size_t)(colon - line);
-    const char *v = colon + 1;
-    const char *end = line + len;
-    while (v < end && (*v == ' ' || *v == '\t'))
-        v++;
-    while (end > v && (end[-1] == ' ' || end[-1] == '\t'))
-        end--;
-    size_t vlen = (size_t)(end - v);
-    if (!http_is_token(line, nlen) || !http_value_ok(v, vlen))
-        return n; /* never pass a malformed field on to the client */
-    if (nlen == 14 && strncasecmp(line, "content-length", 14) == 0) {
-        uint64_t cl;
-        if (http_parse_length(v, vlen, &cl))
-            x->resp_len = (int64_t)cl;
-        return n;
-    }
-    if (nlen == 10 && strncasecmp(line, "connection", 10) == 0) {
-        size_t have = strlen(x->conn_tokens);
-        if (have + vlen + 2 < sizeof(x->conn_tokens)) {
-            if (have)
-                x->conn_tokens[have++] = ',';
-            memcpy(x->conn_tokens + have, v, vlen);
-            x->conn_tokens[have + vlen] = 0;
-        }
-        return n;
-    }
-    if (http_is_hop_by_hop(line, nlen))
-        return n;
     char stack[512];
-    size_t need = nlen + vlen + 3;
-    char *l = need <= sizeof(stack) ? stack : xmalloc(need);
-    memcpy(l, line, nlen);
-    memcpy(l + nlen, ": ", 2);
-    memcpy(l + nlen + 2, v, vlen);
-    l[nlen + 2 + vlen] = 0;
-    struct curl_slist *nl = curl_slist_append(x->resp_headers, l);
-    if (l != stack)
-        free(l);
-    if (!nl)
-        return 0;
-    x->resp_headers = nl;
-    return n;
-}
-
-/* ---- curl's sockets and timer ------------------------------------------------------------ */
-
-static unsigned char *fd_slot(struct px_loop *l, int fd)
-{
-    if (fd < 0)
-        return NULL;
-    if ((size_t)fd >= l->nfd_reg) {
-        size_t n = l->nfd_reg ? l->nfd_reg : 256;
-        while (n <= (size_t)fd)
-            n *= 2;
-        unsigned char *p = realloc(l->fd_reg, n);
-        if (!p)
+    for (size_t i = 0; i < n; i++) {
+        const char *name = h[i].name;
+        size_t nlen = h[i].nlen, vlen = h[i].vlen;
+        if (nlen == 14 && strncasecmp(name, "content-length", 14) == 0)
+            continue;
+        if (nlen == 10 && strncasecmp(name, "connection", 10) == 0) {
+            size_t have = strlen(x->conn_tokens);
+            if (have + vlen + 2 < sizeof(x->conn_tokens)) {
+                if (have)
+                    x->conn_tokens[have++] = ',';
+                memcpy(x->conn_tokens + have, h[i].value, vlen);
+                x->conn_tokens[have + vlen] = 0;
+            }
+            continue;
+        }
+        if (http_is_hop_by_hop(name, nlen))
+            continue;
+        size_t need = nlen + vlen + 3;
+        char *line = need <= sizeof(stack) ? stack : xmalloc(need);
+        memcpy(line, name, nlen);
+        memcpy(line + nlen, ": ", 2);
+        memcpy(line + nlen + 2, h[i].value, vlen);
+        line[nlen + 2 + vlen] = 0;
+        struct curl_slist *nl = curl_slist_append(x->resp_headers, line);
+        if (line != stack)
+            free(line);
+        if (!nl)
             abort();
-        memset(p + l->nfd_reg, 0, n - l->nfd_reg);
-        l->fd_reg = p;
-        l->nfd_reg = n;
+        x->resp_headers = nl;
     }
-    return &l->fd_reg[fd];
 }
 
-/* Makes the socket's epoll registration match what curl waits for. A socket of our own
- * keeps EPOLLIN between transfers, so that reusing a kept-alive connection (send, then
- * wait to read) costs no epoll_ctl; it only loses it when it turns readable while curl is
- * not reading (the app closed it, or curl paused the transfer). */
-static void sync_reg(struct px_loop *l, int fd, unsigned char *r)
+/* The answer is complete. */
+static void answer_done(struct px_upconn *uc)
 {
-    bool own = *r & FR_OWN;
-    bool in = (*r & FR_IN) || (own && !(*r & FR_MUTED));
-    bool out = *r & FR_OUT;
-    if (!own && !in && !out) {
-        if (*r & FR_REG)
-            epoll_ctl(l->epfd, EPOLL_CTL_DEL, fd, NULL);
-        *r = 0;
-        return;
+    uc->rs = RS_DONE;
+    if (!request_sent(uc))
+        uc->keep = false; /* the app answered before the whole request: close */
+    finish(uc->x, END_OK, NULL);
+}
+
+/* Works through the bytes in rbuf. Returns false when the exchange ended (uc may be
+ * gone) or when out is full. */
+static bool process(struct px_upconn *uc)
+{
+    struct proxy_exchange *x = uc->x;
+    while (uc->roff < uc->rlen ||
+           (uc->rs == RS_BODY && uc->framing == H1_BODY_LENGTH && uc->body_left == 0)) {
+        const char *p = uc->rbuf + uc->roff;
+        size_t avail = uc->rlen - uc->roff;
+        if (uc->rs == RS_HEAD) {
+            struct h1_header hdrs[PX_UP_MAX_HEADERS];
+            struct h1_response r;
+            int rc = h1_parse_response(p, avail, PX_UP_HEAD_MAX, hdrs, PX_UP_MAX_HEADERS, &r);
+            if (rc == H1_INCOMPLETE)
+                return true;
+            if (rc < 0) {
+                finish(x, END_BAD_ANSWER,
+                       rc == H1_TOO_BIG ? "answer head too large" : "malformed answer head");
+                return false;
+            }
+            uc->roff += (size_t)rc;
+            if (r.status < 200) {
+                if (r.status == 101) {
+                    finish(x, END_BAD_ANSWER, "unexpected 101");
+                    return false;
+                }
+                continue; /* 100 Continue and other interim answers: swallowed */
+            }
+            x->status = r.status;
+            x->resp_len = r.framing == H1_BODY_LENGTH ? r.content_length : -1;
+            take_fields(x, hdrs, r.nheaders);
+            uc->keep = r.minor >= 1 ? !r.conn_close : (r.conn_keep_alive && !r.conn_close);
+            uc->framing = h1_status_has_body(r.status, x->head) ? r.framing : H1_BODY_NONE;
+            if (uc->framing == H1_BODY_UNTIL_EOF)
+                uc->keep = false;
+            uc->body_left = (uint64_t)(r.content_length > 0 ? r.content_length : 0);
+            h1_chunked_init(&uc->ck);
+            uc->rs = RS_BODY;
+            headers_complete(x);
+            if (uc->framing == H1_BODY_NONE) {
+                answer_done(uc);
+                return false;
+            }
+            continue;
+        }
+        if (uc->rs != RS_BODY)
+            return true;
+        switch (uc->framing) {
+        case H1_BODY_LENGTH:
+        case H1_BODY_UNTIL_EOF: {
+            size_t n = avail;
+            if (uc->framing == H1_BODY_LENGTH && (uint64_t)n > uc->body_left)
+                n = (size_t)uc->body_left;
+            size_t t = n ? deliver(x, p, n) : 0;
+            uc->roff += t;
+            if (uc->framing == H1_BODY_LENGTH) {
+                uc->body_left -= t;
+                if (uc->body_left == 0) {
+                    answer_done(uc);
+                    return false;
+                }
+            }
+            if (t < n)
+                return false; /* out is full */
+            break;
+        }
+        case H1_BODY_CHUNKED: {
+            if (uc->pending) {
+                size_t t = deliver(x, p, uc->pending);
+                uc->roff += t;
+                uc->pending -= t;
+                if (uc->pending)
+                    return false;
+                break;
+            }
+            size_t off, dlen;
+            long used = h1_chunked_step(&uc->ck, p, avail, &off, &dlen);
+            if (used < 0) {
+                finish(x, END_BAD_ANSWER, "malformed chunked answer");
+                return false;
+            }
+            if (dlen) {
+                uc->roff += off;
+                uc->pending = dlen;
+            } else {
+                uc->roff += (size_t)used;
+            }
+            if (h1_chunked_done(&uc->ck)) {
+                answer_done(uc);
+                return false;
+            }
+            break;
+        }
+        default:
+            return true;
+        }
     }
-    unsigned char have = *r & (FR_EIN | FR_EOUT);
-    unsigned char want = (unsigned char)((in ? FR_EIN : 0) | (out ? FR_EOUT : 0));
-    if ((*r & FR_REG) && have == want)
-        return;
-    struct epoll_event ev = {.events = (in ? (uint32_t)(EPOLLIN | EPOLLRDHUP) : 0u) |
-                                       (out ? (uint32_t)EPOLLOUT : 0u),
-                             .data.u64 = (uint64_t)fd};
-    int rc;
-    if (*r & FR_REG) {
-        rc = epoll_ctl(l->epfd, EPOLL_CTL_MOD, fd, &ev);
-        if (rc != 0 && errno == ENOENT)
-            rc = epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev);
-    } else {
-        rc = epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev);
-        if (rc != 0 && errno == EEXIST)
-            rc = epoll_ctl(l->epfd, EPOLL_CTL_MOD, fd, &ev);
-    }
-    *r = (unsigned char)((*r & ~(FR_EIN | FR_EOUT | FR_REG)) | (rc == 0 ? (FR_REG | want) : 0));
-}
-
-static curl_socket_t open_socket(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
-{
-    struct px_loop *l = arg;
-    (void)purpose;
-    int fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
-    if (fd < 0)
-        return CURL_SOCKET_BAD;
-    unsigned char *r = fd_slot(l, fd);
-    *r = FR_OWN;
-    sync_reg(l, fd, r);
-    return fd;
-}
-
-static int close_socket(void *arg, curl_socket_t fd)
-{
-    struct px_loop *l = arg;
-    unsigned char *r = fd_slot(l, fd);
-    if (r)
-        *r = 0; /* closing the socket removes its registration */
-    return close(fd);
-}
-
-static int on_socket(CURL *e, curl_socket_t fd, int what, void *arg, void *socketp)
-{
-    struct px_loop *l = arg;
-    (void)e;
-    (void)socketp;
-    unsigned char *r = fd_slot(l, fd);
-    if (!r)
-        return 0;
-    unsigned char want = 0;
-    if (what == CURL_POLL_IN || what == CURL_POLL_INOUT)
-        want |= FR_IN;
-    if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT)
-        want |= FR_OUT;
-    *r = (unsigned char)((*r & ~(FR_IN | FR_OUT)) | want);
-    if (want & FR_IN)
-        *r &= (unsigned char)~FR_MUTED;
-    sync_reg(l, fd, r);
-    return 0;
-}
-
-static int on_timer(CURLM *m, long timeout_ms, void *arg)
-{
-    struct px_loop *l = arg;
-    (void)m;
-    l->curl_deadline = timeout_ms < 0 ? -1 : (int64_t)(now_us() + (uint64_t)timeout_ms * 1000u);
-    return 0;
-}
-
-/* ---- transfers ------------------------------------------------------------------------ */
-
-static void link_active(struct px_loop *l, struct proxy_exchange *x)
-{
-    x->aprev = NULL;
-    x->anext = l->active;
-    if (l->active)
-        l->active->aprev = x;
-    l->active = x;
-}
-
-static void unlink_active(struct px_loop *l, struct proxy_exchange *x)
-{
-    if (x->aprev)
-        x->aprev->anext = x->anext;
-    else
-        l->active = x->anext;
-    if (x->anext)
-        x->anext->aprev = x->aprev;
-    x->aprev = x->anext = NULL;
-}
-
-/* A new easy handle with every option that does not change between requests. */
-static CURL *new_easy(struct px_loop *l)
-{
-    const struct cfg_limits *lim = &l->px->cfg->limits;
-    CURL *e = curl_easy_init();
-    if (!e)
-        abort();
-    curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
-    curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
-    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 64L * 1024);
-    curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, 64L * 1024);
-    curl_easy_setopt(e, CURLOPT_HTTP_CONTENT_DECODING, 0L);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, (long)lim->upstream_connect_timeout_s);
-    curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, (long)lim->upstream_timeout_s);
-    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket);
-    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, l);
-    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_socket);
-    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, l);
-    return e;
-}
-
-bool px_upstream_start(struct proxy_exchange *x, cut_err *err)
-{
-    struct px_loop *l = x->loop;
-    proxy *px = l->px;
-    (void)err;
-    CURL *e = l->nfree ? l->free_easy[--l->nfree] : new_easy(l);
-    size_t blen = strlen(px->cfg->upstream), tlen = strlen(x->target);
-    char stackurl[1024];
-    char *url = blen + tlen < sizeof(stackurl) ? stackurl : xmalloc(blen + tlen + 1);
-    memcpy(url, px->cfg->upstream, blen);
-    memcpy(url + blen, x->target, tlen + 1);
-    curl_easy_setopt(e, CURLOPT_URL, url);
-    if (url != stackurl)
-        free(url);
-    curl_easy_setopt(e, CURLOPT_PRIVATE, x);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->req_headers);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
-    curl_easy_setopt(e, CURLOPT_READDATA, x);
-    if (x->head) {
-        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
-        curl_easy_setopt(e, CURLOPT_UPLOAD, 0L);
-        curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
-    } else {
-        curl_easy_setopt(e, CURLOPT_NOBODY, 0L);
-        curl_easy_setopt(e, CURLOPT_UPLOAD, x->has_body ? 1L : 0L);
-        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, x->method);
-        curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)(x->has_body ? x->body_len : -1));
-    }
-    x->easy = e;
-    x->t_up_start = now_us();
-    px_ex_ref(x); /* the transfer's reference */
-    link_active(l, x);
-    if (curl_multi_add_handle(l->multi, e) != CURLM_OK)
-        abort();
     return true;
 }
 
-static void recycle(struct px_loop *l, CURL *e)
+/* The app closed its side (or reset it). */
+static void on_eof(struct px_upconn *uc, const char *why)
 {
-    curl_multi_remove_handle(l->multi, e);
-    if (l->nfree < PX_FREE_EASY_MAX) {
-        curl_easy_setopt(e, CURLOPT_PRIVATE, NULL);
-        curl_easy_setopt(e, CURLOPT_HTTPHEADER, NULL);
-        l->free_easy[l->nfree++] = e;
+    struct proxy_exchange *x = uc->x;
+    if (uc->rs == RS_BODY && uc->framing == H1_BODY_UNTIL_EOF && uc->pending == 0 &&
+        uc->roff == uc->rlen && !why) {
+        uc->keep = false;
+        answer_done(uc);
+    } else if (uc->rs == RS_HEAD) {
+        conn_failed(uc, why ? why : "connection closed by the app");
     } else {
-        curl_easy_cleanup(e);
+        finish(x, END_BAD_ANSWER, why ? why : "answer cut short");
     }
 }
 
-static void finish(struct px_loop *l, struct proxy_exchange *x, CURLcode rc)
+static void up_recv(struct px_upconn *uc)
 {
-    proxy *px = l->px;
-    CURL *e = x->easy;
-    long connect_us = 0;
-    curl_easy_getinfo(e, CURLINFO_PRETRANSFER_TIME_T, &connect_us); /* 0: never connected */
-
-    x->up_done = true;
-    if (rc != CURLE_OK)
-        x->up_failed = true;
-    if (!x->headers_done || (x->hold && !x->resp_ready && rc != CURLE_OK)) {
-        if (rc == CURLE_OPERATION_TIMEDOUT && connect_us > 0) {
-            x->up_error_status = 504;
-            x->up_reason = "upstream timed out";
-        } else {
-            x->up_error_status = 502;
-            x->up_reason = "upstream unreachable or failed";
+    while (uc->x) {
+        struct proxy_exchange *x = uc->x;
+        if (uc->roff < uc->rlen && !process(uc))
+            return;
+        if (uc->x != x || x->out_paused)
+            return;
+        if (!uc->rd_ready)
+            return;
+        if (!uc->rbuf)
+            uc->rbuf = xmalloc(PX_UP_RBUF);
+        if (uc->roff == uc->rlen) {
+            uc->roff = uc->rlen = 0;
+        } else if (uc->roff && uc->rlen == PX_UP_RBUF) {
+            memmove(uc->rbuf, uc->rbuf + uc->roff, uc->rlen - uc->roff);
+            uc->rlen -= uc->roff;
+            uc->roff = 0;
         }
-        if (log_enabled(LOG_WARN) && !x->fe_gone)
-            log_msgf(LOG_WARN, "upstream_error", "%s: %s", x->up_reason, curl_easy_strerror(rc));
-        x->resp_ready = true;
-    } else if (x->hold && !x->resp_ready) {
-        if (px->hooks.on_response_body)
-            px->hooks.on_response_body(px->hooks.arg, x->hook_state, x, &x->out);
-        x->resp_len = (int64_t)x->out.len;
-        x->resp_ready = true;
+        size_t want = PX_UP_RBUF - uc->rlen;
+        if (want == 0) {
+            /* a head that does not fit: process() has refused it already */
+            finish(x, END_BAD_ANSWER, "answer head too large");
+            return;
+        }
+        ssize_t r = recv(uc->fd, uc->rbuf + uc->rlen, want, 0);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                uc->rd_ready = false;
+                return;
+            }
+            on_eof(uc, strerror(errno));
+            return;
+        }
+        if (r == 0) {
+            uc->rd_ready = false;
+            on_eof(uc, NULL);
+            return;
+        }
+        if ((size_t)r < want)
+            uc->rd_ready = false; /* drained for now: the next bytes raise a new edge */
+        uc->got_bytes = true;
+        uc->rlen += (size_t)r;
+        uc->t_progress = now_us();
+        if (!process(uc))
+            return;
     }
-    x->out_eof = true;
-    wake_later(x);
+}
 
-    unlink_active(l, x);
-    x->easy = NULL;
-    recycle(l, e);
+/* ---- events ----------------------------------------------------------------------------- */
+
+void px_upstream_event(struct px_loop *l, int fd, uint32_t events)
+{
+    struct px_upconn *uc = fd >= 0 && (size_t)fd < l->nfdmap ? l->fdmap[fd] : NULL;
+    if (!uc)
+        return;
+    if (!uc->x) {
+        /* at rest: the app closed it, or sent bytes nobody asked for */
+        if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+            idle_remove(l, uc);
+            conn_close(uc);
+        }
+        return;
+    }
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        uc->rd_ready = true;
+    if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
+        uc->wr_ready = true;
+    if (uc->connecting && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) {
+        int soerr = 0;
+        socklen_t sl = sizeof(soerr);
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
+        if (soerr) {
+            finish(uc->x, END_FAIL, strerror(soerr));
+            return;
+        }
+        uc->connecting = false;
+    }
+    if (uc->connecting)
+        return;
+    struct proxy_exchange *x = uc->x;
+    px_ex_ref(x);
+    if (uc->wr_ready)
+        up_send(uc);
+    if (x->uc == uc && uc->rd_ready)
+        up_recv(uc);
     px_ex_unref(x);
 }
 
 void px_upstream_unpause(struct proxy_exchange *x)
 {
-    if (x->easy) {
-        curl_easy_pause(x->easy, CURLPAUSE_CONT);
-        /* curl marks the transfer to run now without telling the timer callback: run its
-         * timers on this loop turn, keeping the deadline it last reported */
-        x->loop->curl_kick = true;
-    }
+    struct px_upconn *uc = x->uc;
+    if (!uc || uc->connecting)
+        return;
+    px_ex_ref(x);
+    up_send(uc);
+    if (x->uc == uc && !x->out_paused)
+        up_recv(uc);
+    px_ex_unref(x);
 }
 
 void px_upstream_abort(struct proxy_exchange *x)
 {
-    if (x->easy)
-        finish(x->loop, x, CURLE_ABORTED_BY_CALLBACK);
+    if (x->uc || x->aprev || x->loop->active == x)
+        finish(x, END_ABORT, NULL);
 }
 
 void px_upstream_abort_all(struct px_loop *l)
 {
     while (l->active)
-        finish(l, l->active, CURLE_ABORTED_BY_CALLBACK);
+        finish(l->active, END_ABORT, NULL);
     px_upstream_flush(l);
-}
-
-static void collect(struct px_loop *l)
-{
-    CURLMsg *m;
-    int left;
-    while ((m = curl_multi_info_read(l->multi, &left))) {
-        if (m->msg != CURLMSG_DONE)
-            continue;
-        struct proxy_exchange *x = NULL;
-        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
-        if (x)
-            finish(l, x, m->data.result);
-    }
-}
-
-void px_upstream_event(struct px_loop *l, int fd, uint32_t events)
-{
-    unsigned char *r = fd_slot(l, fd);
-    if (!r)
-        return;
-    if (!(*r & FR_IN) && (events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP | EPOLLERR)) && (*r & FR_OWN)) {
-        /* a kept-alive connection at rest turned readable: curl finds out when it next
-         * checks it; stop listening until then */
-        *r |= FR_MUTED;
-        sync_reg(l, fd, r);
-    }
-    if (!(*r & (FR_IN | FR_OUT)))
-        return;
-    int bits = 0;
-    if (events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP))
-        bits |= CURL_CSELECT_IN;
-    if (events & EPOLLOUT)
-        bits |= CURL_CSELECT_OUT;
-    if (events & EPOLLERR)
-        bits |= CURL_CSELECT_ERR;
-    int running;
-    curl_multi_socket_action(l->multi, fd, bits, &running);
 }
 
 void px_upstream_run(struct px_loop *l, uint64_t now)
 {
-    for (int i = 0; i < 4; i++) {
-        bool due = l->curl_deadline >= 0 && (uint64_t)l->curl_deadline <= now;
-        if (!due && !l->curl_kick)
-            break;
-        int running;
-        if (due)
-            l->curl_deadline = -1; /* curl reports the next one if it differs */
-        l->curl_kick = false;
-        curl_multi_socket_action(l->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    l->up_kick = false;
+    while (l->kick) {
+        struct px_upconn *uc = l->kick;
+        l->kick = uc->knext;
+        uc->kicked = false;
+        struct proxy_exchange *x = uc->x;
+        if (!x)
+            continue;
+        px_ex_ref(x);
+        up_send(uc);
+        if (x->uc == uc && uc->rd_ready)
+            up_recv(uc);
+        px_ex_unref(x);
     }
-    collect(l);
+    if (l->up_deadline >= 0 && (uint64_t)l->up_deadline <= now) {
+        const struct cfg_limits *lim = &l->px->cfg->limits;
+        uint64_t cto = (uint64_t)lim->upstream_connect_timeout_s * 1000000u;
+        uint64_t uto = (uint64_t)lim->upstream_timeout_s * 1000000u;
+        struct proxy_exchange *x = l->active, *nx;
+        for (; x; x = nx) {
+            nx = x->anext;
+            struct px_upconn *uc = x->uc;
+            if (!uc)
+                continue;
+            if (uc->connecting) {
+                if (now - uc->t_connect > cto)
+                    finish(x, END_FAIL, "connect timed out");
+            } else if (x->in_paused || x->out_paused) {
+                uc->t_progress = now; /* waiting on the client, not on the app */
+            } else if (now - uc->t_progress > uto) {
+                finish(x, END_TIMEOUT, "no progress");
+            }
+        }
+        l->up_deadline = l->active ? (int64_t)(now + PX_UP_SWEEP_US) : -1;
+    }
     px_upstream_flush(l);
 }
 
 bool px_upstream_init(struct px_loop *l, cut_err *err)
 {
-    l->curl_deadline = -1;
-    l->multi = curl_multi_init();
-    if (!l->multi) {
-        err_set(err, CUT_EIO, "upstream", "curl_multi_init failed");
+    proxy *px = l->px;
+    struct addrinfo hints = {0}, *res = NULL;
+    char ps[16];
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    snprintf(ps, sizeof(ps), "%d", px->up_port);
+    int rc = getaddrinfo(px->up_host, ps, &hints, &res);
+    if (rc != 0 || !res || res->ai_addrlen > sizeof(l->up_addr)) {
+        err_set(err, CUT_EINVAL, "upstream", "cannot resolve %s: %s", px->up_host,
+                rc ? gai_strerror(rc) : "no address");
+        if (res)
+            freeaddrinfo(res);
         return false;
     }
-    curl_multi_setopt(l->multi, CURLMOPT_MAXCONNECTS, 1024L);
-    curl_multi_setopt(l->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
-    curl_multi_setopt(l->multi, CURLMOPT_SOCKETDATA, l);
-    curl_multi_setopt(l->multi, CURLMOPT_TIMERFUNCTION, on_timer);
-    curl_multi_setopt(l->multi, CURLMOPT_TIMERDATA, l);
+    memcpy(&l->up_addr, res->ai_addr, res->ai_addrlen);
+    l->up_addrlen = (unsigned)res->ai_addrlen;
+    freeaddrinfo(res);
+    l->up_deadline = -1;
+    l->up_inited = true;
     return true;
 }
 
 void px_upstream_fini(struct px_loop *l)
 {
     px_upstream_abort_all(l);
-    for (int i = 0; i < l->nfree; i++)
-        curl_easy_cleanup(l->free_easy[i]);
-    l->nfree = 0;
-    if (l->multi)
-        curl_multi_cleanup(l->multi); /* closes the kept-alive connections */
-    l->multi = NULL;
-    free(l->fd_reg);
-    l->fd_reg = NULL;
-    l->nfd_reg = 0;
+    while (l->idle) {
+        struct px_upconn *uc = l->idle;
+        l->idle = uc->next;
+        conn_close(uc);
+    }
+    l->nidle = 0;
+    free(l->fdmap);
+    l->fdmap = NULL;
+    l->nfdmap = 0;
+    l->up_inited = false;
 }

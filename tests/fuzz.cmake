@@ -20,3 +20,5 @@ cutover_fuzz(fuzz_config config LIBS cutover_flags cutover_core)
 cutover_fuzz(fuzz_http_check http_check SOURCES ${CMAKE_SOURCE_DIR}/proxy/http_check.c
   LIBS cutover_core)
 cutover_fuzz(fuzz_sigv4 sigv4 LIBS cutover_storage)
+cutover_fuzz(fuzz_h1parse h1parse SOURCES ${CMAKE_SOURCE_DIR}/proxy/h1parse.c
+  LIBS cutover_core)
