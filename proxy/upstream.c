@@ -848,7 +848,14 @@ void px_upstream_event(struct px_loop *l, int fd, uint32_t events)
         return;
     if (!uc->x) {
         /* at rest: the app closed it, or sent bytes nobody asked for */
-        if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+        bool dead = events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR);
+        if (!dead && (events & EPOLLIN)) {
+            /* an edge raised by the last answer may arrive after it was read: look */
+            char c;
+            dead = !(recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) < 0 &&
+                     (errno == EAGAIN || errno == EWOULDBLOCK));
+        }
+        if (dead) {
             idle_remove(l, uc);
             conn_close(uc);
         }
@@ -931,11 +938,11 @@ void px_upstream_run(struct px_loop *l, uint64_t now)
             if (!uc)
                 continue;
             if (uc->connecting) {
-                if (now - uc->t_connect > cto)
+                if (now > uc->t_connect && now - uc->t_connect > cto)
                     finish(x, END_FAIL, "connect timed out");
             } else if (x->in_paused || x->out_paused) {
                 uc->t_progress = now; /* waiting on the client, not on the app */
-            } else if (now - uc->t_progress > uto) {
+            } else if (now > uc->t_progress && now - uc->t_progress > uto) {
                 finish(x, END_TIMEOUT, "no progress");
             }
         }
