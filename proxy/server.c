@@ -459,6 +459,10 @@ static ssize_t read_answer(void *cls, uint64_t pos, char *out, size_t max)
         }
     } else if (x->out_eof) {
         n = x->up_failed ? MHD_CONTENT_READER_END_WITH_ERROR : MHD_CONTENT_READER_END_OF_STREAM;
+        /* libmicrohttpd closes a connection whose answer failed only on its next run, and
+         * nothing on its epoll set may come to trigger one: run it again now */
+        if (x->up_failed)
+            x->loop->resumed = true;
     } else {
         suspend_front(x);
         n = 0;

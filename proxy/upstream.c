@@ -81,6 +81,7 @@ struct px_upconn {
     bool rd_ready; /* may have bytes to read (edge seen, not drained) */
     bool wr_ready; /* may accept bytes (no EAGAIN since the last EPOLLOUT) */
     bool wr_dead;  /* writing failed: only reading is left */
+    bool rdhup;    /* the app closed its side (or reset): reading ends in EOF */
     uint64_t t_connect, t_progress;
 
     /* request */
@@ -232,8 +233,8 @@ static void conn_release(struct px_upconn *uc)
 {
     struct px_loop *l = uc->loop;
     uc->x = NULL;
-    if (!uc->keep || uc->wr_dead || uc->rlen != uc->roff || l->nidle >= PX_UP_IDLE_MAX ||
-        atomic_load(&l->px->stopping)) {
+    if (!uc->keep || uc->wr_dead || uc->rdhup || uc->rlen != uc->roff ||
+        l->nidle >= PX_UP_IDLE_MAX || atomic_load(&l->px->stopping)) {
         conn_close(uc);
         return;
     }
@@ -829,8 +830,9 @@ static void up_recv(struct px_upconn *uc)
             on_eof(uc, NULL);
             return;
         }
-        if ((size_t)r < want)
-            uc->rd_ready = false; /* drained for now: the next bytes raise a new edge */
+        if ((size_t)r < want && !uc->rdhup)
+            uc->rd_ready = false; /* drained for now: the next bytes raise a new edge; not
+                                   * so after the app's FIN, which raises none: read on */
         uc->got_bytes = true;
         uc->rlen += (size_t)r;
         uc->t_progress = now_us();
@@ -863,6 +865,8 @@ void px_upstream_event(struct px_loop *l, int fd, uint32_t events)
     }
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         uc->rd_ready = true;
+    if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        uc->rdhup = true;
     if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
         uc->wr_ready = true;
     if (uc->connecting && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) {

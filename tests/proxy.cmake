@@ -15,3 +15,5 @@ cutover_test(NAME test_proxy_hooks SOURCES proxy/test_proxy_hooks.c
 # the upstream answer parser alone: pure functions
 cutover_test(NAME test_proxy_h1parse SOURCES proxy/test_proxy_h1parse.c ${CMAKE_SOURCE_DIR}/proxy/h1parse.c
   LIBS cutover_core LABELS unit TIMEOUT 60)
+cutover_test(NAME test_proxy_upstream SOURCES proxy/test_proxy_upstream.c
+  LIBS cutover_proxy_fixture LABELS e2e TIMEOUT 120)
