@@ -9,7 +9,9 @@
  * once per loop. A new connection is opened non-blocking with TCP_NODELAY and registered
  * once, edge-triggered, for reading, writing and peer close: no epoll_ctl afterwards, ever.
  * A connection at rest that turns readable was closed by the app (or sent bytes it should
- * not have): it is closed at once, so the pool rarely hands out a dead connection.
+ * not have): it is closed at once, so the pool rarely hands out a dead connection. Reads
+ * stop at a short read (the next bytes raise a new edge) except after the app's FIN has
+ * been reported, which raises no other: then reading goes on to the EOF.
  *
  * Retry rule. When a reused connection fails (EOF or reset) before any byte of the answer
  * arrived and no byte of the request body was sent, the request is sent again, once, on a
