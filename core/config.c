@@ -39,7 +39,7 @@ static const struct field root_fields[] = {
     {"listen", FT_LISTEN, OFF(listen_host), OFF(listen_port), "0.0.0.0:8081", 0, 0, NULL,
      "address of the data port the application's clients reach"},
     {"upstream", FT_STRING, OFF(upstream), 0, "http://127.0.0.1:8080", 0, 0, NULL,
-     "the application, http://host:port"},
+     "the application, http://host:port (plain HTTP: it is in the same pod)"},
     {"database_url", FT_SECRET, OFF(database_url), 0, NULL, 0, 0, "DATABASE_URL",
      "PostgreSQL URL of cutover's own state (schema `cutover`)"},
     {"spool_dir", FT_STRING, OFF(spool_dir), 0, "/var/spool/cutover", 0, 0, NULL,
@@ -999,9 +999,13 @@ static void parse_root(struct ctx *c, json_t *root)
         size_t n = strlen(cfg->upstream);
         while (n > 0 && cfg->upstream[n - 1] == '/')
             cfg->upstream[--n] = '\0';
-        if (strncmp(cfg->upstream, "http://", 7) != 0 && strncmp(cfg->upstream, "https://", 8) != 0)
+        if (strncmp(cfg->upstream, "https://", 8) == 0)
+            problem(c, "upstream",
+                    "https is not supported: the app is reached in the pod over "
+                    "plain http://host:port");
+        else if (strncmp(cfg->upstream, "http://", 7) != 0)
             problem(c, "upstream", "expected http://host:port, got \"%s\"", cfg->upstream);
-        else if (strchr(strstr(cfg->upstream, "://") + 3, '/') != NULL)
+        else if (strchr(cfg->upstream + 7, '/') != NULL)
             problem(c, "upstream", "expected http://host:port without a path");
     }
     if (cfg->spool_dir && cfg->spool_dir[0] != '/')
