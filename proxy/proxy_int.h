@@ -10,17 +10,24 @@
  * One `struct proxy_exchange` lives per request, touched only by its loop's thread. It is
  * reference counted (plain int): one reference for the front end (dropped when
  * libmicrohttpd reports the request completed), one while a transfer is attached, one
- * while it waits in the loop's resume list.
+ * while it waits in the loop's resume list. When the last reference goes, the exchange
+ * returns to its loop's free list with its buffers (header lists, answer buffer) kept, so
+ * a small request allocates nothing of ours once the loop is warm.
+ *
+ * Header lists (request fields for the app, answer fields for the client) are lines
+ * stored back to back in one `struct buf`, each ended by a NUL: "Name: value", "Name;"
+ * (a field sent with an empty value) or "Name:" (a field to leave out). PX_HDRS_FOR walks
+ * them; px_hdrs_add appends one; px_hdrs_filter drops some in place.
  */
 #ifndef CUTOVER_PROXY_INT_H
 #define CUTOVER_PROXY_INT_H
 
 #include "proxy/proxy.h"
 
-#include <curl/curl.h> /* curl_slist for the header lists */
 #include <microhttpd.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <string.h>
 #include <sys/socket.h>
 
 #define PX_IN_CAP (256u * 1024u)  /* request bytes buffered between client and app */
@@ -42,12 +49,13 @@ struct proxy_exchange {
 
     /* request: set by the first handler call, then read-only */
     enum px_phase phase;
-    char *target;       /* raw request target, new string */
+    char *target; /* raw request target: target_small or a new string */
+    char target_small[256];
     const char *method; /* borrowed from libmicrohttpd, valid for the request */
     bool head;
     bool has_body;
-    int64_t body_len; /* -1: chunked */
-    struct curl_slist *req_headers;
+    int64_t body_len;                           /* -1: chunked */
+    struct buf req_headers;                     /* header lines, see above */
     uint64_t t_start, t_up_start, t_up_headers; /* microseconds */
     struct proxy_match match;
     bool matched;
@@ -62,10 +70,10 @@ struct proxy_exchange {
 
     /* answer, app → client */
     int status;
-    struct curl_slist *resp_headers; /* "Name: value" lines, filtered */
-    int64_t resp_len;                /* -1 unknown */
-    bool headers_done;               /* final headers seen */
-    bool resp_ready;                 /* the front end may queue the answer */
+    struct buf resp_headers; /* "Name: value" lines, filtered */
+    int64_t resp_len;        /* -1 unknown */
+    bool headers_done;       /* final headers seen */
+    bool resp_ready;         /* the front end may queue the answer */
     bool hold;
     struct buf out; /* ceiling PX_OUT_CAP, or max_json_answer while holding */
     size_t out_off;
@@ -84,7 +92,7 @@ struct proxy_exchange {
     struct px_upconn *uc;                 /* upstream connection while attached */
     bool retried;                         /* already sent again on a fresh connection */
     struct proxy_exchange *aprev, *anext; /* attached exchanges */
-    struct proxy_exchange *wnext;         /* resumes batched per loop turn */
+    struct proxy_exchange *wnext;         /* resumes batched per loop turn; free list */
     bool wake_queued;
     char conn_tokens[256]; /* names listed in the answer's Connection */
 };
@@ -115,6 +123,12 @@ struct px_loop {
     /* commands, set by other threads then evfd written */
     atomic_uint cmds;
     atomic_bool quiesced; /* the loop closed its listening socket */
+
+    /* exchanges at rest, ready for the next request (server.c) */
+    struct proxy_exchange *xfree;
+    int nxfree;
+    /* scratch for a request's checks: Connection tokens, X-Forwarded-* values */
+    struct buf fw_conn, fw_xff, fw_xfp, fw_xfh;
 
     /* connections of this loop, for the whole-header deadline (server.c) */
     struct px_conn *conns;
@@ -167,6 +181,15 @@ void px_ex_ref(struct proxy_exchange *x);
 void px_ex_unref(struct proxy_exchange *x);
 /* Resumes the client connection if we suspended it and the front end still owns it. */
 void px_wake_front(struct proxy_exchange *x);
+
+/* header lists (server.c) */
+#define PX_HDRS_FOR(h, line)                                                                       \
+    for (char *line = (h)->data; line && line < (h)->data + (h)->len; line += strlen(line) + 1)
+/* Appends the line name sep value. */
+void px_hdrs_add(struct buf *h, const char *name, size_t nlen, const char *sep, size_t slen,
+                 const char *value, size_t vlen);
+/* Drops, in place, every line for which drop() is true. */
+void px_hdrs_filter(struct buf *h, bool (*drop)(const char *line, void *arg), void *arg);
 
 /* upstream.c: everything runs on the exchange's loop thread */
 bool px_upstream_init(struct px_loop *l, cut_err *err);

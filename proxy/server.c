@@ -22,7 +22,12 @@
  * connection, and a share of an epoll_wait; the client connection is not even suspended
  * when the answer arrives within one loop turn (the handler is called again on the next
  * run and only then suspends), and a complete small answer is queued as one buffer so
- * that its header and body leave in one write.
+ * that its header and body leave in one write. A request without a body allocates
+ * nothing of ours once a loop is warm (with a routed hook, the path variables; with a
+ * body, the request buffer): exchanges come from the loop's free list with their header lists
+ * and answer buffer, the checks' scratch buffers belong to the loop, a short target is
+ * copied into the exchange, and a complete small answer is handed to libmicrohttpd
+ * without a copy (what is left is libmicrohttpd's response and its header entries).
  *
  * No thread ever blocks on a peer: when the client sends faster than the app reads, or
  * the app answers faster than the client reads, the side with nothing to do is paused
@@ -71,9 +76,24 @@ void px_ex_ref(struct proxy_exchange *x)
     x->refs++;
 }
 
+/* Exchanges kept at rest per loop; more than the requests a loop has in flight at once is
+ * only memory. */
+#define PX_XFREE_MAX 256
+/* An answer buffer larger than this is not kept with a resting exchange. */
+#define PX_OUT_KEEP (16u * 1024u)
+
+static void ex_destroy(struct proxy_exchange *x)
+{
+    buf_free(&x->req_headers);
+    buf_free(&x->resp_headers);
+    buf_free(&x->out);
+    free(x);
+}
+
 static void ex_free(struct proxy_exchange *x)
 {
     proxy *px = x->px;
+    struct px_loop *l = x->loop;
     if (x->hook_state && px->hooks.on_done) {
         struct proxy_outcome o = {
             .status = x->sent_status,
@@ -84,13 +104,83 @@ static void ex_free(struct proxy_exchange *x)
         };
         px->hooks.on_done(px->hooks.arg, x->hook_state, &o);
     }
-    curl_slist_free_all(x->req_headers);
-    curl_slist_free_all(x->resp_headers);
     px_match_clear(&x->match);
-    free(x->target);
+    if (x->target != x->target_small)
+        free(x->target);
     free(x->in);
-    buf_free(&x->out);
-    free(x);
+    if (l->nxfree >= PX_XFREE_MAX) {
+        ex_destroy(x);
+        return;
+    }
+    /* back to the loop's free list, keeping the buffers' memory */
+    struct buf rq = x->req_headers, rs = x->resp_headers, out = x->out;
+    if (out.cap > PX_OUT_KEEP)
+        buf_free(&out);
+    buf_reset(&rq);
+    buf_reset(&rs);
+    buf_reset(&out);
+    out.max = PX_OUT_CAP;
+    memset(x, 0, sizeof(*x));
+    x->req_headers = rq;
+    x->resp_headers = rs;
+    x->out = out;
+    x->wnext = l->xfree;
+    l->xfree = x;
+    l->nxfree++;
+}
+
+static struct proxy_exchange *ex_new(struct px_loop *l)
+{
+    struct proxy_exchange *x = l->xfree;
+    if (x) {
+        l->xfree = x->wnext;
+        l->nxfree--;
+        x->wnext = NULL;
+        return x;
+    }
+    x = xcalloc(1, sizeof(*x));
+    buf_init(&x->req_headers, 0);
+    buf_init(&x->resp_headers, 0);
+    buf_init(&x->out, PX_OUT_CAP);
+    return x;
+}
+
+static void ex_pool_free(struct px_loop *l)
+{
+    while (l->xfree) {
+        struct proxy_exchange *x = l->xfree;
+        l->xfree = x->wnext;
+        ex_destroy(x);
+    }
+    l->nxfree = 0;
+}
+
+/* ---- header lists ----------------------------------------------------------------------- */
+
+void px_hdrs_add(struct buf *h, const char *name, size_t nlen, const char *sep, size_t slen,
+                 const char *value, size_t vlen)
+{
+    /* the list has no ceiling of its own: the request's and the answer's heads have one */
+    if (!buf_append(h, name, nlen) || !buf_append(h, sep, slen) || !buf_append(h, value, vlen) ||
+        !buf_append(h, "", 1))
+        abort();
+}
+
+void px_hdrs_filter(struct buf *h, bool (*drop)(const char *line, void *arg), void *arg)
+{
+    size_t w = 0, r = 0;
+    while (r < h->len) {
+        size_t n = strlen(h->data + r) + 1;
+        if (!drop(h->data + r, arg)) {
+            if (w != r)
+                memmove(h->data + w, h->data + r, n);
+            w += n;
+        }
+        r += n;
+    }
+    h->len = w;
+    if (h->data)
+        h->data[w] = 0;
 }
 
 void px_ex_unref(struct proxy_exchange *x)
@@ -186,12 +276,11 @@ static void conn_mark(proxy *px, struct px_conn *pc, bool in_request)
 
 struct field_walk {
     struct http_check *chk;
-    struct buf conn_tokens; /* Connection values, comma-joined */
-    struct buf xff, xfp, xfh;
+    struct buf *conn_tokens; /* Connection values, comma-joined (the loop's scratch) */
+    struct buf *xff, *xfp, *xfh;
     const char *host;
     bool has_accept;
-    struct curl_slist *list;
-    bool build;
+    struct buf *list;
     bool too_big;
 };
 
@@ -204,8 +293,8 @@ static enum MHD_Result walk_check(void *cls, enum MHD_ValueKind kind, const char
         value = "", value_size = 0;
     http_check_field(w->chk, key, key_size, value, value_size);
     if (key_size == 10 && strncasecmp(key, "connection", 10) == 0) {
-        if ((w->conn_tokens.len && !buf_puts(&w->conn_tokens, ",")) ||
-            !buf_append(&w->conn_tokens, value, value_size))
+        if ((w->conn_tokens->len && !buf_puts(w->conn_tokens, ",")) ||
+            !buf_append(w->conn_tokens, value, value_size))
             w->too_big = true;
     }
     return MHD_YES;
@@ -222,24 +311,10 @@ static void add_line(struct field_walk *w, const char *name, size_t nlen, const 
 {
     /* "Name:" (empty value) is left out of the request by upstream.c; "Name;" sends it
      * empty */
-    char stack[512];
-    size_t need = nlen + vlen + 3;
-    char *line = need <= sizeof(stack) ? stack : xmalloc(need);
-    memcpy(line, name, nlen);
-    if (vlen) {
-        memcpy(line + nlen, ": ", 2);
-        memcpy(line + nlen + 2, v, vlen);
-        line[nlen + 2 + vlen] = 0;
-    } else {
-        line[nlen] = ';';
-        line[nlen + 1] = 0;
-    }
-    struct curl_slist *n = curl_slist_append(w->list, line);
-    if (line != stack)
-        free(line);
-    if (!n)
-        abort();
-    w->list = n;
+    if (vlen)
+        px_hdrs_add(w->list, name, nlen, ": ", 2, v, vlen);
+    else
+        px_hdrs_add(w->list, name, nlen, ";", 1, "", 0);
 }
 
 static enum MHD_Result walk_build(void *cls, enum MHD_ValueKind kind, const char *key,
@@ -251,18 +326,18 @@ static enum MHD_Result walk_build(void *cls, enum MHD_ValueKind kind, const char
         value = "", value_size = 0;
     if (http_is_hop_by_hop(key, key_size))
         return MHD_YES;
-    if (w->conn_tokens.len && http_list_has(w->conn_tokens.data, key, key_size))
+    if (w->conn_tokens->len && http_list_has(w->conn_tokens->data, key, key_size))
         return MHD_YES;
     if (key_size == 15 && strncasecmp(key, "x-forwarded-for", 15) == 0) {
-        join(&w->xff, value, value_size, &w->too_big);
+        join(w->xff, value, value_size, &w->too_big);
         return MHD_YES;
     }
     if (key_size == 17 && strncasecmp(key, "x-forwarded-proto", 17) == 0) {
-        join(&w->xfp, value, value_size, &w->too_big);
+        join(w->xfp, value, value_size, &w->too_big);
         return MHD_YES;
     }
     if (key_size == 16 && strncasecmp(key, "x-forwarded-host", 16) == 0) {
-        join(&w->xfh, value, value_size, &w->too_big);
+        join(w->xfh, value, value_size, &w->too_big);
         return MHD_YES;
     }
     if (key_size == 4 && strncasecmp(key, "host", 4) == 0)
@@ -322,12 +397,18 @@ static enum MHD_Result first_call(struct proxy_exchange *x, const char *method, 
     enum MHD_Result ret = MHD_NO;
     char ip[INET6_ADDRSTRLEN + 1];
 
+    struct px_loop *l = x->loop;
     memset(&w, 0, sizeof(w));
     w.chk = &chk;
-    buf_init(&w.conn_tokens, 4096);
-    buf_init(&w.xff, 8192);
-    buf_init(&w.xfp, 1024);
-    buf_init(&w.xfh, 4096);
+    w.conn_tokens = &l->fw_conn;
+    w.xff = &l->fw_xff;
+    w.xfp = &l->fw_xfp;
+    w.xfh = &l->fw_xfh;
+    w.list = &x->req_headers;
+    buf_reset(w.conn_tokens);
+    buf_reset(w.xff);
+    buf_reset(w.xfp);
+    buf_reset(w.xfh);
     x->method = method;
     x->head = strcmp(method, "HEAD") == 0;
     conn_mark(px, x->pc, true);
@@ -349,25 +430,23 @@ static enum MHD_Result first_call(struct proxy_exchange *x, const char *method, 
 
     MHD_get_connection_values_n(x->conn, MHD_HEADER_KIND, walk_build, &w);
     client_ip(x->conn, ip, sizeof(ip));
-    join(&w.xff, ip, strlen(ip), &w.too_big);
-    join(&w.xfp, "http", 4, &w.too_big);
+    join(w.xff, ip, strlen(ip), &w.too_big);
+    join(w.xfp, "http", 4, &w.too_big);
     if (w.host)
-        join(&w.xfh, w.host, strlen(w.host), &w.too_big);
+        join(w.xfh, w.host, strlen(w.host), &w.too_big);
     if (w.too_big) {
         ret = refuse(x, 431, "request header fields too large");
         goto out;
     }
-    add_line(&w, "X-Forwarded-For", 15, w.xff.data, w.xff.len);
-    add_line(&w, "X-Forwarded-Proto", 17, w.xfp.data, w.xfp.len);
-    if (w.xfh.len)
-        add_line(&w, "X-Forwarded-Host", 16, w.xfh.data, w.xfh.len);
+    add_line(&w, "X-Forwarded-For", 15, w.xff->data, w.xff->len);
+    add_line(&w, "X-Forwarded-Proto", 17, w.xfp->data, w.xfp->len);
+    if (w.xfh->len)
+        add_line(&w, "X-Forwarded-Host", 16, w.xfh->data, w.xfh->len);
     /* fields a client library would add on its own: none of them came from the client
      * (upstream.c leaves both out) */
-    w.list = curl_slist_append(w.list, "Expect:");
+    px_hdrs_add(w.list, "Expect", 6, ":", 1, "", 0);
     if (!w.has_accept)
-        w.list = curl_slist_append(w.list, "Accept:");
-    x->req_headers = w.list;
-    w.list = NULL;
+        px_hdrs_add(w.list, "Accept", 6, ":", 1, "", 0);
 
     if (cfg->nroutes && px->have_hooks && px->hooks.on_request &&
         px_route_match(cfg, method, x->target, &x->match)) {
@@ -383,11 +462,6 @@ static enum MHD_Result first_call(struct proxy_exchange *x, const char *method, 
     x->phase = PH_BODY;
     ret = MHD_YES;
 out:
-    curl_slist_free_all(w.list);
-    buf_free(&w.conn_tokens);
-    buf_free(&w.xff);
-    buf_free(&w.xfp);
-    buf_free(&w.xfh);
     return ret;
 }
 
@@ -487,7 +561,8 @@ static enum MHD_Result queue_answer(struct proxy_exchange *x)
     } else if (!x->head && x->out_eof && !x->up_failed && x->out_off == 0 &&
                x->resp_len == (int64_t)x->out.len) {
         /* the whole answer is here: libmicrohttpd sends header and body in one write */
-        r = MHD_create_response_from_buffer(x->out.len, x->out.data, MHD_RESPMEM_MUST_COPY);
+        /* no copy: out stays as it is until the exchange ends, after the answer is sent */
+        r = MHD_create_response_from_buffer(x->out.len, x->out.data, MHD_RESPMEM_PERSISTENT);
         x->out_total = x->out.len;
     } else {
         /* libmicrohttpd allocates a block of this size per answer: no larger than needed */
@@ -500,15 +575,16 @@ static enum MHD_Result queue_answer(struct proxy_exchange *x)
     }
     if (!r)
         return MHD_NO;
-    for (struct curl_slist *h = x->resp_headers; h; h = h->next) {
-        char *colon = strchr(h->data, ':');
+    PX_HDRS_FOR(&x->resp_headers, h)
+    {
+        char *colon = strchr(h, ':');
         if (!colon)
             continue;
         *colon = 0;
         const char *v = colon + 1;
         while (*v == ' ')
             v++;
-        MHD_add_response_header(r, h->data, v);
+        MHD_add_response_header(r, h, v);
         *colon = ':';
     }
     x->sent_status = x->status;
@@ -568,16 +644,23 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
     struct px_loop *l = cls;
     proxy *px = l->px;
-    struct proxy_exchange *x = xcalloc(1, sizeof(*x));
+    struct proxy_exchange *x = ex_new(l);
     x->refs = 1;
     x->px = px;
     x->loop = l;
     x->conn = conn;
-    x->target = xstrdup(uri ? uri : "");
+    if (!uri)
+        uri = "";
+    size_t ulen = strlen(uri);
+    if (ulen < sizeof(x->target_small)) {
+        memcpy(x->target_small, uri, ulen + 1);
+        x->target = x->target_small;
+    } else {
+        x->target = xstrndup(uri, ulen);
+    }
     x->t_start = now_us();
     x->resp_len = -1;
     x->status = 0;
-    buf_init(&x->out, PX_OUT_CAP);
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
     x->pc = ci ? ci->socket_context : NULL;
@@ -798,6 +881,10 @@ static bool loop_init(proxy *px, struct px_loop *l, int idx, const struct sockad
     const struct cfg_limits *lim = &px->cfg->limits;
     l->px = px;
     l->idx = idx;
+    buf_init(&l->fw_conn, 4096);
+    buf_init(&l->fw_xff, 8192);
+    buf_init(&l->fw_xfp, 1024);
+    buf_init(&l->fw_xfh, 4096);
     l->epfd = epoll_create1(EPOLL_CLOEXEC);
     l->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     atomic_init(&l->cmds, 0u);
@@ -854,6 +941,11 @@ static void loop_free(struct px_loop *l)
     }
     if (l->up_inited)
         px_upstream_fini(l);
+    ex_pool_free(l);
+    buf_free(&l->fw_conn);
+    buf_free(&l->fw_xff);
+    buf_free(&l->fw_xfp);
+    buf_free(&l->fw_xfh);
     if (l->epfd > 0)
         close(l->epfd);
     if (l->evfd > 0)
@@ -1000,31 +1092,28 @@ static bool line_is(const char *line, const char *name)
 
 const char *proxy_exchange_response_header(proxy_exchange *x, const char *name)
 {
-    for (struct curl_slist *h = x->resp_headers; h; h = h->next)
-        if (line_is(h->data, name)) {
-            const char *v = h->data + strlen(name) + 1;
-            while (*v == ' ')
-                v++;
-            return v;
-        }
+    PX_HDRS_FOR(&x->resp_headers, h)
+    if (line_is(h, name)) {
+        const char *v = h + strlen(name) + 1;
+        while (*v == ' ')
+            v++;
+        return v;
+    }
     return NULL;
+}
+
+static bool drop_named(const char *line, void *arg)
+{
+    return line_is(line, arg);
 }
 
 bool proxy_exchange_set_response_header(proxy_exchange *x, const char *name, const char *value)
 {
     if (!http_is_token(name, strlen(name)) || (value && !http_value_ok(value, strlen(value))))
         return false;
-    struct curl_slist *keep = NULL;
-    for (struct curl_slist *h = x->resp_headers; h; h = h->next)
-        if (!line_is(h->data, name))
-            keep = curl_slist_append(keep, h->data);
-    if (value) {
-        char *line = xasprintf("%s: %s", name, value);
-        keep = curl_slist_append(keep, line);
-        free(line);
-    }
-    curl_slist_free_all(x->resp_headers);
-    x->resp_headers = keep;
+    px_hdrs_filter(&x->resp_headers, drop_named, (void *)name);
+    if (value)
+        px_hdrs_add(&x->resp_headers, name, strlen(name), ": ", 2, value, strlen(value));
     return true;
 }
 

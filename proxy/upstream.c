@@ -335,8 +335,8 @@ static bool build_head(struct px_upconn *uc, struct proxy_exchange *x)
     PUT(" ", 1);
     PUT(x->target, strlen(x->target));
     PUT(" HTTP/1.1\r\n", 11);
-    for (struct curl_slist *h = x->req_headers; h; h = h->next) {
-        const char *line = h->data;
+    PX_HDRS_FOR(&x->req_headers, line)
+    {
         size_t n = strlen(line);
         const char *colon = memchr(line, ':', n);
         if (!colon) {
@@ -595,16 +595,15 @@ static size_t deliver(struct proxy_exchange *x, const char *src, size_t n)
     return take;
 }
 
+static bool named_in_connection(const char *line, void *arg)
+{
+    const struct proxy_exchange *x = arg;
+    return http_list_has(x->conn_tokens, line, strcspn(line, ":"));
+}
+
 static void drop_connection_named(struct proxy_exchange *x)
 {
-    struct curl_slist *keep = NULL;
-    for (struct curl_slist *h = x->resp_headers; h; h = h->next) {
-        size_t nlen = strcspn(h->data, ":");
-        if (!http_list_has(x->conn_tokens, h->data, nlen))
-            keep = curl_slist_append(keep, h->data);
-    }
-    curl_slist_free_all(x->resp_headers);
-    x->resp_headers = keep;
+    px_hdrs_filter(&x->resp_headers, named_in_connection, x);
 }
 
 static void headers_complete(struct proxy_exchange *x)
@@ -634,7 +633,6 @@ static void headers_complete(struct proxy_exchange *x)
 /* Copies the final answer's fields into the exchange, filtered. */
 static void take_fields(struct proxy_exchange *x, const struct h1_header *h, size_t n)
 {
-    char stack[512];
     for (size_t i = 0; i < n; i++) {
         const char *name = h[i].name;
         size_t nlen = h[i].nlen, vlen = h[i].vlen;
@@ -652,18 +650,7 @@ static void take_fields(struct proxy_exchange *x, const struct h1_header *h, siz
         }
         if (http_is_hop_by_hop(name, nlen))
             continue;
-        size_t need = nlen + vlen + 3;
-        char *line = need <= sizeof(stack) ? stack : xmalloc(need);
-        memcpy(line, name, nlen);
-        memcpy(line + nlen, ": ", 2);
-        memcpy(line + nlen + 2, h[i].value, vlen);
-        line[nlen + 2 + vlen] = 0;
-        struct curl_slist *nl = curl_slist_append(x->resp_headers, line);
-        if (line != stack)
-            free(line);
-        if (!nl)
-            abort();
-        x->resp_headers = nl;
+        px_hdrs_add(&x->resp_headers, name, nlen, ": ", 2, h[i].value, vlen);
     }
 }
 
