@@ -3,8 +3,9 @@
 #
 # An nginx "app" answers every request with the same small body on 127.0.0.1. wrk then
 # measures, with the same threads and connections: the app directly, nginx in front of it,
-# HAProxy in front of it (both keeping upstream connections alive), and `cutover proxy`.
-# Then cutover's resident memory with 1,000 idle keep-alive client connections, and while
+# HAProxy in front of it (both keeping upstream connections alive), and `cutover proxy`
+# twice: with its default of one event loop per CPU, and with `workers.proxy_loops: 1`.
+# Then cutover's resident memory (default settings) with 1,000 idle keep-alive client connections, and while
 # 4 clients each upload and download 1 GiB through it.
 #
 # Usage: bench/proxy/run.sh [--duration S] [--connections N] [--threads T]
@@ -20,7 +21,7 @@ while [ $# -gt 0 ]; do
     --duration) DUR=$2; shift 2 ;;
     --connections) CONNS=$2; shift 2 ;;
     --threads) THREADS=$2; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -54,6 +55,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 wait_port() { for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
 
 APP=$(free_port); NGX=$(free_port); HAP=$(free_port); CUT=$(free_port); ADM=$(free_port)
+CUT1=$(free_port); ADM1=$(free_port)
 BODY='{"id":"0123456789","url":"https://legacy.example/x"}' # 50 bytes
 truncate -s 1G "$T/big.bin"
 
@@ -116,13 +118,19 @@ cat > "$T/cutover.json" <<CONF
 {"listen":"127.0.0.1:$CUT","upstream":"http://127.0.0.1:$APP",
  "admin":{"listen":"127.0.0.1:$ADM"},"log":{"level":"warn","access":false}}
 CONF
+cat > "$T/cutover1.json" <<CONF
+{"listen":"127.0.0.1:$CUT1","upstream":"http://127.0.0.1:$APP",
+ "admin":{"listen":"127.0.0.1:$ADM1"},"log":{"level":"warn","access":false},
+ "workers":{"proxy_loops":1}}
+CONF
 
 ulimit -n 65536 2>/dev/null || true
 nginx -c "$T/app/nginx.conf" -p "$T/app" & PIDS+=($!)
 nginx -c "$T/ngx/nginx.conf" -p "$T/ngx" & PIDS+=($!)
 haproxy -q -f "$T/haproxy.cfg" & PIDS+=($!)
 "$BIN" proxy --config "$T/cutover.json" > "$T/cutover.log" 2>&1 & CPID=$!; PIDS+=($CPID)
-for p in $APP $NGX $HAP $CUT; do wait_port "$p"; done
+"$BIN" proxy --config "$T/cutover1.json" > "$T/cutover1.log" 2>&1 & PIDS+=($!)
+for p in $APP $NGX $HAP $CUT $CUT1; do wait_port "$p"; done
 
 declare -A RPS P50 P99
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.3f", v}'; }
@@ -133,23 +141,30 @@ run_wrk() { # name port
   P50[$1]=$(echo "$out" | awk '$1=="50%" {print $2}' | to_ms)
   P99[$1]=$(echo "$out" | awk '$1=="99%" {print $2}' | to_ms)
 }
-for n in direct:$APP nginx:$NGX haproxy:$HAP cutover:$CUT; do run_wrk "${n%%:*}" "${n##*:}"; done
+for n in direct:$APP nginx:$NGX haproxy:$HAP cutover:$CUT cutover1:$CUT1; do
+  run_wrk "${n%%:*}" "${n##*:}"
+done
 
+declare -A LABEL=([direct]=direct [nginx]=nginx [haproxy]=haproxy
+  [cutover]="cutover ($(nproc) loops)" [cutover1]="cutover (1 loop)")
 echo
 echo "wrk -t$THREADS -c$CONNS -d${DUR}s, 50-byte answer, $(nproc) CPUs"
-printf "| %-8s | %10s | %9s | %9s |\n" target "req/s" "p50 ms" "p99 ms"
-printf "|----------|-----------:|----------:|----------:|\n"
-for n in direct nginx haproxy cutover; do
-  printf "| %-8s | %10s | %9s | %9s |\n" "$n" "${RPS[$n]}" "${P50[$n]}" "${P99[$n]}"
+printf "| %-18s | %10s | %9s | %9s |\n" target "req/s" "p50 ms" "p99 ms"
+printf "|--------------------|-----------:|----------:|----------:|\n"
+for n in direct nginx haproxy cutover cutover1; do
+  printf "| %-18s | %10s | %9s | %9s |\n" "${LABEL[$n]}" "${RPS[$n]}" "${P50[$n]}" "${P99[$n]}"
 done
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 echo
-echo "cutover/nginx: req/s x$(ratio "${RPS[cutover]}" "${RPS[nginx]}"), p99 x$(ratio "${P99[cutover]}" "${P99[nginx]}")"
-echo "cutover/haproxy: req/s x$(ratio "${RPS[cutover]}" "${RPS[haproxy]}"), p99 x$(ratio "${P99[cutover]}" "${P99[haproxy]}")"
+for c in cutover cutover1; do
+  for o in nginx haproxy; do
+    echo "${LABEL[$c]}/$o: req/s x$(ratio "${RPS[$c]}" "${RPS[$o]}"), p99 x$(ratio "${P99[$c]}" "${P99[$o]}")"
+  done
+done
 
 rss_mib() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$CPID/status"; }
 echo
-echo "cutover RSS after the wrk runs: $(rss_mib) MiB"
+echo "cutover ($(nproc) loops) RSS after the wrk runs: $(rss_mib) MiB"
 
 # 1,000 idle keep-alive client connections (one request each, then held open)
 python3 - "$CUT" "$T/idle.ready" <<'PY' & IDLE=$!
