@@ -5,8 +5,8 @@
 # measures, with the same threads and connections: the app directly, nginx in front of it,
 # HAProxy in front of it (both keeping upstream connections alive), and `cutover proxy`
 # twice: with its default of one event loop per CPU, and with `workers.proxy_loops: 1`.
-# Then cutover's resident memory (default settings) with 1,000 idle keep-alive client connections, and while
-# 4 clients each upload and download 1 GiB through it.
+# Then cutover's resident memory (default settings) with 1,000 idle keep-alive client
+# connections, and while 4 clients each upload and download 1 GiB through it.
 #
 # Usage: bench/proxy/run.sh [--duration S] [--connections N] [--threads T]
 # Environment: CUTOVER_BIN (default: build-proxy/proxy/cutover, built if missing).
