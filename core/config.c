@@ -131,8 +131,9 @@ static const struct field limits_fields[] = {
 };
 
 static const struct field workers_fields[] = {
-    {"proxy_loops", FT_INT, OFF(workers.proxy_loops), 0, "0", 0, 16, NULL,
-     "event loops (threads) serving the data port; 0 = one per CPU"},
+    {"proxy_loops", FT_INT, OFF(workers.proxy_loops), 0, "1", 0, 16, NULL,
+     "event loops (threads) serving the data port; 0 = one per CPU. One loop serves about "
+     "40k small requests/s on one core and leaves the pod's other CPUs to the app"},
     {"mirror", FT_INT, OFF(workers.mirror), 0, "4", 1, 256, NULL, "threads copying to S3"},
     {"lease_s", FT_INT, OFF(workers.lease_s), 0, "300", 5, 86400, NULL,
      "a claimed job returns to the queue after this time if its worker died"},

@@ -119,7 +119,7 @@ struct cfg_limits {
 };
 
 struct cfg_workers {
-    int proxy_loops;  /* event loops (threads) of the data port; 0 = one per CPU (default) */
+    int proxy_loops;  /* event loops (threads) of the data port; default 1; 0 = one per CPU */
     int mirror;       /* mirror worker threads; default 4 */
     int lease_s;      /* queue lease; default 300 */
     int max_attempts; /* per document before `failed`; default 10 */

@@ -4,8 +4,9 @@
 # An nginx "app" answers every request with the same small body on 127.0.0.1. wrk then
 # measures, with the same threads and connections: the app directly, nginx in front of it,
 # HAProxy in front of it (both keeping upstream connections alive), and `cutover proxy`
-# twice: with its default of one event loop per CPU, and with `workers.proxy_loops: 1`.
-# Then cutover's resident memory (default settings) with 1,000 idle keep-alive client
+# twice: with one event loop per CPU (`workers.proxy_loops: 0`) and with its default of one
+# loop (`workers.proxy_loops: 1`).
+# Then the resident memory of the one-loop-per-CPU cutover with 1,000 idle keep-alive client
 # connections, and while 4 clients each upload and download 1 GiB through it.
 #
 # Usage: bench/proxy/run.sh [--duration S] [--connections N] [--threads T]
@@ -116,7 +117,8 @@ backend app
 CONF
 cat > "$T/cutover.json" <<CONF
 {"listen":"127.0.0.1:$CUT","upstream":"http://127.0.0.1:$APP",
- "admin":{"listen":"127.0.0.1:$ADM"},"log":{"level":"warn","access":false}}
+ "admin":{"listen":"127.0.0.1:$ADM"},"log":{"level":"warn","access":false},
+ "workers":{"proxy_loops":0}}
 CONF
 cat > "$T/cutover1.json" <<CONF
 {"listen":"127.0.0.1:$CUT1","upstream":"http://127.0.0.1:$APP",

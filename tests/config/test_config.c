@@ -157,6 +157,7 @@ static void test_defaults_and_env(void **state)
     assert_int_equal(cfg->limits.nmethods, 7);
     assert_int_equal(cfg->s3.presign_expires, 3600);
     assert_int_equal(cfg->workers.mirror, 4);
+    assert_int_equal(cfg->workers.proxy_loops, 1);
     assert_true(cfg->access_log);
     assert_false(cfg->has_s3);
     config_free(cfg);
