@@ -108,7 +108,9 @@ if has_command proxy; then
     key=$(node -e 'console.log(JSON.parse(process.argv[1]).storage_key)' "$answer")
     enc=$(node -e 'console.log(encodeURIComponent(process.argv[1]))' "$key")
     url=$(curl -fsS -H 'X-User-Id: dr-house' "$proxy/documents/$enc/url")
-    info "signed URL through cutover: $url"
+    info "signed URL through cutover: $(printf '%s' "$url" | sed -E 's/sig=[0-9a-f]+/sig=<redacted>/')"
+    info "cutover's access log line for it (JSON; no query string is ever logged):"
+    info "  $(grep '"event":"access"' "$run/cutover.log" | grep '/url' | tail -n1)"
     status=$(timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/'"$listen_port"'
         printf "POST /documents HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" >&3
         head -n1 <&3' 2>/dev/null | tr -d '\r' || true)
