@@ -34,7 +34,10 @@
 #define PX_OUT_CAP (256u * 1024u) /* answer bytes buffered between app and client */
 #define PX_MAX_ADMIN 32
 
-enum px_phase { PH_NEW = 0, PH_REFUSED, PH_BODY, PH_WAIT, PH_ANSWERED };
+/* PH_DRAIN: the body went over max_body_bytes; the rest is read and dropped, and the 413
+ * is queued once the body has ended (libmicrohttpd 0.9.75 refuses an answer queued while
+ * a body is still being read). */
+enum px_phase { PH_NEW = 0, PH_REFUSED, PH_BODY, PH_WAIT, PH_ANSWERED, PH_DRAIN };
 
 struct px_conn;   /* server.c: per-connection record for the header deadline */
 struct px_upconn; /* upstream.c: one connection to the app */

@@ -503,8 +503,11 @@ static enum MHD_Result take_body(struct proxy_exchange *x, const char *data, siz
     if (take && x->hook_state && px->hooks.on_request_body)
         px->hooks.on_request_body(px->hooks.arg, x->hook_state, data, take);
     if (px->cfg->limits.max_body_bytes && x->in_total > px->cfg->limits.max_body_bytes) {
+        /* the answer can only be queued once the body has ended: drop the rest until then */
         px_upstream_abort(x);
-        return refuse(x, 413, "request body larger than the proxy's limit");
+        x->phase = PH_DRAIN;
+        x->sent_status = 413;
+        *size = 0;
     }
     return MHD_YES;
 }
@@ -631,6 +634,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     case PH_ANSWERED:
         *upload_data_size = 0;
         return MHD_YES;
+    case PH_DRAIN:
+        if (*upload_data_size) {
+            *upload_data_size = 0;
+            return MHD_YES;
+        }
+        return refuse(x, 413, "request body larger than the proxy's limit");
     case PH_BODY:
     case PH_WAIT:
         if (*upload_data_size)
