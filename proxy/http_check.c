@@ -85,7 +85,11 @@ bool http_parse_length(const char *v, size_t n, uint64_t *out)
     for (size_t i = 0; i < n; i++) {
         if (v[i] < '0' || v[i] > '9')
             return false;
-        x = x * 10 + (uint64_t)(v[i] - '0');
+        uint64_t d = (uint64_t)(v[i] - '0');
+        /* the length is used as an int64_t: larger is refused, not wrapped */
+        if (x > ((uint64_t)INT64_MAX - d) / 10)
+            return false;
+        x = x * 10 + d;
     }
     *out = x;
     return true;

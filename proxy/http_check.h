@@ -22,7 +22,7 @@ bool http_value_ok(const char *v, size_t n);
 bool http_is_hop_by_hop(const char *name, size_t n);
 /* True when the comma-separated list (a Connection value) names token, case-insensitive. */
 bool http_list_has(const char *list, const char *token, size_t tlen);
-/* Strict decimal Content-Length (digits only, no sign, no overflow). */
+/* Strict decimal Content-Length (digits only, no sign, at most INT64_MAX). */
 bool http_parse_length(const char *v, size_t n, uint64_t *out);
 /* An origin-form target: starts with '/', visible ASCII only, no '#'. */
 bool http_target_ok(const char *t, size_t n);

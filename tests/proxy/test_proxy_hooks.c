@@ -7,6 +7,7 @@
  */
 #include "fixture.h"
 
+#include "proxy/http_check.h"
 #include "proxy/proxy.h"
 #include "tests/testlib.h"
 #include "tests/unit.h"
@@ -196,9 +197,22 @@ static void test_hooks(void **state)
     fx_stop(f);
 }
 
+/* The request's length is kept as a signed 64-bit number: a longer one must be refused,
+ * not wrap to a negative length (which would forward the body as chunked). */
+static void test_length_fits_int64(void **state)
+{
+    uint64_t v = 0;
+    (void)state;
+    assert_true(http_parse_length("9223372036854775807", 19, &v));
+    assert_true(v == (uint64_t)INT64_MAX);
+    assert_false(http_parse_length("9223372036854775808", 19, &v));
+    assert_false(http_parse_length("9999999999999999999", 19, &v));
+}
+
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_hooks)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_length_fits_int64),
+                                       cmocka_unit_test(test_hooks)};
     curl_global_init(CURL_GLOBAL_DEFAULT);
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();
