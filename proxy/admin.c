@@ -20,9 +20,13 @@
 
 #define ADMIN_MAX_BODY (1024 * 1024)
 
-/* Replies are small and their buffers' ceilings generous; a failed append only shortens
- * the body. */
-static bool put_ok = true;
+/* Appends s to a reply. Replies are small and their buffers' ceilings generous; a failed
+ * append only shortens that one body. */
+static void put(struct buf *b, const char *s)
+{
+    if (!buf_puts(b, s))
+        return;
+}
 
 struct admin_call {
     struct buf body;
@@ -81,12 +85,12 @@ static void builtin(proxy *px, const struct proxy_admin_req *req, struct proxy_a
 {
     if (strcmp(req->path, "/healthz") == 0) {
         rep->status = 200;
-        put_ok = put_ok && buf_puts(&rep->body, "{\"status\":\"ok\"}\n");
+        put(&rep->body, "{\"status\":\"ok\"}\n");
     } else if (strcmp(req->path, "/readyz") == 0) {
         bool up = upstream_reachable(px);
         rep->status = up ? 200 : 503;
-        put_ok = put_ok && buf_printf(&rep->body, "{\"config\":true,\"upstream\":%s}\n",
-                                      up ? "true" : "false");
+        put(&rep->body, up ? "{\"config\":true,\"upstream\":true}\n"
+                           : "{\"config\":true,\"upstream\":false}\n");
     }
 }
 
@@ -135,7 +139,7 @@ static enum MHD_Result on_admin(void *cls, struct MHD_Connection *conn, const ch
     };
     if (c->too_big) {
         rep.status = 413;
-        put_ok = put_ok && buf_puts(&rep.body, "{\"error\":\"body too large\"}\n");
+        put(&rep.body, "{\"error\":\"body too large\"}\n");
         goto send;
     }
     for (size_t i = 0; i < px->nadmin; i++) {
@@ -150,13 +154,13 @@ static enum MHD_Result on_admin(void *cls, struct MHD_Connection *conn, const ch
     if (strcmp(url, "/healthz") == 0 || strcmp(url, "/readyz") == 0) {
         if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
             rep.status = 405;
-            put_ok = put_ok && buf_puts(&rep.body, "{\"error\":\"method not allowed\"}\n");
+            put(&rep.body, "{\"error\":\"method not allowed\"}\n");
         } else {
             builtin(px, &req, &rep);
         }
         goto send;
     }
-    put_ok = put_ok && buf_puts(&rep.body, "{\"error\":\"not found\"}\n");
+    put(&rep.body, "{\"error\":\"not found\"}\n");
 send:;
     enum MHD_Result ret = reply(conn, &rep);
     buf_free(&rep.body);
