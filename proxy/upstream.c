@@ -630,8 +630,10 @@ static void headers_complete(struct proxy_exchange *x)
     }
 }
 
-/* Copies the final answer's fields into the exchange, filtered. */
-static void take_fields(struct proxy_exchange *x, const struct h1_header *h, size_t n)
+/* Copies the final answer's fields into the exchange, filtered. Returns false when the
+ * answer's Connection fields name more than conn_tokens holds: the fields they name could
+ * not be removed, so the answer is not passed on. */
+static bool take_fields(struct proxy_exchange *x, const struct h1_header *h, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         const char *name = h[i].name;
@@ -640,18 +642,19 @@ static void take_fields(struct proxy_exchange *x, const struct h1_header *h, siz
             continue;
         if (nlen == 10 && strncasecmp(name, "connection", 10) == 0) {
             size_t have = strlen(x->conn_tokens);
-            if (have + vlen + 2 < sizeof(x->conn_tokens)) {
-                if (have)
-                    x->conn_tokens[have++] = ',';
-                memcpy(x->conn_tokens + have, h[i].value, vlen);
-                x->conn_tokens[have + vlen] = 0;
-            }
+            if (have + vlen + 2 >= sizeof(x->conn_tokens))
+                return false;
+            if (have)
+                x->conn_tokens[have++] = ',';
+            memcpy(x->conn_tokens + have, h[i].value, vlen);
+            x->conn_tokens[have + vlen] = 0;
             continue;
         }
         if (http_is_hop_by_hop(name, nlen))
             continue;
         px_hdrs_add(&x->resp_headers, name, nlen, ": ", 2, h[i].value, vlen);
     }
+    return true;
 }
 
 /* The answer is complete. */
@@ -693,7 +696,10 @@ static bool process(struct px_upconn *uc)
             }
             x->status = r.status;
             x->resp_len = r.framing == H1_BODY_LENGTH ? r.content_length : -1;
-            take_fields(x, hdrs, r.nheaders);
+            if (!take_fields(x, hdrs, r.nheaders)) {
+                finish(x, END_BAD_ANSWER, "Connection fields name too many fields");
+                return false;
+            }
             uc->keep = r.minor >= 1 ? !r.conn_close : (r.conn_keep_alive && !r.conn_close);
             uc->framing = h1_status_has_body(r.status, x->head) ? r.framing : H1_BODY_NONE;
             if (uc->framing == H1_BODY_UNTIL_EOF)

@@ -71,6 +71,13 @@ static const struct row rows[] = {
     {"101 never asked for", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n", true, 502,
      NULL},
     {"status 600", "HTTP/1.1 600 Odd\r\nContent-Length: 0\r\n\r\n", true, 502, NULL},
+    {"Connection naming more fields than can be removed",
+     "HTTP/1.1 200 OK\r\nConnection: "
+     "x-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa, "
+     "x-bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb, "
+     "x-ccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc\r\n"
+     "Connection: x-secret\r\nX-Secret: 1\r\nContent-Length: 2\r\n\r\nok",
+     true, 502, NULL},
     {"head over the ceiling", NULL, true, 502, NULL},
     {"closed before any answer", "", true, 502, NULL},
     {"bad chunk size after the head",
