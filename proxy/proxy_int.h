@@ -32,6 +32,7 @@
 
 #define PX_IN_CAP (256u * 1024u)  /* request bytes buffered between client and app */
 #define PX_OUT_CAP (256u * 1024u) /* answer bytes buffered between app and client */
+#define PX_DRAIN_MAX (1u << 20)   /* body bytes thrown away before the connection is closed */
 #define PX_MAX_ADMIN 32
 
 /* PH_DRAIN: the body went over max_body_bytes; the rest is read and dropped, and the 413
@@ -70,6 +71,7 @@ struct proxy_exchange {
     bool in_eof;
     bool in_paused; /* the upstream side waits for more request bytes */
     uint64_t in_total;
+    uint64_t drained; /* body bytes thrown away after a refusal or an early answer */
 
     /* answer, app → client */
     int status;

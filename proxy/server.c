@@ -632,13 +632,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return first_call(x, method, version);
     case PH_REFUSED:
     case PH_ANSWERED:
-        *upload_data_size = 0;
-        return MHD_YES;
     case PH_DRAIN:
+        /* a body nobody will read is thrown away, up to a ceiling: past it the connection
+         * is closed, so a client cannot keep one busy forever */
         if (*upload_data_size) {
+            x->drained += *upload_data_size;
             *upload_data_size = 0;
-            return MHD_YES;
+            return x->drained > PX_DRAIN_MAX ? MHD_NO : MHD_YES;
         }
+        if (x->phase != PH_DRAIN)
+            return MHD_YES;
         return refuse(x, 413, "request body larger than the proxy's limit");
     case PH_BODY:
     case PH_WAIT:

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -271,6 +272,44 @@ static void test_deadlines(void **state)
     px_run_free(&p);
 }
 
+/* A chunked body over the limit is thrown away until it ends (then 413), but only up to a
+ * ceiling: a client that goes on sending is cut off rather than keeping the connection busy
+ * forever. */
+static void test_drain_ceiling(void **state)
+{
+    static char chunk[65536 + 16];
+    const char *head = "POST /drain HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+    struct timeval tv = {.tv_sec = 5};
+    struct px_run p;
+    size_t clen;
+    bool cut;
+    int fd, hl;
+
+    (void)state;
+    assert_true(px_run_start(&p, up_url, NULL, "\"max_body_bytes\":1000"));
+    fd = connect_to(p.port);
+    assert_true(fd >= 0);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    hl = snprintf(chunk, sizeof(chunk), "%x\r\n", 65536);
+    memset(chunk + hl, 'z', 65536);
+    memcpy(chunk + hl + 65536, "\r\n", 2);
+    clen = (size_t)hl + 65536 + 2;
+    cut = send(fd, head, strlen(head), MSG_NOSIGNAL) < 0;
+    for (int i = 0; i < 128 && !cut; i++) { /* 8 MiB, far past the 1 MiB ceiling */
+        for (size_t off = 0; off < clen && !cut;) {
+            ssize_t n = send(fd, chunk + off, clen - off, MSG_NOSIGNAL);
+            cut = n <= 0;
+            off += n > 0 ? (size_t)n : 0;
+        }
+    }
+    if (!cut)
+        cut = closed_within(fd, 3000, NULL);
+    assert_true(cut);
+    close(fd);
+    assert_int_equal(px_run_stop(&p), 0);
+    px_run_free(&p);
+}
+
 static void test_access_log_off(void **state)
 {
     struct px_run p;
@@ -350,6 +389,7 @@ int main(void)
         cmocka_unit_test(test_access_log),         cmocka_unit_test(test_admin_probes),
         cmocka_unit_test(test_502_and_not_ready),  cmocka_unit_test(test_deadlines),
         cmocka_unit_test(test_access_log_off),     cmocka_unit_test(test_graceful_shutdown),
+        cmocka_unit_test(test_drain_ceiling),
     };
     signal(SIGPIPE, SIG_IGN);
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
