@@ -8,6 +8,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <libpq-fe.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -390,4 +391,19 @@ char *test_tmpdir(const char *tag)
     if (mkdtemp(path) == NULL)
         die("mkdtemp %s: %s", path, strerror(errno));
     return path;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+void test_rmtree(const char *dir)
+{
+    if (dir == NULL || strncmp(dir, "/", 1) != 0 || strstr(dir, "/cutover-") == NULL)
+        return; /* only what test_tmpdir() made */
+    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }

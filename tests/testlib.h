@@ -69,5 +69,7 @@ char *test_read_file(const char *path, size_t *len);
 bool test_write_file(const char *path, const void *data, size_t len);
 /* A new empty directory under $TMPDIR (new string). */
 char *test_tmpdir(const char *tag);
+/* Removes a directory made by test_tmpdir() and everything in it (NULL: nothing). */
+void test_rmtree(const char *dir);
 
 #endif

@@ -243,6 +243,7 @@ static void test_config_check_command(void **state)
     free(out);
     free(good);
     free(bad);
+    test_rmtree(dir);
     free(dir);
 }
 

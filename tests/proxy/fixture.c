@@ -331,6 +331,7 @@ void px_run_free(struct px_run *r)
 {
     if (r->pid > 0)
         px_run_stop(r);
+    test_rmtree(r->dir);
     free(r->dir);
     free(r->cfg_path);
     free(r->log_path);
