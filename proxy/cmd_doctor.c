@@ -13,11 +13,14 @@
 #include "storage/s3.h"
 
 #include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <openssl/rand.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #define DOCTOR_OBJECT_BYTES (64 * 1024)
@@ -45,9 +48,9 @@ static void help(FILE *out)
 {
     fprintf(out, "usage: cutover doctor [--config FILE]\n\n"
                  "Checks the database (reachable, schema up to date), that the application\n"
-                 "and the legacy store answer, S3 credentials, that the bucket answers, that\n"
-                 "a test object can be written, read back, compared and deleted, and the\n"
-                 "clock skew against S3.\n"
+                 "and the legacy store answer, that the spool directory is writable, S3\n"
+                 "credentials, that the bucket answers, that a test object can be written,\n"
+                 "read back, compared and deleted, and the clock skew against S3.\n"
                  "Prints one line per check (ok / FAIL and why); exit 1 when any failed.\n");
 }
 
@@ -213,6 +216,27 @@ static void http_check(const char *what, const char *url, const struct cfg_heade
     curl_easy_cleanup(c);
 }
 
+/* The spool must be a writable directory: uploads are teed there until they reach S3. */
+static void spool_check(const struct config *cfg)
+{
+    struct statvfs vfs;
+    char *probe = xasprintf("%s/.cutover-doctor-%ld", cfg->spool_dir, (long)getpid());
+    int fd = open(probe, O_WRONLY | O_CREAT | O_EXCL, 0600);
+
+    if (fd < 0) {
+        check(false, "spool", "%s: cannot create a file: %s", cfg->spool_dir, strerror(errno));
+    } else {
+        close(fd);
+        unlink(probe);
+        if (statvfs(cfg->spool_dir, &vfs) == 0)
+            check(true, "spool", "%s writable, %.1f GiB free", cfg->spool_dir,
+                  (double)vfs.f_bavail * (double)vfs.f_frsize / (1024.0 * 1024 * 1024));
+        else
+            check(true, "spool", "%s writable", cfg->spool_dir);
+    }
+    free(probe);
+}
+
 static void legacy_check(const struct config *cfg)
 {
     const char *tpl = cfg->legacy.raw_url, *at = strstr(tpl, "{key}");
@@ -255,6 +279,7 @@ int cmd_doctor(int argc, char **argv)
     database_check(cfg);
     http_check("application", cfg->upstream, NULL, 0);
     legacy_check(cfg);
+    spool_check(cfg);
     s3_checks(&cfg->s3);
     config_free(cfg);
     return failures ? EXIT_WORK : 0;

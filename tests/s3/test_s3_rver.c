@@ -334,12 +334,12 @@ static void run_doctor(struct env *e, const char *db, const char *secret, int wa
 {
     char *cfg = xasprintf("%s/doctor.json", e->tmp), *cmd, *out = NULL;
     char *json =
-        xasprintf("{\"database_url\": \"%s\", \"upstream\": \"%s\", "
+        xasprintf("{\"database_url\": \"%s\", \"upstream\": \"%s\", \"spool_dir\": \"%s\", "
                   "\"legacy\": {\"raw_url\": \"%s/legacy/raw/{key}\"}, "
                   "\"s3\": {\"endpoint\": \"%s\", \"region\": \"%s\", "
                   "\"bucket\": \"%s\", \"path_style\": true, \"access_key_id\": "
                   "\"%s\", \"secret_access_key\": \"%s\", \"max_attempts\": 1}}",
-                  db, testenv("APP_URL"), testenv("LEGACY_URL"), testenv("S3_ENDPOINT"),
+                  db, testenv("APP_URL"), e->tmp, testenv("LEGACY_URL"), testenv("S3_ENDPOINT"),
                   testenv("S3_REGION"), testenv("S3_BUCKET"), testenv("S3_ACCESS_KEY"), secret);
 
     assert_true(test_write_file(cfg, json, strlen(json)));
@@ -364,6 +364,7 @@ static void test_doctor(void **state)
     assert_int_equal(test_run(cmd, NULL), 0);
     run_doctor(e, db, testenv("S3_SECRET_KEY"), 0, "ok   read back: identical");
     run_doctor(e, db, testenv("S3_SECRET_KEY"), 0, "ok   legacy store: answers");
+    run_doctor(e, db, testenv("S3_SECRET_KEY"), 0, "ok   spool: ");
     run_doctor(e, db, "wrong-secret-value", 1, "FAIL write:");
     free(cmd);
     free(db);
