@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -145,6 +146,8 @@ pid_t test_spawn(char *const argv[], char *const env_extra[], const char *logfil
     if (pid < 0)
         die("fork: %s", strerror(errno));
     if (pid == 0) {
+        /* dies with the test, even when a failed assertion skipped its test_stop() */
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
         if (logfile) {
             int fd = open(logfile, O_WRONLY | O_CREAT | O_APPEND, 0644);
             if (fd >= 0) {

@@ -30,7 +30,8 @@ char *test_fresh_db(const char *tag);
 /* A TCP port on 127.0.0.1 free at the time of the call. */
 int test_free_port(void);
 
-/* Starts argv[0] with argv, stdout and stderr appended to logfile (NULL: inherited).
+/* Starts argv[0] with argv, stdout and stderr appended to logfile (NULL: inherited). The
+ * child gets SIGTERM if the test process ends first, so a failed test leaves nothing behind.
  * env_extra is NULL or a NULL-terminated list of "K=V" added to the environment. */
 pid_t test_spawn(char *const argv[], char *const env_extra[], const char *logfile);
 /* Sends sig, waits up to timeout_ms for the exit (then SIGKILL); returns the exit status as
