@@ -179,7 +179,7 @@ static size_t discard(char *p, size_t size, size_t n, void *ud)
 }
 
 /* GET url; any HTTP answer counts as reachable. Header values are secrets: never printed. */
-static void http_check(const char *what, const char *url, const struct cfg_header *h, size_t nh)
+static void reach_check(const char *what, const char *url, const struct cfg_header *h, size_t nh)
 {
     CURL *c = curl_easy_init();
     struct curl_slist *hl = NULL;
@@ -247,7 +247,7 @@ static void legacy_check(const struct config *cfg)
         return;
     }
     url = xasprintf("%.*scutover-doctor-probe%s", (int)(at - tpl), tpl, at + 5);
-    http_check("legacy store", url, cfg->legacy.headers, cfg->legacy.nheaders);
+    reach_check("legacy store", url, cfg->legacy.headers, cfg->legacy.nheaders);
     free(url);
 }
 
@@ -277,7 +277,7 @@ int cmd_doctor(int argc, char **argv)
     cli_setup_logging(cfg);
     failures = 0;
     database_check(cfg);
-    http_check("application", cfg->upstream, NULL, 0);
+    reach_check("application", cfg->upstream, NULL, 0);
     legacy_check(cfg);
     spool_check(cfg);
     s3_checks(&cfg->s3);

@@ -29,6 +29,8 @@ char *test_fresh_db(const char *tag);
 
 /* A TCP port on 127.0.0.1 free at the time of the call. */
 int test_free_port(void);
+/* A blocking TCP connection to 127.0.0.1:port; the socket, or -1. */
+int test_connect(int port);
 
 /* Starts argv[0] with argv, stdout and stderr appended to logfile (NULL: inherited). The
  * child gets SIGTERM if the test process ends first, so a failed test leaves nothing behind.

@@ -209,18 +209,6 @@ static void test_502_and_not_ready(void **state)
     px_run_free(&dead);
 }
 
-static int connect_to(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
 static uint64_t ms_now(void)
 {
     struct timespec ts;
@@ -254,7 +242,7 @@ static void test_deadlines(void **state)
     (void)state;
     assert_true(px_run_start(&p, up_url, NULL, "\"header_timeout_s\":1,\"idle_timeout_s\":1"));
     /* a client that trickles its header, a byte every 200 ms, forever */
-    int fd = connect_to(p.port);
+    int fd = test_connect(p.port);
     assert_true(fd >= 0);
     uint64_t t0 = ms_now();
     assert_true(
@@ -264,7 +252,7 @@ static void test_deadlines(void **state)
     assert_true(ms_now() - t0 >= 900);
     close(fd);
     /* an idle client */
-    fd = connect_to(p.port);
+    fd = test_connect(p.port);
     assert_true(fd >= 0);
     assert_true(closed_within(fd, 6000, NULL));
     close(fd);
@@ -287,7 +275,7 @@ static void test_drain_ceiling(void **state)
 
     (void)state;
     assert_true(px_run_start(&p, up_url, NULL, "\"max_body_bytes\":1000"));
-    fd = connect_to(p.port);
+    fd = test_connect(p.port);
     assert_true(fd >= 0);
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     hl = snprintf(chunk, sizeof(chunk), "%x\r\n", 65536);
@@ -350,7 +338,7 @@ static bool fx_got_one_more(void *arg)
 
 static bool refuses_connections(void *arg)
 {
-    int fd = connect_to(*(int *)arg);
+    int fd = test_connect(*(int *)arg);
     if (fd >= 0)
         close(fd);
     return fd < 0;

@@ -152,18 +152,6 @@ static char *unescape(const char *s, size_t *outlen)
     return o;
 }
 
-static int connect_to(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
 static bool send_all(int fd, const char *p, size_t n)
 {
     while (n) {
@@ -254,7 +242,7 @@ static bool run_case(struct fx *f, int port, char *line, int lineno)
     char *req = unescape(fields[4], &reqlen);
     int before = fx_count(f);
     bool ok = false;
-    struct rd r = {.fd = connect_to(port)};
+    struct rd r = {.fd = test_connect(port)};
     if (r.fd < 0) {
         snprintf(why, sizeof(why), "cannot connect");
         goto out;
