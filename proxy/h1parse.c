@@ -5,6 +5,8 @@
  */
 #include "proxy/h1parse.h"
 
+#include "core/core.h"
+
 #include <string.h>
 
 bool h1_is_tchar(unsigned char ch)
@@ -222,17 +224,6 @@ bool h1_chunked_done(const struct h1_chunked *c)
     return c->state == CK_DONE;
 }
 
-static int hexval(unsigned char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
 static bool ext_char_ok(unsigned char ch)
 {
     return ch == '\t' || (ch >= 0x20 && ch != 0x7f);
@@ -249,7 +240,7 @@ long h1_chunked_step(struct h1_chunked *c, const char *in, size_t n, size_t *dat
         switch (c->state) {
         case CK_SIZE0:
         case CK_SIZE: {
-            int h = hexval(ch);
+            int h = hex_value((char)ch);
             if (h >= 0) {
                 if (c->digits == 15)
                     return H1_ERROR; /* over 2^60: refused */
