@@ -687,11 +687,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     proxy *px = l->px;
     struct proxy_exchange *x = *req_cls;
     (void)conn;
+    (void)toe;
     if (!x)
         return;
     *req_cls = NULL;
-    if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && x->phase == PH_ANSWERED)
-        x->sent_status = x->sent_status ? x->sent_status : 0;
     x->fe_gone = true;
     px_upstream_abort(x);
     conn_mark(px, x->pc, false);
