@@ -15,7 +15,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 cutover \
     && mkdir -p /var/spool/cutover && chown cutover /var/spool/cutover
-COPY --from=build /build/proxy/cutover /usr/local/bin/cutover
+COPY --from=build /build/cmd/cutover /usr/local/bin/cutover
 USER 10001
 EXPOSE 8081 9090
 ENTRYPOINT ["/usr/local/bin/cutover"]

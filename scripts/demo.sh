@@ -10,7 +10,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 run="$root/.run/demo"
-bin="$root/build/proxy/cutover"
+bin="$root/build/cmd/cutover"
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 info() { printf '   %s\n' "$*"; }

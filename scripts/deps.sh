@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Installs what building, testing and the demo need on Debian 12, only what is missing:
-# the compiler and libraries, PostgreSQL 15, curl, and the pinned S3 emulator from npm.
-# Safe to run again. Needs root for apt-get (skipped when everything is present).
+# the compiler and libraries, PostgreSQL 15's server binaries, curl, Node.js (Debian 12 ships
+# 18) and the pinned S3 emulator from npm. Safe to run again. Needs root for apt-get
+# (skipped when everything is present).
+#
+# The tests and the demo run their own throwaway PostgreSQL cluster on a free port
+# (tests/harness/services.sh), so the `main` cluster that Debian's package would create (and,
+# with systemd, start on port 5432) is turned off before the package is installed.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 
 packages=(build-essential cmake pkg-config clang-format libmicrohttpd-dev libcurl4-openssl-dev
-          libssl-dev libpq-dev libjansson-dev libcmocka-dev postgresql curl ca-certificates)
+          libssl-dev libpq-dev libjansson-dev libcmocka-dev postgresql-15 curl ca-certificates)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -19,13 +24,17 @@ if [ ${#missing[@]} -gt 0 ]; then
         exit 1
     fi
     export DEBIAN_FRONTEND=noninteractive
+    if [ ! -e /etc/postgresql-common/createcluster.d/cutover.conf ]; then
+        mkdir -p /etc/postgresql-common/createcluster.d
+        echo "create_main_cluster = false" >/etc/postgresql-common/createcluster.d/cutover.conf
+    fi
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 node_major=$(node -p 'process.versions.node.split(".")[0]')
-if [ "$node_major" -lt 20 ]; then
-    echo "deps: Node.js >= 20 is needed by the S3 emulator, found $(node --version)" >&2
+if [ "$node_major" -lt 18 ]; then
+    echo "deps: Node.js >= 18 is needed by the S3 emulator, found $(node --version)" >&2
     exit 1
 fi
 if [ ! -d "$root/tests/harness/s3rver/node_modules/@20minutes/s3rver" ]; then

@@ -10,7 +10,7 @@
 # connections, and while 4 clients each upload and download 1 GiB through it.
 #
 # Usage: bench/proxy/run.sh [--duration S] [--connections N] [--threads T]
-# Environment: CUTOVER_BIN (default: build-proxy/proxy/cutover, built if missing).
+# Environment: CUTOVER_BIN (default: build-proxy/cmd/cutover, built if missing).
 # Everything binds to 127.0.0.1 and everything started here is stopped on exit.
 set -euo pipefail
 
@@ -28,7 +28,7 @@ while [ $# -gt 0 ]; do
 done
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-BIN=${CUTOVER_BIN:-$ROOT/build-proxy/proxy/cutover}
+BIN=${CUTOVER_BIN:-$ROOT/build-proxy/cmd/cutover}
 if [ ! -x "$BIN" ]; then
   cmake -S "$ROOT" -B "$ROOT/build-proxy" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
   cmake --build "$ROOT/build-proxy" -j"$(nproc)" --target cutover >/dev/null

@@ -4,7 +4,7 @@
  * be reproduced (tests, support); --method PUT signs an upload URL. The URL is printed on
  * stdout and nowhere else: it is a credential for its lifetime.
  */
-#include "proxy/cli.h"
+#include "cmd/cli.h"
 #include "storage/creds.h"
 #include "storage/s3.h"
 #include "storage/sigv4.h"

@@ -2,7 +2,7 @@
  * Shared pieces of the command line: loading the configuration with every problem printed,
  * and usage errors in one format.
  */
-#include "proxy/cli.h"
+#include "cmd/cli.h"
 
 #include "flags/flags.h"
 

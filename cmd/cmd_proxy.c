@@ -4,7 +4,7 @@
  * limits.shutdown_grace_s and exits 0. Signals are blocked in every thread and taken
  * synchronously with sigwait() here, so no handler runs inside the servers' threads.
  */
-#include "proxy/cli.h"
+#include "cmd/cli.h"
 #include "proxy/proxy.h"
 
 #include <curl/curl.h>

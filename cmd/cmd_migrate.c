@@ -2,7 +2,7 @@
  * `cutover migrate-db`: creates or upgrades schema `cutover`. Idempotent, and safe when
  * several replicas run it at once (pgstore_migrate holds an advisory lock).
  */
-#include "proxy/cli.h"
+#include "cmd/cli.h"
 #include "storage/pgstore.h"
 
 #include <getopt.h>

@@ -3,7 +3,7 @@
  * every problem (exit 2) or a one-line summary (exit 0). `cutover config reference` prints
  * the table of every key with its default, generated from the parser's own tables.
  */
-#include "proxy/cli.h"
+#include "cmd/cli.h"
 
 #include <stdio.h>
 #include <string.h>

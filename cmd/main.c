@@ -2,7 +2,7 @@
  * main: `cutover <command> [options]`. Commands are dispatched from one table, which is
  * also what `cutover --help` prints; a command is listed only once it works.
  */
-#include "proxy/cli.h"
+#include "cmd/cli.h"
 
 #include <stdio.h>
 #include <string.h>

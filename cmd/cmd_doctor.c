@@ -7,7 +7,7 @@
  * answers with an up-to-date schema, and that the application and the legacy store answer
  * HTTP at all (any status: a probe key is expected to be missing).
  */
-#include "proxy/cli.h"
+#include "cmd/cli.h"
 #include "storage/creds.h"
 #include "storage/pgstore.h"
 #include "storage/s3.h"
