@@ -8,13 +8,20 @@
 #include <string.h>
 
 const struct cli_command cli_commands[] = {
-    {"config", "config check FILE: validate a configuration, list every problem", cmd_config},
+    {"config",
+     "config check FILE: validate a configuration, list every problem;\n"
+     "               config reference: print every key with its type, default and meaning",
+     cmd_config},
     {"migrate-db", "create or upgrade the schema `cutover` in PostgreSQL (idempotent)",
      cmd_migrate_db},
     {"proxy", "run the sidecar: reverse proxy on `listen`, admin port on `admin.listen`",
      cmd_proxy},
-    {"presign", "print an S3 presigned URL for an object key", cmd_presign},
-    {"doctor", "check credentials, bucket write/read/delete and clock skew", cmd_doctor},
+    {"presign", "print an S3 presigned URL (GET or PUT) for an object key", cmd_presign},
+    {"doctor",
+     "check before a migration: the database and its schema, the application and the\n"
+     "               legacy store (reachable), the spool directory (writable), credentials,\n"
+     "               bucket write/read/delete and clock skew",
+     cmd_doctor},
     {NULL, NULL, NULL},
 };
 

@@ -12,7 +12,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 run="$root/.run/demo"
 bin="$root/build/cmd/cutover"
 
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+# bold headings on a terminal only: a file or a pipe gets plain text
+if [ -t 1 ]; then bold=$'\033[1m' plain=$'\033[0m'; else bold='' plain=''; fi
+say() { printf '\n%s== %s%s\n' "$bold" "$*" "$plain"; }
 info() { printf '   %s\n' "$*"; }
 
 stop_demo() {
