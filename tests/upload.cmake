@@ -1,6 +1,9 @@
-# Upload interception's pure pieces (no servers): the streaming multipart/form-data parser.
+# Dual-write's pure pieces (no servers): multipart parser, key templates, journal.
 cutover_test(NAME test_multipart SOURCES upload/test_multipart.c LIBS cutover_proxy cutover_core
   LABELS unit TIMEOUT 60)
 # JSON Pointer evaluation and S3 key templates.
 cutover_test(NAME test_extract SOURCES upload/test_extract.c LIBS cutover_proxy cutover_core
+  LABELS unit TIMEOUT 60)
+# The journal that keeps upload records while PostgreSQL is away.
+cutover_test(NAME test_journal SOURCES upload/test_journal.c LIBS cutover_storage cutover_core
   LABELS unit TIMEOUT 60)
