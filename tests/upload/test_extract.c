@@ -158,6 +158,25 @@ static void test_utf8(void **state)
     assert_false(extract_utf8_valid("\xff", 1));
 }
 
+static void test_content_disposition(void **state)
+{
+    char *v;
+    (void)state;
+    v = extract_content_disposition("report 2026.pdf");
+    assert_string_equal(v, "inline; filename=\"report 2026.pdf\"");
+    free(v);
+    v = extract_content_disposition("r\xc3\xa9sum\xc3\xa9 \"final\".pdf");
+    assert_string_equal(v, "inline; filename=\"r__sum__ _final_.pdf\"; "
+                           "filename*=UTF-8''r%C3%A9sum%C3%A9%20%22final%22.pdf");
+    free(v);
+    v = extract_content_disposition("a\\b;c.txt");
+    assert_string_equal(v, "inline; filename=\"a_b;c.txt\"; filename*=UTF-8''a%5Cb%3Bc.txt");
+    free(v);
+    assert_null(extract_content_disposition(NULL));
+    assert_null(extract_content_disposition(""));
+    assert_null(extract_content_disposition("\xff.pdf"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -166,6 +185,7 @@ int main(void)
         cmocka_unit_test(test_s3_key_ok),
         cmocka_unit_test(test_s3_key_refused),
         cmocka_unit_test(test_utf8),
+        cmocka_unit_test(test_content_disposition),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
