@@ -1,4 +1,4 @@
-# Dual-write's pure pieces (no servers): multipart parser, key templates, journal.
+# Dual-write's pieces that need no servers: multipart parser, key templates, journal, spool.
 cutover_test(NAME test_multipart SOURCES upload/test_multipart.c LIBS cutover_proxy cutover_core
   LABELS unit TIMEOUT 60)
 # JSON Pointer evaluation and S3 key templates.
@@ -7,3 +7,6 @@ cutover_test(NAME test_extract SOURCES upload/test_extract.c LIBS cutover_proxy 
 # The journal that keeps upload records while PostgreSQL is away.
 cutover_test(NAME test_journal SOURCES upload/test_journal.c LIBS cutover_storage cutover_core
   LABELS unit TIMEOUT 60)
+# The spool writer: bytes, hashes, backpressure, a failing disk.
+cutover_test(NAME test_spool SOURCES upload/test_spool.c LIBS cutover_storage cutover_core
+  LABELS unit TIMEOUT 120)
