@@ -132,7 +132,8 @@ struct proxy_admin_reply {
 
 /* Runs on the admin port's connection threads: several handlers (the same one too) may run at
  * once, so a handler must be thread-safe. It may block (a database call): the probes and
- * other handlers are served on other threads meanwhile. */
+ * other handlers are served on other threads meanwhile. proxy_shutdown() waits for running
+ * handlers, so a handler bounds its own waits (a statement timeout, a deadline). */
 typedef void (*proxy_admin_fn)(void *arg, const struct proxy_admin_req *req,
                                struct proxy_admin_reply *reply);
 
