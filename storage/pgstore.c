@@ -343,8 +343,7 @@ int pgstore_schema_version(pgstore *st, cut_err *err)
     PGresult *r;
     int v = -1;
 
-    r = run(st, "schema", "SELECT to_regclass('cutover.schema_version') IS NOT NULL", 0, NULL,
-            err);
+    r = run(st, "schema", "SELECT to_regclass('cutover.schema_version') IS NOT NULL", 0, NULL, err);
     if (r == NULL || PQntuples(r) != 1)
         goto out;
     if (strcmp(PQgetvalue(r, 0, 0), "t") != 0) {
@@ -443,11 +442,16 @@ out:
 /* ---- documents ------------------------------------------------------------------------------ */
 
 #define TS(c) "to_json(" c ")#>>'{}'"
-#define DOC_COLS                                                                                   \
-    "storage_key, s3_key, origin, vars::text, spool_path, state, generation, size, md5, sha256, "  \
-    "s3_etag, s3_sha256, legacy_sha256, attempts, last_error, " TS("next_attempt_at") ", "        \
-    TS("created_at") ", " TS("updated_at") ", " TS("copied_at") ", " TS("verified_at") ", "        \
-    TS("activated_at") ", " TS("mismatch_at") ", " TS("failed_at") ", " TS("deleted_at")
+#define DOC_COLS                                                                                                                  \
+    "storage_key, s3_key, origin, vars::text, spool_path, state, generation, size, md5, sha256, "                                 \
+    "s3_etag, s3_sha256, legacy_sha256, attempts, last_error, " TS("next_attempt_at") ", " TS("cr"                                \
+                                                                                              "ea"                                \
+                                                                                              "te"                                \
+                                                                                              "d_"                                \
+                                                                                              "a"                                 \
+                                                                                              "t") ", " TS("updated_at") ", " TS( \
+        "copied_at") ", " TS("verified_at") ", " TS("activated_at") ", " TS("mismatch_at") ","                                    \
+                                                                                           " " TS("failed_at") ", " TS("deleted_at")
 
 static void doc_from_row(const PGresult *r, int row, struct pgstore_doc *d)
 {
@@ -483,11 +487,11 @@ static void doc_from_row(const PGresult *r, int row, struct pgstore_doc *d)
 
 void pgstore_doc_clear(struct pgstore_doc *d)
 {
-    char **strs[] = {&d->storage_key,   &d->s3_key,       &d->origin,      &d->vars,
-                     &d->spool_path,    &d->md5,          &d->sha256,      &d->s3_etag,
-                     &d->s3_sha256,     &d->legacy_sha256, &d->last_error, &d->next_attempt_at,
-                     &d->created_at,    &d->updated_at,   &d->copied_at,   &d->verified_at,
-                     &d->activated_at,  &d->mismatch_at,  &d->failed_at,   &d->deleted_at};
+    char **strs[] = {&d->storage_key,  &d->s3_key,        &d->origin,     &d->vars,
+                     &d->spool_path,   &d->md5,           &d->sha256,     &d->s3_etag,
+                     &d->s3_sha256,    &d->legacy_sha256, &d->last_error, &d->next_attempt_at,
+                     &d->created_at,   &d->updated_at,    &d->copied_at,  &d->verified_at,
+                     &d->activated_at, &d->mismatch_at,   &d->failed_at,  &d->deleted_at};
 
     if (d == NULL)
         return;
@@ -498,8 +502,7 @@ void pgstore_doc_clear(struct pgstore_doc *d)
     memset(d, 0, sizeof(*d));
 }
 
-int pgstore_upsert(pgstore *st, const struct pgstore_doc_in *d, int64_t *generation,
-                   cut_err *err)
+int pgstore_upsert(pgstore *st, const struct pgstore_doc_in *d, int64_t *generation, cut_err *err)
 {
     /* prev sees the row as it was before this statement: its state goes into the history */
     static const char sql[] =
@@ -548,9 +551,8 @@ int pgstore_upsert(pgstore *st, const struct pgstore_doc_in *d, int64_t *generat
 }
 
 /* Inside a transaction, the row locked: the state change with its time, and its history. */
-static bool write_transition(pgstore *st, const char *key, enum doc_state from,
-                             enum doc_state to, const char *gen, const char *detail,
-                             cut_err *err)
+static bool write_transition(pgstore *st, const char *key, enum doc_state from, enum doc_state to,
+                             const char *gen, const char *detail, cut_err *err)
 {
     static const char upd[] =
         "UPDATE cutover.documents SET state = $2, updated_at = now(),\n"
@@ -583,8 +585,8 @@ static void refuse_illegal(cut_err *err, enum doc_state from, enum doc_state to)
             doc_state_name(to));
 }
 
-int pgstore_transition(pgstore *st, const char *storage_key, int64_t generation,
-                       enum doc_state to, const char *detail, cut_err *err)
+int pgstore_transition(pgstore *st, const char *storage_key, int64_t generation, enum doc_state to,
+                       const char *detail, cut_err *err)
 {
     const char *p[1] = {storage_key};
     PGresult *r = NULL;
@@ -598,8 +600,8 @@ int pgstore_transition(pgstore *st, const char *storage_key, int64_t generation,
     if (!begin(st, "transition", err))
         goto out;
     r = run(st, "transition",
-            "SELECT state, generation FROM cutover.documents WHERE storage_key = $1 FOR UPDATE",
-            1, p, err);
+            "SELECT state, generation FROM cutover.documents WHERE storage_key = $1 FOR UPDATE", 1,
+            p, err);
     if (r == NULL)
         goto out;
     if (PQntuples(r) != 1) {
@@ -637,8 +639,8 @@ int pgstore_doc_get(pgstore *st, const char *storage_key, struct pgstore_doc *ou
     int rc = -1;
 
     memset(out, 0, sizeof(*out));
-    r = run(st, "document", "SELECT " DOC_COLS " FROM cutover.documents WHERE storage_key = $1",
-            1, p, err);
+    r = run(st, "document", "SELECT " DOC_COLS " FROM cutover.documents WHERE storage_key = $1", 1,
+            p, err);
     if (r == NULL)
         return -1;
     if (PQntuples(r) != 1) {
@@ -833,8 +835,8 @@ int pgstore_complete(pgstore *st, const char *storage_key, const char *token, en
     p[6] = o->legacy_sha256;
     if (!run_ok(st, "complete", upd, 7, p, err))
         goto out;
-    if (!write_transition(st, storage_key, (enum doc_state)cur, to, PQgetvalue(r, 0, 1),
-                          o->detail, err))
+    if (!write_transition(st, storage_key, (enum doc_state)cur, to, PQgetvalue(r, 0, 1), o->detail,
+                          err))
         goto out;
     if (!commit(st, "complete", err))
         goto out;
@@ -882,8 +884,8 @@ int pgstore_fail(pgstore *st, const char *storage_key, const char *token, const 
         goto out;
     if (attempts >= max_attempts && cur >= 0 &&
         doc_transition_legal((enum doc_state)cur, DOC_FAILED)) {
-        if (!write_transition(st, storage_key, (enum doc_state)cur, DOC_FAILED,
-                              PQgetvalue(r, 0, 1), p[2], err))
+        if (!write_transition(st, storage_key, (enum doc_state)cur, DOC_FAILED, PQgetvalue(r, 0, 1),
+                              p[2], err))
             goto out;
         cur = DOC_FAILED;
     }
@@ -916,8 +918,7 @@ int pgstore_flags_get(pgstore *st, json_t **out, cut_err *err)
     if (r == NULL)
         return -1;
     if (PQntuples(r) > PGSTORE_FLAGS_MAX) {
-        err_set(err, CUT_ELIMIT, "flags", "more than %d rows in cutover.flags",
-                PGSTORE_FLAGS_MAX);
+        err_set(err, CUT_ELIMIT, "flags", "more than %d rows in cutover.flags", PGSTORE_FLAGS_MAX);
         goto out;
     }
     o = json_object();

@@ -36,7 +36,7 @@ int pgstore_backend_pid(pgstore *st);
  * the versions before and after. Returns 0 or -1 with err set. */
 int pgstore_migrate(pgstore *st, int *from, int *to, cut_err *err) CUT_MUST_USE;
 /* The bigint naming "cutover schema migration" among advisory locks. */
-#define PGSTORE_MIGRATION_LOCK 7235410591LL
+#define PGSTORE_MIGRATION_LOCK 7235410591
 /* The latest version this build knows. */
 int pgstore_latest_version(void);
 /* The schema's current version (0 when absent), or -1 with err set. */
@@ -92,8 +92,8 @@ int pgstore_upsert(pgstore *st, const struct pgstore_doc_in *d, int64_t *generat
  * means the current one; another value must be the current one. Refuses with CUT_ECONFLICT
  * (and a reason) an illegal transition or a stale generation, with CUT_ENOTFOUND an unknown
  * key; nothing is written then. detail (may be NULL) is kept in the transitions row. */
-int pgstore_transition(pgstore *st, const char *storage_key, int64_t generation,
-                       enum doc_state to, const char *detail, cut_err *err) CUT_MUST_USE;
+int pgstore_transition(pgstore *st, const char *storage_key, int64_t generation, enum doc_state to,
+                       const char *detail, cut_err *err) CUT_MUST_USE;
 
 /* One document's row. Strings are owned by the struct: pgstore_doc_clear(). Times are
  * ISO 8601 text or NULL. */
