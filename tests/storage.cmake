@@ -6,3 +6,5 @@ cutover_test(NAME test_pgstore SOURCES storage/test_pgstore.c
   LIBS cutover_storage cutover_core Threads::Threads LABELS pg SERVICES TIMEOUT 120)
 cutover_test(NAME test_redact SOURCES storage/test_redact.c
   LIBS cutover_storage cutover_core LABELS unit)
+cutover_test(NAME test_worker SOURCES storage/test_worker.c
+  LIBS cutover_storage cutover_core Threads::Threads LABELS pg SERVICES TIMEOUT 120)
