@@ -441,17 +441,19 @@ out:
 
 /* ---- documents ------------------------------------------------------------------------------ */
 
-#define TS(c) "to_json(" c ")#>>'{}'"
-#define DOC_COLS                                                                                                                  \
-    "storage_key, s3_key, origin, vars::text, spool_path, state, generation, size, md5, sha256, "                                 \
-    "s3_etag, s3_sha256, legacy_sha256, attempts, last_error, " TS("next_attempt_at") ", " TS("cr"                                \
-                                                                                              "ea"                                \
-                                                                                              "te"                                \
-                                                                                              "d_"                                \
-                                                                                              "a"                                 \
-                                                                                              "t") ", " TS("updated_at") ", " TS( \
-        "copied_at") ", " TS("verified_at") ", " TS("activated_at") ", " TS("mismatch_at") ","                                    \
-                                                                                           " " TS("failed_at") ", " TS("deleted_at")
+/* The columns of a document row, times as ISO 8601 text (to_json's form). */
+#define DOC_COLS                                                                                   \
+    "storage_key, s3_key, origin, vars::text, spool_path, state, generation, size, md5, "          \
+    "sha256, s3_etag, s3_sha256, legacy_sha256, attempts, last_error, "                            \
+    "to_json(next_attempt_at)#>>'{}', "                                                            \
+    "to_json(created_at)#>>'{}', "                                                                 \
+    "to_json(updated_at)#>>'{}', "                                                                 \
+    "to_json(copied_at)#>>'{}', "                                                                  \
+    "to_json(verified_at)#>>'{}', "                                                                \
+    "to_json(activated_at)#>>'{}', "                                                               \
+    "to_json(mismatch_at)#>>'{}', "                                                                \
+    "to_json(failed_at)#>>'{}', "                                                                  \
+    "to_json(deleted_at)#>>'{}'"
 
 static void doc_from_row(const PGresult *r, int row, struct pgstore_doc *d)
 {
