@@ -135,15 +135,15 @@ void pgstore_redact_url(const char *url, char *out, size_t n)
 static void scrub(char *s, const char *secret)
 {
     size_t k = secret ? strlen(secret) : 0;
-    char *p;
+    char *p = s;
 
     if (k == 0)
         return;
-    while ((p = strstr(s, secret)) != NULL) {
-        size_t rest = strlen(p + k);
-        memcpy(p, "***", k < 3 ? k : 3);
-        if (k > 3)
-            memmove(p + 3, p + k, rest + 1);
+    while ((p = strstr(p, secret)) != NULL) {
+        size_t rest = strlen(p + k), put = k < 3 ? k : 3;
+        memcpy(p, "***", put);
+        memmove(p + put, p + k, rest + 1);
+        p += put; /* past the replacement: a secret like "*" cannot match it again */
     }
 }
 

@@ -67,6 +67,12 @@ static void test_connect_failure_message(void **state)
             fail_msg("the message shows the password: %s", err.msg);
     }
     {
+        /* a password made of the mask's own character is still masked, once */
+        cut_err err = CUT_ERR_INIT;
+        assert_null(pgstore_connect("host=127.0.0.1 port=1 user=u password=*", &err));
+        assert_int_equal(err.code, CUT_EDB);
+    }
+    {
         /* a malformed string: libpq's parse error quotes a piece of it */
         cut_err err = CUT_ERR_INIT;
         assert_null(pgstore_connect("host=127.0.0.1 password=top secret", &err));
