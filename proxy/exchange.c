@@ -316,8 +316,7 @@ static bool begin_wait(struct proxy_exchange *x, enum px_hook at, int i, bool wa
     if (!wants)
         return false; /* a ticket taken without waiting is void */
     if (!gen) {
-        log_line(LOG_ERROR, "hook_wait", "a hook asked to wait without a ticket; going on",
-                 NULL);
+        log_line(LOG_ERROR, "hook_wait", "a hook asked to wait without a ticket; going on", NULL);
         return false;
     }
     if (at == HK_BODY) {
@@ -394,8 +393,7 @@ void px_ex_request_body(struct proxy_exchange *x, const char *data, size_t n)
         if (x->body_off & (1u << i))
             continue;
         enter_hook(x, HK_BODY, i);
-        enum proxy_body_result r =
-            k->h[i].on_request_body(k->h[i].arg, x->hstate[i], x, data, n);
+        enum proxy_body_result r = k->h[i].on_request_body(k->h[i].arg, x->hstate[i], x, data, n);
         if (r == PROXY_BODY_FAIL)
             x->body_off |= 1u << i;
         begin_wait(x, HK_BODY, i, r == PROXY_BODY_PAUSE);
@@ -584,8 +582,7 @@ static void sweep_waits(struct px_loop *l, uint64_t now)
         if (x->ans_wait != HK_NONE && now >= x->ans_deadline) {
             atomic_fetch_add_explicit(&l->c_timed_out, 1, memory_order_relaxed);
             log_line(LOG_WARN, "wait_timeout",
-                     "a hook's wait passed its deadline; the app's answer goes on unchanged",
-                     NULL);
+                     "a hook's wait passed its deadline; the app's answer goes on unchanged", NULL);
             end_answer_wait(x, false);
         }
         for (int i = 0; i < PROXY_MAX_HANDLERS && x->body_paused; i++) {
@@ -695,8 +692,7 @@ void proxy_counters(proxy *px, struct proxy_counters *c)
 
 /* ---- registration ------------------------------------------------------------------------ */
 
-bool proxy_add_handler(proxy *px, enum route_kind kind, const struct proxy_handler *h,
-                       cut_err *err)
+bool proxy_add_handler(proxy *px, enum route_kind kind, const struct proxy_handler *h, cut_err *err)
 {
     if (kind < ROUTE_UPLOAD || kind > ROUTE_DELETE) {
         err_set(err, CUT_EINVAL, "proxy", "unknown route kind %d", (int)kind);

@@ -143,10 +143,10 @@ struct proxy_observer {
 
 /* Counters, summed over the loops (proxy_counters()). */
 struct proxy_counters {
-    uint64_t waits;          /* waits started (PROXY_WAIT, PROXY_BODY_PAUSE) */
-    uint64_t resumed;        /* waits ended by proxy_exchange_resume() */
-    uint64_t timed_out;      /* waits that reached their deadline */
-    uint64_t stale_resumes;  /* resumes that found no such wait (late or duplicate) */
+    uint64_t waits;              /* waits started (PROXY_WAIT, PROXY_BODY_PAUSE) */
+    uint64_t resumed;            /* waits ended by proxy_exchange_resume() */
+    uint64_t timed_out;          /* waits that reached their deadline */
+    uint64_t stale_resumes;      /* resumes that found no such wait (late or duplicate) */
     uint64_t gone_while_waiting; /* exchanges whose client left while they waited */
 };
 

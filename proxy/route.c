@@ -19,8 +19,8 @@ void px_match_clear(struct proxy_match *m)
     memset(m, 0, sizeof(*m));
 }
 
-static bool match_one(const struct cfg_route *r, const char *path, size_t plen,
-                      bool want_vars, struct proxy_match *m)
+static bool match_one(const struct cfg_route *r, const char *path, size_t plen, bool want_vars,
+                      struct proxy_match *m)
 {
     const char *p = path, *end = path + plen;
     memset(m, 0, sizeof(*m));

@@ -4,12 +4,12 @@
  * (upstream.c, with the answer parser in h1parse.c).
  *
  * Concurrency model, chosen for speed: a few event loops (struct px_loop, a thread each,
- * like nginx's workers; workers.proxy_loops, default one, 0 for one per CPU). A loop owns a libmicrohttpd daemon in external epoll mode
- * and a pool of keep-alive connections to the app, and waits on both with one epoll set:
- * the daemon's own epoll descriptor, the app connections (registered once, edge-
- * triggered), an eventfd for commands and the mailbox of resumes from other threads
- * (exchange.c), and the sockets of clients whose exchange waits (for their hang-up). The daemons all
- * listen on the same port (SO_REUSEPORT), so the kernel spreads connections between
+ * like nginx's workers; workers.proxy_loops, default one, 0 for one per CPU). A loop owns a
+ * libmicrohttpd daemon in external epoll mode and a pool of keep-alive connections to the app, and
+ * waits on both with one epoll set: the daemon's own epoll descriptor, the app connections
+ * (registered once, edge- triggered), an eventfd for commands and the mailbox of resumes from other
+ * threads (exchange.c), and the sockets of clients whose exchange waits (for their hang-up). The
+ * daemons all listen on the same port (SO_REUSEPORT), so the kernel spreads connections between
  * loops; each loop keeps its own connections to the app. A request lives on one loop from
  * start to end, so the client side and the app side never need a lock or a cross-thread
  * wake-up: the exchange is handed between them by direct calls (its lifecycle is
@@ -322,6 +322,9 @@ static enum MHD_Result refuse(struct proxy_exchange *x, int status, const char *
     x->sent_status = status;
     x->refused = true;
     px_ex_why(x, "%s", reason);
+    /* observers see a refused request with its route too (nothing decoded) */
+    if (x->px->nobservers && !x->matched && x->method && x->px->cfg->nroutes)
+        x->matched = px_route_match(x->px->cfg, x->method, x->target, false, &x->match);
     if (log_enabled(LOG_DEBUG))
         log_line(LOG_DEBUG, "refused", reason, NULL);
     return send_plain(x->conn, status, reason, true);

@@ -603,8 +603,7 @@ static void headers_complete(struct proxy_exchange *x)
 /* Copies the final answer's fields into the exchange, filtered. Returns false with err
  * set when the answer's Connection fields name more than conn_tokens holds (the fields
  * they name could not be removed, so the answer is not passed on). */
-static bool take_fields(struct proxy_exchange *x, const struct h1_header *h, size_t n,
-                        cut_err *err)
+static bool take_fields(struct proxy_exchange *x, const struct h1_header *h, size_t n, cut_err *err)
 {
     for (size_t i = 0; i < n; i++) {
         const char *name = h[i].name;
