@@ -265,7 +265,8 @@ static void *writer(void *arg)
     static unsigned char piece[16384];
     (void)arg;
     pthread_mutex_lock(&mu);
-    while (sp.drained < sp.total && !stop_resumer) {
+    /* until every byte the hook was given is drained (or was lost to an overflow) */
+    while (!(sp.len == 0 && sp.given >= sp.total) && !stop_resumer) {
         if (!sp.len) {
             pthread_cond_wait(&cv, &mu);
             continue;
