@@ -539,7 +539,7 @@ void proxy_exchange_resume(proxy_ticket t)
         return;
     struct px_loop *l = &t.px->loops[t.loop];
     struct px_mailbox *mb = &l->mb;
-    bool wake = false;
+    uint64_t one = 1;
     pthread_mutex_lock(&mb->mu);
     if (!mb->closed) {
         if (mb->n == mb->cap) {
@@ -547,15 +547,12 @@ void proxy_exchange_resume(proxy_ticket t)
             mb->v = xrealloc(mb->v, mb->cap * sizeof(*mb->v));
         }
         mb->v[mb->n++] = (struct px_msg){.slot = t.slot, .gen = t.gen};
-        wake = mb->n == 1;
-    }
-    pthread_mutex_unlock(&mb->mu);
-    if (wake) {
-        uint64_t one = 1;
-        if (write(l->evfd, &one, sizeof(one)) < 0) {
+        /* written under the lock: the loop closes its eventfd only after closing the box */
+        if (mb->n == 1 && write(l->evfd, &one, sizeof(one)) < 0) {
             /* the counter cannot overflow here; nothing else can fail */
         }
     }
+    pthread_mutex_unlock(&mb->mu);
 }
 
 static void mailbox_drain(struct px_loop *l)
@@ -638,8 +635,8 @@ void px_ex_abort_waits(struct px_loop *l)
 
 void px_ex_front_done(struct proxy_exchange *x, bool client_left)
 {
-    if (client_left && !x->out_eof)
-        x->client_gone = true;
+    if (client_left && !x->up_failed && !x->refused)
+        x->client_gone = true; /* not the proxy cutting a failed answer */
     cancel_waits(x);
     x->fe_gone = true;
     px_upstream_abort(x);

@@ -404,7 +404,10 @@ bool px_upstream_start(struct proxy_exchange *x, cut_err *err)
     struct px_loop *l = x->loop;
     x->t_up_start = now_us();
     if (!attach(l, x, false)) {
-        err_set(err, CUT_EHTTP, "upstream", "cannot connect to the app: %s", strerror(errno));
+        if (errno == E2BIG)
+            err_set(err, CUT_ELIMIT, "upstream", "request head over %u bytes", PX_UP_REQ_HEAD_MAX);
+        else
+            err_set(err, CUT_EHTTP, "upstream", "cannot connect to the app: %s", strerror(errno));
         return false;
     }
     link_active(l, x);
