@@ -159,9 +159,7 @@ static void fd_set_conn(struct px_loop *l, int fd, struct px_upconn *uc)
         size_t n = l->nfdmap ? l->nfdmap : 256;
         while (n <= (size_t)fd)
             n *= 2;
-        struct px_upconn **p = realloc(l->fdmap, n * sizeof(*p));
-        if (!p)
-            abort();
+        struct px_upconn **p = xrealloc(l->fdmap, n * sizeof(*p));
         memset(p + l->nfdmap, 0, (n - l->nfdmap) * sizeof(*p));
         l->fdmap = p;
         l->nfdmap = n;
