@@ -4,7 +4,7 @@
  * features' handlers, parks and resumes, and recycles the exchange at its end. Neither
  * side frees an exchange or keeps it alive for the other: an exchange ends when the front
  * end is done with it, no transfer is attached and no wake-up is queued, and only
- * px_ex_maybe_end() checks that.
+ * maybe_end() checks that.
  *
  *   on_uri ──► NEW ──checks fail──► REFUSED (400/431/...) ─────────────────────────┐
  *               │ checks pass: route matched, on_start, on_request                  │
@@ -39,8 +39,9 @@
  * one waited on, so a late, duplicate or foreign resume changes nothing. While a wait is
  * on, the client's socket is also in the loop's epoll set for its hang-up (a suspended
  * libmicrohttpd connection is not polled), and the exchange is on the loop's list of
- * waits, swept every PX_WAIT_SWEEP_US for deadlines. None of this runs for an exchange that
- * never waits: the pass-through path pays one test of x->kind per hook point.
+ * waits, swept every PX_WAIT_SWEEP_US for deadlines. At shutdown, waits still on after the
+ * grace period end and their clients are dropped. None of this runs for an exchange that
+ * never waits: the pass-through path pays one test of x->any_state per hook point.
  */
 #include "proxy/proxy_int.h"
 
