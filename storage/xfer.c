@@ -700,8 +700,9 @@ decide:
         spent_ms = (now_us() - r->start_us) / 1000;
         if (spent_ms + wait_ms < (uint64_t)e->lim.retry_max_total_ms) {
             log_msgf(LOG_WARN, r->legacy ? "legacy_retry" : "s3_retry",
-                     "%s %s: %s %s; attempt %d, retrying in %lu ms", what, name, why,
-                     r->legacy ? "" : r->res.code, r->attempt + 1, (unsigned long)wait_ms);
+                     "%s %s: %s%s%s; attempt %d, retrying in %lu ms", what, name, why,
+                     r->res.code[0] ? " " : "", r->res.code, r->attempt + 1,
+                     (unsigned long)wait_ms);
             r->attempt++;
             r->due_us = now_us() + wait_ms * 1000;
             r->running = true; /* waiting counts as running: the job must not move on */

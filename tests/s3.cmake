@@ -19,3 +19,7 @@ cutover_test(NAME s3_unit SOURCES s3/test_s3_unit.c
 # The load generator of bench/s3/run.sh: built with the tests, never run by CTest.
 add_executable(s3_bench ${CMAKE_SOURCE_DIR}/bench/s3/s3_bench.c)
 target_link_libraries(s3_bench PRIVATE cutover_storage Threads::Threads)
+
+# The transfer engine and the legacy fetcher against stand-ins inside the test.
+cutover_test(NAME xfer_fixture SOURCES s3/test_xfer_fixture.c s3/legacy_stub.c
+  LIBS cutover_storage PkgConfig::MHD LABELS unit TIMEOUT 90)
