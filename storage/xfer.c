@@ -1271,13 +1271,13 @@ static void job_step(struct xjob *j)
         return;
     if (j->flush || (j->src_done && j->mpu == 2 && j->pbuf.len > 0)) {
         if (j->mpu == 0) {
-            if (j->partno + 1 > XFER_MAX_PARTS) {
-                cut_err err = CUT_ERR_INIT;
-                err_set(&err, CUT_ELIMIT, "xfer", "%s: more than %d parts", j->key, XFER_MAX_PARTS);
-                job_fail(j, &err);
-                return;
-            }
             mpu_create(j);
+            return;
+        }
+        if (j->partno + 1 > XFER_MAX_PARTS) {
+            cut_err err = CUT_ERR_INIT;
+            err_set(&err, CUT_ELIMIT, "xfer", "%s: more than %d parts", j->key, XFER_MAX_PARTS);
+            job_fail(j, &err);
             return;
         }
         legacy_send_buffer(j, false);
