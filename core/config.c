@@ -9,6 +9,7 @@
  */
 #include "core/config.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <stddef.h>
@@ -51,7 +52,16 @@ static const struct field admin_fields[] = {
     {"listen", FT_LISTEN, OFF(admin_host), OFF(admin_port), "127.0.0.1:9090", 0, 0, NULL,
      "address of the admin port (API, dashboard, /metrics, probes)"},
     {"token", FT_SECRET, OFF(admin_token), 0, NULL, 0, 0, "CUTOVER_ADMIN_TOKEN",
-     "bearer token required on /admin/*; without one every /admin/ call is refused"},
+     "bearer token required on /admin/*; without one every /admin/ call is refused (403) "
+     "unless `admin.allow_unauthenticated`"},
+    {"allow_unauthenticated", FT_BOOL, OFF(admin_allow_unauthenticated), 0, "false", 0, 0, NULL,
+     "with no token set, serve /admin/* without one; only with a loopback `admin.listen` "
+     "(127.x.x.x or [::1])"},
+    {"max_auth_failures", FT_INT, OFF(admin_max_auth_failures), 0, "5", 1, 1000, NULL,
+     "wrong tokens from one client address within `admin.auth_lockout_s` before that address "
+     "is refused (429)"},
+    {"auth_lockout_s", FT_INT, OFF(admin_auth_lockout_s), 0, "60", 1, 86400, NULL,
+     "window for counting wrong tokens, and how long an address is then refused, seconds"},
     {NULL, 0, 0, 0, NULL, 0, 0, NULL, NULL},
 };
 
@@ -498,6 +508,7 @@ static bool parse_source(struct ctx *c, const char *path, json_t *v, const struc
 static bool parse_template(struct ctx *c, const char *path, const char *tpl, struct cfg_route *r)
 {
     const char *p = tpl;
+    size_t nvars = 0;
 
     if (*tpl != '/') {
         problem(c, path, "must start with '/', got \"%s\"", tpl);
@@ -534,6 +545,12 @@ static bool parse_template(struct ctx *c, const char *path, const char *tpl, str
         r->segments = xrealloc(r->segments, (r->nsegments + 1) * sizeof(*r->segments));
         r->segments[r->nsegments++] = seg;
         p = start + n;
+    }
+    for (size_t i = 0; i < r->nsegments; i++)
+        nvars += r->segments[i].is_var;
+    if (nvars > CFG_MAX_PATH_VARS) {
+        problem(c, path, "%zu path variables; a route has at most %d", nvars, CFG_MAX_PATH_VARS);
+        return false;
     }
     return true;
 }
@@ -956,6 +973,22 @@ static void parse_flags(struct ctx *c, json_t *f)
     c->cfg->flags = f ? json_deep_copy(f) : json_object();
 }
 
+/* A literal loopback address: 127.0.0.0/8, ::1 or ::ffff:127.x.x.x. Names (even
+ * "localhost") are not trusted to resolve to one. */
+static bool is_loopback(const char *host)
+{
+    struct in_addr a4;
+    struct in6_addr a6;
+
+    if (host == NULL)
+        return false;
+    if (inet_pton(AF_INET, host, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, host, &a6) == 1)
+        return IN6_IS_ADDR_LOOPBACK(&a6) || (IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127);
+    return false;
+}
+
 static void parse_root(struct ctx *c, json_t *root)
 {
     static const char *const allowed[] = {"admin", "log",      "s3",     "legacy",  "routes",
@@ -970,6 +1003,10 @@ static void parse_root(struct ctx *c, json_t *root)
     if (admin)
         check_keys(c, "admin", admin, NULL, admin_fields);
     apply_table(c, "admin", admin, admin_fields);
+    if (cfg->admin_allow_unauthenticated && !is_loopback(cfg->admin_host))
+        problem(c, "admin.allow_unauthenticated",
+                "only with a loopback admin.listen (127.x.x.x or [::1]), got \"%s\"",
+                cfg->admin_host ? cfg->admin_host : "");
 
     log = section(c, root, "log");
     if (log)

@@ -34,6 +34,10 @@ struct cfg_var {
 
 enum route_kind { ROUTE_UPLOAD = 1, ROUTE_SIGNED_URL, ROUTE_DELETE };
 
+/* Path variables a route's template may hold ({a}/{b}...); more is refused at load. The
+ * proxy's route match keeps this many. */
+#define CFG_MAX_PATH_VARS 8
+
 /* A path template split into segments: "/documents/{key}/url" → 3 segments, the second
  * being the variable "key". Matching is done on the raw path, one segment at a time. */
 struct cfg_segment {
@@ -106,7 +110,7 @@ struct cfg_backfill {
 struct cfg_limits {
     size_t max_header_bytes;        /* request line + headers; default 16384 → 431 */
     size_t max_headers;             /* count; default 100 → 431 */
-    uint64_t max_body_bytes;        /* default 1 GiB... → 413 */
+    uint64_t max_body_bytes;        /* default 5 GiB (5368709120), 0: none; more → 413 */
     int header_timeout_s;           /* whole header must arrive within; default 30 */
     int idle_timeout_s;             /* keep-alive idle; default 60 */
     int upstream_connect_timeout_s; /* default 5 → 502 */
@@ -133,7 +137,10 @@ struct config {
     char *upstream; /* http://host:port, no trailing slash */
     char *admin_host;
     int admin_port;
-    char *admin_token; /* may be NULL: admin API then refuses every /admin/ call */
+    char *admin_token; /* may be NULL: /admin/ then refused, unless allow_unauthenticated */
+    bool admin_allow_unauthenticated; /* no token: /admin/ open; only with a loopback listen */
+    int admin_max_auth_failures;      /* wrong tokens per address before 429; default 5 */
+    int admin_auth_lockout_s;         /* failure window and refusal time; default 60 */
     char *database_url;
     char *spool_dir;
     enum log_level log_level;

@@ -114,28 +114,48 @@ bool proxy_defer(proxy *px, void (*fn)(void *arg), void *arg) CUT_MUST_USE;
 /* One admin request, as handlers see it. Borrowed for the call. */
 struct proxy_admin_req {
     const char *method;
-    const char *path;  /* decoded path, no query */
-    const char *query; /* raw query string or NULL */
-    const char *body;  /* NUL-terminated, may be empty */
+    const char *path;     /* percent-decoded path, no query */
+    const char *raw_path; /* the path as the client sent it (still percent-encoded) */
+    const char *query;    /* raw query string after '?' (not decoded), or NULL */
+    const char *body;     /* NUL-terminated, may be empty; at most 1 MiB (more: 413) */
     size_t body_len;
     const char *authorization; /* header value or NULL */
 };
 
-/* A handler fills status, content type and body (body is a buf with a ceiling set by the
- * caller; the handler appends to it). */
+/* A handler fills status (preset 200), content type and body (body is a buf with a ceiling
+ * set by the caller; the handler appends to it). */
 struct proxy_admin_reply {
     int status;
-    const char *content_type; /* static string */
+    const char *content_type; /* static string; NULL: application/json */
     struct buf body;
 };
 
+/* Runs on the admin port's connection threads: several handlers (the same one too) may run at
+ * once, so a handler must be thread-safe. It may block (a database call): the probes and
+ * other handlers are served on other threads meanwhile. proxy_shutdown() waits for running
+ * handlers, so a handler bounds its own waits (a statement timeout, a deadline). */
 typedef void (*proxy_admin_fn)(void *arg, const struct proxy_admin_req *req,
                                struct proxy_admin_reply *reply);
 
-/* Registers a handler for method + path (exact, or a prefix when path ends with '*').
- * method NULL matches any. Call before proxy_start(). Returns false when the table is
- * full. arg is borrowed and must outlive the proxy. /healthz and /readyz are built in. */
+/* Registers a handler for method + path (exact, or a prefix when path ends with '*'), matched
+ * on the decoded path. method NULL matches any. Call before proxy_start(). Returns false when
+ * the table is full. arg is borrowed and must outlive the proxy. /healthz and /readyz are
+ * built in.
+ *
+ * Every path starting with /admin is checked before its handler runs (and before its body is
+ * read), in admin.c only: with admin.token set, `Authorization: Bearer <token>` or 401 (a
+ * client address sending admin.max_auth_failures wrong tokens within admin.auth_lockout_s
+ * then gets 429 for admin.auth_lockout_s); without a token, 403 unless
+ * admin.allow_unauthenticated on a loopback admin.listen. At most 16 /admin handlers run at
+ * once (more: 503). Other paths (/metrics, /) are open. */
 bool proxy_admin_add(proxy *px, const char *method, const char *path, proxy_admin_fn fn,
                      void *arg) CUT_MUST_USE;
+
+/* Looks up query parameter name in req->query (the first occurrence; names and values are
+ * percent-decoded, '+' read as a space). Returns 1 with *value a new string (free(); "" for a
+ * bare `name`), 0 when absent, -1 when its encoding is malformed or holds a NUL byte (*value
+ * NULL in both cases). */
+int proxy_admin_query_get(const struct proxy_admin_req *req, const char *name,
+                          char **value) CUT_MUST_USE;
 
 #endif

@@ -179,6 +179,7 @@ struct proxy {
 
     struct px_admin_route admin_routes[PX_MAX_ADMIN];
     size_t nadmin;
+    struct px_admin_state *admin_state; /* admin.c: access check, from start to stop */
 };
 
 /* exchange references */

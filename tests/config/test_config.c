@@ -192,6 +192,75 @@ static void test_every_problem_listed(void **state)
     cfg_problems_free(&probs);
 }
 
+/* A route may hold CFG_MAX_PATH_VARS path variables, and one more is refused at load with
+ * the field path and the limit (the proxy's match keeps that many: a longer route would
+ * silently never match). */
+static void test_path_var_limit(void **state)
+{
+    struct cfg_problems probs = {0};
+    struct config *cfg;
+    char json[1024], tpl[512] = "";
+    size_t n = 0;
+
+    (void)state;
+    for (int i = 0; i < CFG_MAX_PATH_VARS - 1; i++)
+        n += (size_t)snprintf(tpl + n, sizeof(tpl) - n, "/{v%d}", i);
+    snprintf(tpl + n, sizeof(tpl) - n, "/{key}");
+    snprintf(json, sizeof(json),
+             "{\"routes\": [{\"name\": \"r\", \"kind\": \"delete\", \"path\": \"%s\", \"key\": "
+             "{\"path\": \"key\"}}]}",
+             tpl);
+    cfg = parse(json, &probs);
+    for (size_t i = 0; i < probs.n; i++)
+        fprintf(stderr, "%s\n", probs.lines[i]);
+    assert_non_null(cfg);
+    assert_int_equal(cfg->routes[0].nsegments, CFG_MAX_PATH_VARS);
+    config_free(cfg);
+
+    snprintf(json, sizeof(json),
+             "{\"routes\": [{\"name\": \"r\", \"kind\": \"delete\", \"path\": "
+             "\"/x%s/{extra}\", \"key\": {\"path\": \"key\"}}]}",
+             tpl);
+    cfg = parse(json, &probs);
+    assert_null(cfg);
+    assert_true(has_problem(&probs, "routes[0].path"));
+    char want[64];
+    snprintf(want, sizeof(want), "at most %d", CFG_MAX_PATH_VARS);
+    assert_non_null(strstr(probs.lines[0], want));
+    cfg_problems_free(&probs);
+}
+
+/* admin.allow_unauthenticated: off by default, accepted with a loopback admin.listen (IPv4
+ * and IPv6), refused elsewhere (tests/config/invalid.txt); the lockout settings' defaults. */
+static void test_admin_fields(void **state)
+{
+    static const char *const ok[] = {
+        "{\"admin\": {\"allow_unauthenticated\": true}}",
+        "{\"admin\": {\"listen\": \"127.0.0.2:0\", \"allow_unauthenticated\": true}}",
+        "{\"admin\": {\"listen\": \"[::1]:9090\", \"allow_unauthenticated\": true}}",
+    };
+    struct cfg_problems probs = {0};
+    struct config *cfg;
+
+    (void)state;
+    unsetenv("CUTOVER_ADMIN_TOKEN");
+    cfg = parse("{}", &probs);
+    assert_non_null(cfg);
+    assert_false(cfg->admin_allow_unauthenticated);
+    assert_null(cfg->admin_token);
+    assert_int_equal(cfg->admin_max_auth_failures, 5);
+    assert_int_equal(cfg->admin_auth_lockout_s, 60);
+    config_free(cfg);
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        cfg = parse(ok[i], &probs);
+        for (size_t j = 0; j < probs.n; j++)
+            fprintf(stderr, "%s: %s\n", ok[i], probs.lines[j]);
+        assert_non_null(cfg);
+        assert_true(cfg->admin_allow_unauthenticated);
+        config_free(cfg);
+    }
+}
+
 static void test_config_check_command(void **state)
 {
     char *dir = test_tmpdir("config");
@@ -252,7 +321,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_invalid_table),        cmocka_unit_test(test_interface_example),
         cmocka_unit_test(test_defaults_and_env),     cmocka_unit_test(test_every_problem_listed),
-        cmocka_unit_test(test_config_check_command),
+        cmocka_unit_test(test_config_check_command), cmocka_unit_test(test_path_var_limit),
+        cmocka_unit_test(test_admin_fields),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
