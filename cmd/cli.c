@@ -1,5 +1,6 @@
 /*
- * Shared pieces of the command line: loading the configuration with every problem printed,
+ * Shared pieces of the command line: loading the configuration with every problem printed
+ * (the flags' rules included, checked here explicitly since core/config does not know them),
  * and usage errors in one format.
  */
 #include "cmd/cli.h"
@@ -15,9 +16,13 @@ struct config *cli_load_config(const char *path)
     struct cfg_problems problems = {0};
     struct config *cfg;
 
-    config_set_extra_check(flags_check_config);
     cfg = config_load(path, &problems);
-    if (cfg == NULL) {
+    /* core/config keeps the flags section uninterpreted; their rules live in flags/ */
+    if (cfg != NULL)
+        flags_check_config(cfg, &problems);
+    if (cfg == NULL || problems.n > 0) {
+        config_free(cfg);
+        cfg = NULL;
         for (size_t i = 0; i < problems.n; i++)
             fprintf(stderr, "cutover: config: %s\n", problems.lines[i]);
         cfg_problems_free(&problems);

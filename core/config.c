@@ -970,7 +970,9 @@ static void parse_flags(struct ctx *c, json_t *f)
         problem(c, "flags", "expected an object of flag: value, got %s", type_name(f));
         f = NULL;
     }
-    c->cfg->flags = f ? json_deep_copy(f) : json_object();
+    c->cfg->flags_json = f ? json_dumps(f, JSON_COMPACT) : xstrdup("{}");
+    if (c->cfg->flags_json == NULL)
+        problem(c, "flags", "cannot be encoded again as JSON");
 }
 
 /* A literal loopback address: 127.0.0.0/8, ::1 or ::ffff:127.x.x.x. Names (even
@@ -1057,13 +1059,6 @@ static void parse_root(struct ctx *c, json_t *root)
         }
 }
 
-static cfg_check_fn extra_check;
-
-void config_set_extra_check(cfg_check_fn fn)
-{
-    extra_check = fn;
-}
-
 struct config *config_parse(const char *text, const char *origin, struct cfg_problems *problems)
 {
     struct ctx c = {problems, NULL};
@@ -1082,8 +1077,6 @@ struct config *config_parse(const char *text, const char *origin, struct cfg_pro
         problem(&c, origin ? origin : "config", "expected a JSON object at the top level");
     } else {
         parse_root(&c, root);
-        if (extra_check)
-            extra_check(c.cfg, problems);
     }
     json_decref(root);
     if (problems->n > 0) {
@@ -1185,7 +1178,7 @@ void config_free(struct config *cfg)
         free(r->s3_key);
     }
     free(cfg->routes);
-    json_decref(cfg->flags);
+    free(cfg->flags_json);
     free(cfg->backfill.sql);
     free(cfg->backfill.database_url);
     free(cfg->backfill.jsonl);

@@ -152,7 +152,10 @@ struct config {
     bool has_legacy;
     struct cfg_route *routes;
     size_t nroutes;
-    json_t *flags; /* initial flag values (validated), never NULL: an object */
+    /* The "flags" section as written: JSON object text (never NULL, "{}" when absent), NOT
+     * interpreted or validated here. Flag values come only from flags/ (its snapshot
+     * constructor validates them); `config check` runs flags_check_config() explicitly. */
+    char *flags_json;
     struct cfg_backfill backfill;
     struct cfg_limits limits;
     struct cfg_workers workers;
@@ -176,11 +179,6 @@ void cfg_problems_free(struct cfg_problems *p);
 /* Appends "path: reason" to p. */
 void cfg_problem_add(struct cfg_problems *p, const char *path, const char *fmt, ...)
     CUT_PRINTF(3, 4);
-
-/* A check that parts above core add to every load (the flag rules live in flags/): it runs
- * on the parsed struct before the load decides, so its problems are listed with the others. */
-typedef void (*cfg_check_fn)(const struct config *cfg, struct cfg_problems *p);
-void config_set_extra_check(cfg_check_fn fn);
 
 /* Prints the configuration reference (every key, type, default, meaning) as Markdown. */
 void config_print_reference(FILE *out);

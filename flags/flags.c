@@ -1,15 +1,58 @@
 /*
- * Flag definitions. Each flag has a default and a validator; a value is accepted only when
- * its validator says so, and the reason for a refusal names the member at fault, because
- * the same text becomes the body of the admin API's 400 and a config-check line.
+ * Flag definitions, snapshots and the store.
+ *
+ * Rules: each flag has a default and a validator; a value is accepted only when its
+ * validator says so, and the reason for a refusal names the member at fault, because the same
+ * text becomes the body of the admin API's 400 and a config-check line.
+ *
+ * Snapshots: built once from a JSON object (every value validated, typed fields extracted),
+ * never changed afterwards, freed when the last reference goes (an atomic count).
+ *
+ * How a snapshot reaches event loops without a lock, and why freeing an old one is safe.
+ * The classic trouble with "an atomic pointer to a refcounted object" is the window between
+ * a reader loading the pointer and incrementing the count: a writer may swap and drop the last
+ * reference in between, and the reader then increments freed memory. Here no reader ever
+ * takes a reference from a shared pointer. Each reader (one per loop) has its own mailbox, an
+ * atomic pointer that only ever holds a reference owned by the mailbox. The writer, under the
+ * store's publish mutex, takes a reference for each reader (it holds one itself, so the count
+ * cannot be zero) and exchanges it into the reader's mailbox, dropping whatever reference the
+ * exchange hands back (a snapshot the reader never picked up: the writer now owns it). The
+ * reader exchanges its mailbox with NULL: if it gets a snapshot, it now owns that reference,
+ * drops the one it held before and keeps the new one until its next get. Every increment is
+ * made by a holder of a reference and every reference has exactly one owner at a time (the
+ * exchange hands it over atomically), so a snapshot is freed exactly when nobody can reach it.
+ * A reader's get is one atomic exchange (and, after a change, one decrement); it never waits
+ * for the writer, and the writer never waits for readers.
  */
 #include "flags/flags.h"
 
+#include "storage/pgstore.h"
+
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
-typedef bool (*validator)(const json_t *v, char *why, size_t n);
+/* ---- rules ---------------------------------------------------------------------------------- */
+
+typedef bool (*validator)(const char *name, const json_t *v, cut_err *err);
+
+static bool refuse(cut_err *err, const char *name, const char *fmt, ...) CUT_PRINTF(3, 4);
+
+static bool refuse(cut_err *err, const char *name, const char *fmt, ...)
+{
+    char why[400], where[48];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    snprintf(where, sizeof(where), "flags.%s", name);
+    err_set(err, CUT_EINVAL, where, "flags.%.100s: %s", name, why);
+    return false;
+}
 
 static bool number_in(const json_t *v, double lo, double hi)
 {
@@ -20,7 +63,8 @@ static bool number_in(const json_t *v, double lo, double hi)
     return isfinite(d) && d >= lo && d <= hi;
 }
 
-static bool check_members(const json_t *v, const char *const *allowed, char *why, size_t n)
+static bool check_members(const char *name, const json_t *v, const char *const *allowed,
+                          cut_err *err)
 {
     const char *key;
     json_t *x;
@@ -30,103 +74,79 @@ static bool check_members(const json_t *v, const char *const *allowed, char *why
         bool ok = false;
         for (size_t i = 0; allowed[i] && !ok; i++)
             ok = strcmp(allowed[i], key) == 0;
-        if (!ok) {
-            snprintf(why, n, "%s: unknown member", key);
-            return false;
-        }
+        if (!ok)
+            return refuse(err, name, "%.64s: unknown member", key);
     }
     return true;
 }
 
-static bool v_bool(const json_t *v, char *why, size_t n)
+static bool v_bool(const char *name, const json_t *v, cut_err *err)
 {
-    if (json_is_boolean(v))
-        return true;
-    snprintf(why, n, "expected true or false");
-    return false;
+    return json_is_boolean(v) || refuse(err, name, "expected true or false");
 }
 
-static bool v_ratio(const json_t *v, char *why, size_t n)
+static bool v_ratio(const char *name, const json_t *v, cut_err *err)
 {
-    if (number_in(v, 0, 1))
-        return true;
-    snprintf(why, n, "expected a number from 0 to 1");
-    return false;
+    return number_in(v, 0, 1) || refuse(err, name, "expected a number from 0 to 1");
 }
 
-static bool string_list(const json_t *v, const char *name, char *why, size_t n)
+#define MAX_LIST 100000
+
+static bool string_list(const char *name, const json_t *v, const char *member, cut_err *err)
 {
     size_t i;
     json_t *x;
 
     if (v == NULL)
         return true;
-    if (!json_is_array(v) || json_array_size(v) > 100000) {
-        snprintf(why, n, "%s: expected an array of strings", name);
-        return false;
-    }
+    if (!json_is_array(v) || json_array_size(v) > MAX_LIST)
+        return refuse(err, name, "%s: expected an array of at most %d strings", member, MAX_LIST);
     json_array_foreach(v, i, x)
     {
-        if (!json_is_string(x)) {
-            snprintf(why, n, "%s[%zu]: expected a string", name, i);
-            return false;
-        }
+        if (!json_is_string(x))
+            return refuse(err, name, "%s[%zu]: expected a string", member, i);
     }
     return true;
 }
 
-static bool v_read_from_s3(const json_t *v, char *why, size_t n)
+static bool v_read_from_s3(const char *name, const json_t *v, cut_err *err)
 {
     static const char *const allowed[] = {"percent", "allow", "deny", NULL};
     const json_t *p;
 
-    if (!json_is_object(v)) {
-        snprintf(why, n, "expected {\"percent\": 0..100, \"allow\": [..], \"deny\": [..]}");
-        return false;
-    }
-    if (!check_members(v, allowed, why, n))
+    if (!json_is_object(v))
+        return refuse(err, name, "expected {\"percent\": 0..100, \"allow\": [..], \"deny\": [..]}");
+    if (!check_members(name, v, allowed, err))
         return false;
     p = json_object_get(v, "percent");
-    if (p != NULL && !number_in(p, 0, 100)) {
-        snprintf(why, n, "percent: expected a number from 0 to 100");
-        return false;
-    }
-    return string_list(json_object_get(v, "allow"), "allow", why, n) &&
-           string_list(json_object_get(v, "deny"), "deny", why, n);
+    if (p != NULL && !number_in(p, 0, 100))
+        return refuse(err, name, "percent: expected a number from 0 to 100");
+    return string_list(name, json_object_get(v, "allow"), "allow", err) &&
+           string_list(name, json_object_get(v, "deny"), "deny", err);
 }
 
-static bool v_auto_rollback(const json_t *v, char *why, size_t n)
+static bool v_auto_rollback(const char *name, const json_t *v, cut_err *err)
 {
     static const char *const allowed[] = {"enabled", "max_error_rate", "window_s", "min_samples",
                                           NULL};
     const json_t *x;
 
-    if (!json_is_object(v)) {
-        snprintf(why, n,
-                 "expected {\"enabled\": bool, \"max_error_rate\": 0..1, \"window_s\": "
-                 "N, \"min_samples\": N}");
+    if (!json_is_object(v))
+        return refuse(err, name,
+                      "expected {\"enabled\": bool, \"max_error_rate\": 0..1, \"window_s\": "
+                      "N, \"min_samples\": N}");
+    if (!check_members(name, v, allowed, err))
         return false;
-    }
-    if (!check_members(v, allowed, why, n))
-        return false;
-    if ((x = json_object_get(v, "enabled")) != NULL && !json_is_boolean(x)) {
-        snprintf(why, n, "enabled: expected true or false");
-        return false;
-    }
-    if ((x = json_object_get(v, "max_error_rate")) != NULL && !number_in(x, 0, 1)) {
-        snprintf(why, n, "max_error_rate: expected a number from 0 to 1");
-        return false;
-    }
+    if ((x = json_object_get(v, "enabled")) != NULL && !json_is_boolean(x))
+        return refuse(err, name, "enabled: expected true or false");
+    if ((x = json_object_get(v, "max_error_rate")) != NULL && !number_in(x, 0, 1))
+        return refuse(err, name, "max_error_rate: expected a number from 0 to 1");
     if ((x = json_object_get(v, "window_s")) != NULL &&
-        (!json_is_integer(x) || !number_in(x, 1, 86400))) {
-        snprintf(why, n, "window_s: expected a whole number of seconds from 1 to 86400");
-        return false;
-    }
+        (!json_is_integer(x) || !number_in(x, 1, 86400)))
+        return refuse(err, name, "window_s: expected a whole number of seconds from 1 to 86400");
     if ((x = json_object_get(v, "min_samples")) != NULL &&
-        (!json_is_integer(x) || !number_in(x, 1, 1e9))) {
-        snprintf(why, n, "min_samples: expected a whole number from 1");
-        return false;
-    }
+        (!json_is_integer(x) || !number_in(x, 1, 1e9)))
+        return refuse(err, name, "min_samples: expected a whole number from 1");
     return true;
 }
 
@@ -151,32 +171,360 @@ json_t *flags_defaults(void)
     json_t *o = json_object();
 
     for (size_t i = 0; i < NDEFS; i++)
-        json_object_set_new(o, defs[i].name, json_loads(defs[i].def, 0, NULL));
+        json_object_set_new(o, defs[i].name, json_loads(defs[i].def, JSON_DECODE_ANY, NULL));
     return o;
 }
 
-bool flags_validate(const char *name, const json_t *value, char *why, size_t whylen)
+bool flags_validate(const char *name, const json_t *value, cut_err *err)
 {
     for (size_t i = 0; i < NDEFS; i++)
         if (strcmp(defs[i].name, name) == 0)
-            return defs[i].check(value, why, whylen);
-    snprintf(why, whylen,
-             "unknown flag (known: dual_write, shadow_read, read_from_s3, "
-             "auto_rollback, cutover_gate)");
-    return false;
+            return defs[i].check(name, value, err);
+    return refuse(err, name,
+                  "unknown flag (known: dual_write, shadow_read, read_from_s3, "
+                  "auto_rollback, cutover_gate)");
+}
+
+/* The configuration's flags section as an object (new), or NULL with the problem in err. */
+static json_t *config_values(const struct config *cfg, cut_err *err)
+{
+    json_error_t je;
+    json_t *o = json_loads(cfg->flags_json ? cfg->flags_json : "{}", 0, &je);
+
+    if (o == NULL || !json_is_object(o)) {
+        err_set(err, CUT_EINVAL, "flags", "flags: expected an object of flag: value");
+        json_decref(o);
+        return NULL;
+    }
+    return o;
 }
 
 void flags_check_config(const struct config *cfg, struct cfg_problems *p)
 {
+    cut_err err = CUT_ERR_INIT;
+    json_t *o = config_values(cfg, &err), *v;
     const char *key;
-    json_t *v;
 
-    json_object_foreach(cfg->flags, key, v)
+    if (o == NULL) {
+        cfg_problem_add(p, "flags", "expected an object of flag: value");
+        return;
+    }
+    json_object_foreach(o, key, v)
     {
-        char why[256], path[128];
-        if (!flags_validate(key, v, why, sizeof(why))) {
-            snprintf(path, sizeof(path), "flags.%s", key);
+        err_clear(&err);
+        if (!flags_validate(key, v, &err)) {
+            /* the message is "flags.NAME: reason": the problem is path + reason */
+            size_t k = strlen("flags.") + strlen(key) + 2;
+            const char *why = strlen(err.msg) >= k ? err.msg + k : err.msg;
+            char path[128];
+            snprintf(path, sizeof(path), "flags.%.100s", key);
             cfg_problem_add(p, path, "%s", why);
         }
     }
+    json_decref(o);
+}
+
+/* ---- snapshots ------------------------------------------------------------------------------ */
+
+struct flags_snapshot {
+    atomic_uint refs;
+    uint64_t version;
+    bool from_db;
+    json_t *values; /* every flag, private to the snapshot, never modified */
+    bool dual_write;
+    double shadow_read, read_percent, cutover_gate;
+    struct flags_auto_rollback rollback;
+};
+
+static atomic_uint_fast64_t versions;
+
+static double num(const json_t *o, const char *member, double def)
+{
+    const json_t *v = json_object_get(o, member);
+    return v ? json_number_value(v) : def;
+}
+
+flags_snapshot *flags_snapshot_new(const json_t *values, bool from_db, cut_err *err)
+{
+    flags_snapshot *s;
+    json_t *all, *v, *ar;
+    const char *key;
+
+    if (!json_is_object(values)) {
+        err_set(err, CUT_EINVAL, "flags", "flags: expected an object of flag: value");
+        return NULL;
+    }
+    json_object_foreach((json_t *)values, key, v)
+    {
+        if (!flags_validate(key, v, err))
+            return NULL;
+    }
+    all = flags_defaults();
+    json_object_foreach((json_t *)values, key, v) json_object_set_new(all, key, json_deep_copy(v));
+
+    s = xcalloc(1, sizeof(*s));
+    atomic_init(&s->refs, 1);
+    s->version = atomic_fetch_add(&versions, 1) + 1;
+    s->from_db = from_db;
+    s->values = all;
+    s->dual_write = json_is_true(json_object_get(all, "dual_write"));
+    s->shadow_read = json_number_value(json_object_get(all, "shadow_read"));
+    s->read_percent = num(json_object_get(all, "read_from_s3"), "percent", 0);
+    s->cutover_gate = json_number_value(json_object_get(all, "cutover_gate"));
+    ar = json_object_get(all, "auto_rollback");
+    s->rollback.enabled =
+        json_object_get(ar, "enabled") == NULL || json_is_true(json_object_get(ar, "enabled"));
+    s->rollback.max_error_rate = num(ar, "max_error_rate", 0.01);
+    s->rollback.window_s = (int)num(ar, "window_s", 60);
+    s->rollback.min_samples = (int)num(ar, "min_samples", 50);
+    return s;
+}
+
+flags_snapshot *flags_snapshot_from_config(const struct config *cfg, cut_err *err)
+{
+    json_t *o = config_values(cfg, err);
+    flags_snapshot *s = o ? flags_snapshot_new(o, false, err) : NULL;
+
+    json_decref(o);
+    return s;
+}
+
+flags_snapshot *flags_snapshot_ref(const flags_snapshot *cs)
+{
+    flags_snapshot *s = (flags_snapshot *)cs;
+    atomic_fetch_add(&s->refs, 1);
+    return s;
+}
+
+void flags_snapshot_unref(flags_snapshot *s)
+{
+    if (s == NULL || atomic_fetch_sub(&s->refs, 1) != 1)
+        return;
+    json_decref(s->values);
+    free(s);
+}
+
+uint64_t flags_snapshot_version(const flags_snapshot *s)
+{
+    return s->version;
+}
+
+bool flags_snapshot_from_db(const flags_snapshot *s)
+{
+    return s->from_db;
+}
+
+bool flags_dual_write(const flags_snapshot *s)
+{
+    return s->dual_write;
+}
+
+double flags_shadow_read(const flags_snapshot *s)
+{
+    return s->shadow_read;
+}
+
+double flags_read_percent(const flags_snapshot *s)
+{
+    return s->read_percent;
+}
+
+double flags_cutover_gate(const flags_snapshot *s)
+{
+    return s->cutover_gate;
+}
+
+struct flags_auto_rollback flags_auto_rollback(const flags_snapshot *s)
+{
+    return s->rollback;
+}
+
+const json_t *flags_snapshot_value(const flags_snapshot *s, const char *name)
+{
+    return json_object_get(s->values, name);
+}
+
+json_t *flags_snapshot_json(const flags_snapshot *s)
+{
+    return json_deep_copy(s->values);
+}
+
+/* ---- the store and its readers ----------------------------------------------------------------
+ */
+
+struct flags_reader {
+    flags_store *fs;
+    _Atomic(flags_snapshot *) mailbox; /* a reference owned by the mailbox, or NULL */
+    flags_snapshot *held;              /* the reader's own reference */
+    flags_reader *next;                /* in fs->readers, under fs->pub_mu */
+};
+
+struct flags_store {
+    pthread_mutex_t db_mu; /* one database conversation at a time (reload, set) */
+    pgstore *st;
+    json_t *initial; /* the configuration's values for every flag, written once */
+    bool initialised;
+    pthread_mutex_t pub_mu; /* current and the readers' list */
+    flags_snapshot *current;
+    flags_reader *readers;
+};
+
+flags_store *flags_store_new(const char *database_url, const struct config *cfg, cut_err *err)
+{
+    flags_snapshot *s = flags_snapshot_from_config(cfg, err);
+    flags_store *fs;
+
+    if (s == NULL)
+        return NULL;
+    fs = xcalloc(1, sizeof(*fs));
+    pthread_mutex_init(&fs->db_mu, NULL);
+    pthread_mutex_init(&fs->pub_mu, NULL);
+    fs->st = pgstore_open(database_url);
+    fs->initial = flags_snapshot_json(s);
+    fs->current = s;
+    return fs;
+}
+
+void flags_store_free(flags_store *fs)
+{
+    if (fs == NULL)
+        return;
+    /* readers must be gone; any left are detached so that their free stays safe */
+    for (flags_reader *r = fs->readers; r; r = r->next)
+        r->fs = NULL;
+    flags_snapshot_unref(fs->current);
+    json_decref(fs->initial);
+    pgstore_free(fs->st);
+    pthread_mutex_destroy(&fs->pub_mu);
+    pthread_mutex_destroy(&fs->db_mu);
+    free(fs);
+}
+
+/* Makes s (its reference is taken over) the current snapshot and hands a reference to every
+ * reader's mailbox. */
+static void publish(flags_store *fs, flags_snapshot *s)
+{
+    flags_snapshot *old;
+
+    pthread_mutex_lock(&fs->pub_mu);
+    old = fs->current;
+    fs->current = s;
+    for (flags_reader *r = fs->readers; r; r = r->next)
+        flags_snapshot_unref(atomic_exchange(&r->mailbox, flags_snapshot_ref(s)));
+    pthread_mutex_unlock(&fs->pub_mu);
+    flags_snapshot_unref(old);
+}
+
+/* Under db_mu. */
+static int reload_locked(flags_store *fs, cut_err *err)
+{
+    json_t *values = NULL;
+    flags_snapshot *s;
+
+    if (!fs->initialised) {
+        if (pgstore_flags_init(fs->st, fs->initial, "config", NULL, err) != 0)
+            return -1;
+        fs->initialised = true;
+    }
+    if (pgstore_flags_get(fs->st, &values, err) != 0)
+        return -1;
+    s = flags_snapshot_new(values, true, err);
+    json_decref(values);
+    if (s == NULL) {
+        log_msgf(LOG_ERROR, "flags_refused",
+                 "the flags in the database were not applied, the previous ones stay: %s",
+                 err->msg);
+        return -1;
+    }
+    publish(fs, s);
+    return 0;
+}
+
+int flags_store_reload(flags_store *fs, cut_err *err)
+{
+    int rc;
+
+    pthread_mutex_lock(&fs->db_mu);
+    rc = reload_locked(fs, err);
+    pthread_mutex_unlock(&fs->db_mu);
+    return rc;
+}
+
+int flags_store_set(flags_store *fs, const char *name, const json_t *value, const char *actor,
+                    const char *reason, cut_err *err)
+{
+    char *text = NULL;
+    int rc = -1;
+
+    if (!flags_validate(name, value, err))
+        return -1;
+    text = json_dumps(value, JSON_ENCODE_ANY | JSON_COMPACT);
+    pthread_mutex_lock(&fs->db_mu);
+    if (!fs->initialised && reload_locked(fs, err) != 0)
+        goto out;
+    if (pgstore_flag_set(fs->st, name, text, actor, reason, err) != 0)
+        goto out;
+    rc = reload_locked(fs, err);
+out:
+    pthread_mutex_unlock(&fs->db_mu);
+    free(text);
+    return rc;
+}
+
+flags_snapshot *flags_store_current(flags_store *fs)
+{
+    flags_snapshot *s;
+
+    pthread_mutex_lock(&fs->pub_mu);
+    s = flags_snapshot_ref(fs->current);
+    pthread_mutex_unlock(&fs->pub_mu);
+    return s;
+}
+
+flags_reader *flags_reader_new(flags_store *fs)
+{
+    flags_reader *r = xcalloc(1, sizeof(*r));
+
+    r->fs = fs;
+    pthread_mutex_lock(&fs->pub_mu);
+    r->held = flags_snapshot_ref(fs->current);
+    atomic_init(&r->mailbox, NULL);
+    r->next = fs->readers;
+    fs->readers = r;
+    pthread_mutex_unlock(&fs->pub_mu);
+    return r;
+}
+
+void flags_reader_free(flags_reader *r)
+{
+    if (r == NULL)
+        return;
+    if (r->fs != NULL) {
+        pthread_mutex_lock(&r->fs->pub_mu);
+        for (flags_reader **pp = &r->fs->readers; *pp; pp = &(*pp)->next)
+            if (*pp == r) {
+                *pp = r->next;
+                break;
+            }
+        pthread_mutex_unlock(&r->fs->pub_mu);
+    }
+    /* unlinked: no writer can reach the mailbox any more */
+    flags_snapshot_unref(atomic_exchange(&r->mailbox, NULL));
+    flags_snapshot_unref(r->held);
+    free(r);
+}
+
+const flags_snapshot *flags_reader_get(flags_reader *r)
+{
+    flags_snapshot *n;
+
+    /* the common case, nothing new: one load, no write */
+    if (atomic_load_explicit(&r->mailbox, memory_order_relaxed) == NULL)
+        return r->held;
+    n = atomic_exchange(&r->mailbox, NULL);
+    if (n != NULL) {
+        flags_snapshot_unref(r->held);
+        r->held = n;
+    }
+    return r->held;
 }

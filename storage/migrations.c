@@ -7,6 +7,10 @@
  * with the time of every transition, and the queue columns (lease, attempts, next attempt)
  * that let any number of sidecars and backfill jobs share the work with
  * FOR UPDATE SKIP LOCKED.
+ *
+ * 2 adds the document's generation (a document re-recorded under the same storage key is a
+ * new generation, so work on an older one cannot overwrite it) and the lease token that fences
+ * a claim's completion.
  */
 #include "storage/pgstore.h"
 
@@ -83,6 +87,11 @@ const struct pg_migration pg_migrations[] = {
      "  enqueued    bigint NOT NULL DEFAULT 0,\n"
      "  last_error  text\n"
      ");\n"},
+    {2, "document generation, lease token",
+     "ALTER TABLE cutover.documents\n"
+     "  ADD COLUMN generation  bigint NOT NULL DEFAULT 1,\n"
+     "  ADD COLUMN lease_token text;\n"
+     "ALTER TABLE cutover.transitions ADD COLUMN generation bigint;\n"},
 };
 
 const size_t pg_nmigrations = sizeof(pg_migrations) / sizeof(pg_migrations[0]);

@@ -1,37 +1,178 @@
 /*
- * PostgreSQL connection and schema migrations. Migrations run in one transaction that
- * first takes a transaction-scoped advisory lock: two replicas starting together serialise
- * there, and the second finds the work done. The version table lives in the schema itself,
- * so dropping the schema resets everything.
+ * The state store: one libpq connection behind typed calls. Every statement is parameterised
+ * (PQexecParams; values never enter the SQL text). A call that needs more than one statement
+ * runs them in one transaction that locks the document's row first (SELECT ... FOR UPDATE),
+ * decides in C (the legal transitions, the lease fence), then writes: the state change and
+ * its history row, or a flag and its audit row, land together or not at all.
+ *
+ * The connection is opened on first use. When a statement fails and libpq reports the
+ * connection bad (server restarted, backend terminated, network gone), the connection is
+ * dropped and the call returns CUT_EDB; the next call opens a new one. Nothing is retried
+ * here, because only the caller knows whether its work may run twice.
+ *
+ * Migrations run in one transaction that first takes a transaction-scoped advisory lock: two
+ * replicas starting together serialise there, and the second finds the work done. The version
+ * table lives in the schema itself, so dropping the schema resets everything.
  */
 #include "storage/pgstore.h"
 
+#include <libpq-fe.h>
+#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* An arbitrary constant that names "cutover schema migration" among advisory locks. */
-#define MIGRATION_LOCK_KEY "7235410591"
-
 struct pgstore {
     PGconn *conn;
+    char *url;
 };
 
+/* ---- the state machine: the one table of legal transitions ---------------------------------- */
+
+static const char *const state_names[DOC_NSTATES] = {
+    "pending", "copied", "verified", "active", "mismatch", "failed", "deleted",
+};
+
+#define S(x) (1u << (x))
+/* legal[from] is the set of states `from` may move to. A document re-recorded by the app
+ * (pgstore_upsert) starts again at pending as a new generation; that is not a transition of
+ * the old generation and is not in this table. */
+static const unsigned legal[DOC_NSTATES] = {
+    /* pending: copied to S3, gave up, or the app deleted it */
+    [DOC_PENDING] = S(DOC_COPIED) | S(DOC_FAILED) | S(DOC_DELETED),
+    /* copied: checksums compared (equal or not), gave up, deleted */
+    [DOC_COPIED] = S(DOC_VERIFIED) | S(DOC_MISMATCH) | S(DOC_FAILED) | S(DOC_DELETED),
+    /* verified: reads may move to S3; a deeper verify may still find a difference */
+    [DOC_VERIFIED] = S(DOC_ACTIVE) | S(DOC_MISMATCH) | S(DOC_DELETED),
+    /* active: served from S3; a verify may still find a difference */
+    [DOC_ACTIVE] = S(DOC_MISMATCH) | S(DOC_DELETED),
+    /* mismatch: repaired (copied again from the raw original), gave up, deleted */
+    [DOC_MISMATCH] = S(DOC_COPIED) | S(DOC_FAILED) | S(DOC_DELETED),
+    /* failed: retried on demand, or deleted */
+    [DOC_FAILED] = S(DOC_PENDING) | S(DOC_DELETED),
+    /* deleted: final for this generation */
+    [DOC_DELETED] = 0,
+};
+#undef S
+
+const char *doc_state_name(enum doc_state s)
+{
+    return (unsigned)s < DOC_NSTATES ? state_names[s] : NULL;
+}
+
+int doc_state_parse(const char *s)
+{
+    for (int i = 0; s && i < DOC_NSTATES; i++)
+        if (strcmp(state_names[i], s) == 0)
+            return i;
+    return -1;
+}
+
+bool doc_transition_legal(enum doc_state from, enum doc_state to)
+{
+    if ((unsigned)from >= DOC_NSTATES || (unsigned)to >= DOC_NSTATES)
+        return false;
+    return (legal[from] >> to) & 1u;
+}
+
+/* ---- redaction ---------------------------------------------------------------------------- */
+
+static bool is_secret_option(const char *kw)
+{
+    return strcmp(kw, "password") == 0 || strcmp(kw, "sslpassword") == 0;
+}
+
+/* Appends s to out[*len..n) quoted as libpq reads it when it needs quoting. */
+static void put_value(char *out, size_t n, size_t *len, const char *v)
+{
+    bool quote = *v == '\0' || strpbrk(v, " \t\n'\\") != NULL;
+
+    if (quote && *len + 1 < n)
+        out[(*len)++] = '\'';
+    for (; *v && *len + 2 < n; v++) {
+        if (quote && (*v == '\'' || *v == '\\'))
+            out[(*len)++] = '\\';
+        out[(*len)++] = *v;
+    }
+    if (quote && *len + 1 < n)
+        out[(*len)++] = '\'';
+    out[*len < n ? *len : n - 1] = '\0';
+}
+
+/* Rebuilt from what libpq parses, in keyword form, so that no form of writing a password
+ * (URL user:pass@, ?password=, &password=, password=x, password='a b') can slip through a
+ * textual search for it. */
 void pgstore_redact_url(const char *url, char *out, size_t n)
 {
-    const char *scheme = strstr(url, "://"), *at, *colon;
+    PQconninfoOption *opts, *o;
+    size_t len = 0;
 
-    if (scheme == NULL || (at = strchr(scheme + 3, '@')) == NULL) {
-        snprintf(out, n, "%s", url);
+    if (n == 0)
+        return;
+    out[0] = '\0';
+    opts = url ? PQconninfoParse(url, NULL) : NULL;
+    if (opts == NULL) {
+        snprintf(out, n, "(a connection string libpq cannot parse)");
         return;
     }
-    colon = memchr(scheme + 3, ':', (size_t)(at - scheme - 3));
-    if (colon == NULL) {
-        snprintf(out, n, "%s", url);
-        return;
+    for (o = opts; o->keyword != NULL; o++) {
+        if (o->val == NULL)
+            continue;
+        if (len > 0 && len + 1 < n)
+            out[len++] = ' ';
+        len += (size_t)snprintf(out + len, n - len, "%s=", o->keyword);
+        if (len >= n) {
+            len = n - 1;
+            break;
+        }
+        put_value(out, n, &len, is_secret_option(o->keyword) ? "***" : o->val);
     }
-    snprintf(out, n, "%.*s:***%s", (int)(colon - url), url, at);
+    out[len < n ? len : n - 1] = '\0';
+    PQconninfoFree(opts);
 }
+
+/* Replaces every occurrence of secret in s (NUL-terminated, in place) by ***. */
+static void scrub(char *s, const char *secret)
+{
+    size_t k = secret ? strlen(secret) : 0;
+    char *p = s;
+
+    if (k == 0)
+        return;
+    while ((p = strstr(p, secret)) != NULL) {
+        size_t rest = strlen(p + k), put = k < 3 ? k : 3;
+        memcpy(p, "***", put);
+        memmove(p + put, p + k, rest + 1);
+        p += put; /* past the replacement: a secret like "*" cannot match it again */
+    }
+}
+
+/* Text between double quotes replaced by "...": libpq's parse errors quote pieces of the
+ * connection string, which may be pieces of the password. */
+static void elide_quoted(char *s, size_t n)
+{
+    char *copy = xstrdup(s);
+    size_t len = 0;
+    bool in = false;
+
+    for (const char *r = copy; *r && len + 5 < n; r++) {
+        if (*r == '"') {
+            if (!in) {
+                memcpy(s + len, "\"...", 4);
+                len += 4;
+            } else {
+                s[len++] = '"';
+            }
+            in = !in;
+        } else if (!in) {
+            s[len++] = *r;
+        }
+    }
+    s[len] = '\0';
+    free(copy);
+}
+
+/* ---- connection ----------------------------------------------------------------------------- */
 
 /* The first line of libpq's message, without a trailing newline. */
 static void pq_message(PGconn *c, char *out, size_t n)
@@ -41,27 +182,66 @@ static void pq_message(PGconn *c, char *out, size_t n)
     snprintf(out, n, "%.*s", (int)len, m);
 }
 
-pgstore *pgstore_connect(const char *url, cut_err *err)
+static PGconn *do_connect(const char *url, cut_err *err)
 {
-    pgstore *st = NULL;
-    PGconn *c;
+    static const char *const kw[] = {"connect_timeout", "application_name", "dbname", NULL};
+    const char *vals[] = {"10", "cutover", url, NULL};
+    PQconninfoOption *opts, *o;
+    char *perr = NULL, *password = NULL;
     char red[512], msg[400];
+    PGconn *c = NULL;
 
     if (url == NULL || *url == '\0') {
         err_set(err, CUT_EINVAL, "database_url",
                 "no database URL: set database_url in the configuration or DATABASE_URL");
         return NULL;
     }
-    c = PQconnectdb(url);
+    opts = PQconninfoParse(url, &perr);
+    if (opts == NULL) {
+        snprintf(msg, sizeof(msg), "%s", perr ? perr : "out of memory");
+        msg[strcspn(msg, "\n")] = '\0';
+        elide_quoted(msg, sizeof(msg));
+        err_set(err, CUT_EINVAL, "database_url", "cannot parse the database URL: %s", msg);
+        PQfreemem(perr);
+        return NULL;
+    }
+    for (o = opts; o->keyword != NULL; o++)
+        if (strcmp(o->keyword, "password") == 0 && o->val != NULL)
+            password = xstrdup(o->val);
+    PQconninfoFree(opts);
+
+    c = PQconnectdbParams(kw, vals, 1);
     if (c == NULL || PQstatus(c) != CONNECTION_OK) {
         pgstore_redact_url(url, red, sizeof(red));
         pq_message(c, msg, sizeof(msg));
+        scrub(red, password);
+        scrub(msg, password);
         err_set(err, CUT_EDB, "database_url", "cannot connect to %s: %s", red, msg);
         PQfinish(c);
-        return NULL;
+        c = NULL;
+        goto out;
     }
     PQclear(PQexec(c, "SET client_min_messages = warning"));
-    st = xcalloc(1, sizeof(*st));
+out:
+    free(password);
+    return c;
+}
+
+pgstore *pgstore_open(const char *url)
+{
+    pgstore *st = xcalloc(1, sizeof(*st));
+    st->url = xstrdup(url ? url : "");
+    return st;
+}
+
+pgstore *pgstore_connect(const char *url, cut_err *err)
+{
+    PGconn *c = do_connect(url, err);
+    pgstore *st;
+
+    if (c == NULL)
+        return NULL;
+    st = pgstore_open(url);
     st->conn = c;
     return st;
 }
@@ -71,81 +251,143 @@ void pgstore_free(pgstore *st)
     if (st == NULL)
         return;
     PQfinish(st->conn);
+    free(st->url);
     free(st);
 }
 
-PGconn *pgstore_conn(pgstore *st)
+int pgstore_backend_pid(pgstore *st)
 {
-    return st->conn;
+    return st->conn ? PQbackendPID(st->conn) : 0;
 }
+
+static bool ensure(pgstore *st, cut_err *err)
+{
+    if (st->conn != NULL && PQstatus(st->conn) == CONNECTION_OK)
+        return true;
+    PQfinish(st->conn);
+    st->conn = do_connect(st->url, err);
+    return st->conn != NULL;
+}
+
+/* After a failure: a bad connection is dropped so that the next call reconnects. */
+static void after_failure(pgstore *st)
+{
+    if (st->conn != NULL && PQstatus(st->conn) == CONNECTION_BAD) {
+        PQfinish(st->conn);
+        st->conn = NULL;
+    }
+}
+
+/* Runs one parameterised statement; returns its result (PQclear()) when its status is
+ * COMMAND_OK or TUPLES_OK, or NULL with err set. */
+static PGresult *run(pgstore *st, const char *where, const char *sql, int n,
+                     const char *const *params, cut_err *err)
+{
+    PGresult *r;
+    ExecStatusType s;
+    char msg[400];
+
+    if (!ensure(st, err))
+        return NULL;
+    r = PQexecParams(st->conn, sql, n, NULL, params, NULL, NULL, 0);
+    s = PQresultStatus(r);
+    if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK)
+        return r;
+    pq_message(st->conn, msg, sizeof(msg));
+    err_set(err, CUT_EDB, where, "%s", msg);
+    PQclear(r);
+    after_failure(st);
+    return NULL;
+}
+
+static bool run_ok(pgstore *st, const char *where, const char *sql, int n,
+                   const char *const *params, cut_err *err)
+{
+    PGresult *r = run(st, where, sql, n, params, err);
+    PQclear(r);
+    return r != NULL;
+}
+
+static bool begin(pgstore *st, const char *where, cut_err *err)
+{
+    return run_ok(st, where, "BEGIN", 0, NULL, err);
+}
+
+static bool commit(pgstore *st, const char *where, cut_err *err)
+{
+    return run_ok(st, where, "COMMIT", 0, NULL, err);
+}
+
+static void rollback(pgstore *st)
+{
+    if (st->conn != NULL && PQtransactionStatus(st->conn) != PQTRANS_IDLE) {
+        PQclear(PQexec(st->conn, "ROLLBACK"));
+        after_failure(st);
+    }
+}
+
+static char *dup_or_null(const PGresult *r, int row, int col)
+{
+    return PQgetisnull(r, row, col) ? NULL : xstrdup(PQgetvalue(r, row, col));
+}
+
+/* ---- schema --------------------------------------------------------------------------------- */
 
 int pgstore_latest_version(void)
 {
     return pg_migrations[pg_nmigrations - 1].version;
 }
 
-/* Runs one statement (or several, without parameters); 0 or -1 with err set. */
-static int exec_ok(PGconn *c, const char *sql, const char *where, cut_err *err)
-{
-    PGresult *r = PQexec(c, sql);
-    ExecStatusType s = PQresultStatus(r);
-    int rc = 0;
-
-    if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) {
-        char msg[400];
-        pq_message(c, msg, sizeof(msg));
-        err_set(err, CUT_EDB, where, "%s", msg);
-        rc = -1;
-    }
-    PQclear(r);
-    return rc;
-}
-
 int pgstore_schema_version(pgstore *st, cut_err *err)
 {
-    PGresult *r = PQexec(st->conn, "SELECT to_regclass('cutover.schema_version') IS NOT NULL");
+    PGresult *r;
     int v = -1;
 
-    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
-        goto fail;
+    r = run(st, "schema", "SELECT to_regclass('cutover.schema_version') IS NOT NULL", 0, NULL, err);
+    if (r == NULL || PQntuples(r) != 1)
+        goto out;
     if (strcmp(PQgetvalue(r, 0, 0), "t") != 0) {
         v = 0; /* never migrated */
         goto out;
     }
     PQclear(r);
-    r = PQexec(st->conn, "SELECT coalesce(max(version), 0) FROM cutover.schema_version");
-    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
-        goto fail;
+    r = run(st, "schema", "SELECT coalesce(max(version), 0) FROM cutover.schema_version", 0, NULL,
+            err);
+    if (r == NULL || PQntuples(r) != 1)
+        goto out;
     v = atoi(PQgetvalue(r, 0, 0));
-    goto out;
-fail : {
-    char msg[400];
-    pq_message(st->conn, msg, sizeof(msg));
-    err_set(err, CUT_EDB, "schema", "reading the schema version: %s", msg);
-}
 out:
     PQclear(r);
     return v;
 }
 
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
 int pgstore_migrate(pgstore *st, int *from, int *to, cut_err *err)
 {
-    PGconn *c = st->conn;
     int cur, rc = -1;
-    bool in_tx = false;
 
-    if (exec_ok(c, "BEGIN", "migrate", err) != 0)
+    if (!begin(st, "migrate", err))
         goto out;
-    in_tx = true;
-    if (exec_ok(c, "SELECT pg_advisory_xact_lock(" MIGRATION_LOCK_KEY ")", "migrate", err) != 0)
+    if (!run_ok(st, "migrate", "SELECT pg_advisory_xact_lock(" STR(PGSTORE_MIGRATION_LOCK) ")", 0,
+                NULL, err))
         goto out;
-    if (exec_ok(c,
-                "CREATE SCHEMA IF NOT EXISTS cutover;"
-                "CREATE TABLE IF NOT EXISTS cutover.schema_version ("
-                "  version integer PRIMARY KEY, name text NOT NULL,"
-                "  applied_at timestamptz NOT NULL DEFAULT now())",
-                "migrate", err) != 0)
-        goto out;
+    {
+        /* several statements in one string: only the simple protocol takes that */
+        PGresult *r = PQexec(st->conn, "CREATE SCHEMA IF NOT EXISTS cutover;"
+                                       "CREATE TABLE IF NOT EXISTS cutover.schema_version ("
+                                       "  version integer PRIMARY KEY, name text NOT NULL,"
+                                       "  applied_at timestamptz NOT NULL DEFAULT now())");
+        bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        PQclear(r);
+        if (!ok) {
+            char msg[400];
+            pq_message(st->conn, msg, sizeof(msg));
+            err_set(err, CUT_EDB, "migrate", "%s", msg);
+            goto out;
+        }
+    }
     cur = pgstore_schema_version(st, err);
     if (cur < 0)
         goto out;
@@ -160,39 +402,634 @@ int pgstore_migrate(pgstore *st, int *from, int *to, cut_err *err)
     }
     for (size_t i = 0; i < pg_nmigrations; i++) {
         const struct pg_migration *m = &pg_migrations[i];
-        char where[48];
+        char where[48], vtext[16];
         const char *params[2];
-        char vtext[16];
         PGresult *r;
+        bool ok;
 
         if (m->version <= cur)
             continue;
         snprintf(where, sizeof(where), "migration %d", m->version);
-        if (exec_ok(c, m->sql, where, err) != 0)
+        r = PQexec(st->conn, m->sql);
+        ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        PQclear(r);
+        if (!ok) {
+            char msg[400];
+            pq_message(st->conn, msg, sizeof(msg));
+            err_set(err, CUT_EDB, where, "%s", msg);
             goto out;
+        }
         snprintf(vtext, sizeof(vtext), "%d", m->version);
         params[0] = vtext;
         params[1] = m->name;
-        r = PQexecParams(c, "INSERT INTO cutover.schema_version (version, name) VALUES ($1, $2)", 2,
-                         NULL, params, NULL, NULL, 0);
-        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-            char msg[400];
-            pq_message(c, msg, sizeof(msg));
-            err_set(err, CUT_EDB, where, "recording the version: %s", msg);
-            PQclear(r);
+        if (!run_ok(st, where, "INSERT INTO cutover.schema_version (version, name) VALUES ($1, $2)",
+                    2, params, err))
             goto out;
-        }
-        PQclear(r);
         cur = m->version;
     }
-    if (exec_ok(c, "COMMIT", "migrate", err) != 0)
+    if (!commit(st, "migrate", err))
         goto out;
-    in_tx = false;
     if (to)
         *to = cur;
     rc = 0;
 out:
-    if (in_tx)
-        PQclear(PQexec(c, "ROLLBACK"));
+    rollback(st);
+    if (rc != 0)
+        after_failure(st);
+    return rc;
+}
+
+/* ---- documents ------------------------------------------------------------------------------ */
+
+/* The columns of a document row, times as ISO 8601 text (to_json's form). */
+#define DOC_COLS                                                                                   \
+    "storage_key, s3_key, origin, vars::text, spool_path, state, generation, size, md5, "          \
+    "sha256, s3_etag, s3_sha256, legacy_sha256, attempts, last_error, "                            \
+    "to_json(next_attempt_at)#>>'{}', "                                                            \
+    "to_json(created_at)#>>'{}', "                                                                 \
+    "to_json(updated_at)#>>'{}', "                                                                 \
+    "to_json(copied_at)#>>'{}', "                                                                  \
+    "to_json(verified_at)#>>'{}', "                                                                \
+    "to_json(activated_at)#>>'{}', "                                                               \
+    "to_json(mismatch_at)#>>'{}', "                                                                \
+    "to_json(failed_at)#>>'{}', "                                                                  \
+    "to_json(deleted_at)#>>'{}'"
+
+static void doc_from_row(const PGresult *r, int row, struct pgstore_doc *d)
+{
+    int st;
+
+    memset(d, 0, sizeof(*d));
+    d->storage_key = dup_or_null(r, row, 0);
+    d->s3_key = dup_or_null(r, row, 1);
+    d->origin = dup_or_null(r, row, 2);
+    d->vars = dup_or_null(r, row, 3);
+    d->spool_path = dup_or_null(r, row, 4);
+    st = doc_state_parse(PQgetvalue(r, row, 5));
+    d->state = st < 0 ? DOC_PENDING : (enum doc_state)st;
+    d->generation = strtoll(PQgetvalue(r, row, 6), NULL, 10);
+    d->size = PQgetisnull(r, row, 7) ? -1 : strtoll(PQgetvalue(r, row, 7), NULL, 10);
+    d->md5 = dup_or_null(r, row, 8);
+    d->sha256 = dup_or_null(r, row, 9);
+    d->s3_etag = dup_or_null(r, row, 10);
+    d->s3_sha256 = dup_or_null(r, row, 11);
+    d->legacy_sha256 = dup_or_null(r, row, 12);
+    d->attempts = atoi(PQgetvalue(r, row, 13));
+    d->last_error = dup_or_null(r, row, 14);
+    d->next_attempt_at = dup_or_null(r, row, 15);
+    d->created_at = dup_or_null(r, row, 16);
+    d->updated_at = dup_or_null(r, row, 17);
+    d->copied_at = dup_or_null(r, row, 18);
+    d->verified_at = dup_or_null(r, row, 19);
+    d->activated_at = dup_or_null(r, row, 20);
+    d->mismatch_at = dup_or_null(r, row, 21);
+    d->failed_at = dup_or_null(r, row, 22);
+    d->deleted_at = dup_or_null(r, row, 23);
+}
+
+void pgstore_doc_clear(struct pgstore_doc *d)
+{
+    char **strs[] = {&d->storage_key,  &d->s3_key,        &d->origin,     &d->vars,
+                     &d->spool_path,   &d->md5,           &d->sha256,     &d->s3_etag,
+                     &d->s3_sha256,    &d->legacy_sha256, &d->last_error, &d->next_attempt_at,
+                     &d->created_at,   &d->updated_at,    &d->copied_at,  &d->verified_at,
+                     &d->activated_at, &d->mismatch_at,   &d->failed_at,  &d->deleted_at};
+
+    if (d == NULL)
+        return;
+    for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
+        free(*strs[i]);
+        *strs[i] = NULL;
+    }
+    memset(d, 0, sizeof(*d));
+}
+
+int pgstore_upsert(pgstore *st, const struct pgstore_doc_in *d, int64_t *generation, cut_err *err)
+{
+    /* prev sees the row as it was before this statement: its state goes into the history */
+    static const char sql[] =
+        "WITH prev AS (SELECT state FROM cutover.documents WHERE storage_key = $1),\n"
+        "up AS (INSERT INTO cutover.documents AS d (storage_key, s3_key, origin, vars, "
+        "spool_path, size, md5, sha256)\n"
+        "  VALUES ($1, $2, coalesce($3, 'upload'), coalesce($4::jsonb, '{}'), $5, $6::bigint, "
+        "$7, $8)\n"
+        "  ON CONFLICT (storage_key) DO UPDATE SET generation = d.generation + 1,\n"
+        "    state = 'pending', s3_key = EXCLUDED.s3_key, origin = EXCLUDED.origin,\n"
+        "    vars = EXCLUDED.vars, spool_path = EXCLUDED.spool_path, size = EXCLUDED.size,\n"
+        "    md5 = EXCLUDED.md5, sha256 = EXCLUDED.sha256, s3_etag = NULL, s3_sha256 = NULL,\n"
+        "    legacy_sha256 = NULL, attempts = 0, last_error = NULL, lease_owner = NULL,\n"
+        "    lease_token = NULL, lease_expires = NULL, next_attempt_at = now(),\n"
+        "    updated_at = now(), copied_at = NULL, verified_at = NULL, activated_at = NULL,\n"
+        "    mismatch_at = NULL, failed_at = NULL, deleted_at = NULL\n"
+        "  RETURNING generation)\n"
+        "INSERT INTO cutover.transitions (storage_key, from_state, to_state, detail, "
+        "generation)\n"
+        "SELECT $1, (SELECT state FROM prev), 'pending', 'recorded', generation FROM up\n"
+        "RETURNING generation";
+    char size[24];
+    const char *p[8];
+    PGresult *r;
+
+    if (d->storage_key == NULL || d->s3_key == NULL) {
+        err_set(err, CUT_EINVAL, "upsert", "a document needs a storage key and an S3 key");
+        return -1;
+    }
+    snprintf(size, sizeof(size), "%lld", (long long)d->size);
+    p[0] = d->storage_key;
+    p[1] = d->s3_key;
+    p[2] = d->origin;
+    p[3] = d->vars;
+    p[4] = d->spool_path;
+    p[5] = d->size >= 0 ? size : NULL;
+    p[6] = d->md5;
+    p[7] = d->sha256;
+    r = run(st, "upsert", sql, 8, p, err);
+    if (r == NULL)
+        return -1;
+    if (generation)
+        *generation = PQntuples(r) == 1 ? strtoll(PQgetvalue(r, 0, 0), NULL, 10) : 0;
+    PQclear(r);
+    return 0;
+}
+
+/* Inside a transaction, the row locked: the state change with its time, and its history. */
+static bool write_transition(pgstore *st, const char *key, enum doc_state from, enum doc_state to,
+                             const char *gen, const char *detail, cut_err *err)
+{
+    static const char upd[] =
+        "UPDATE cutover.documents SET state = $2, updated_at = now(),\n"
+        "  copied_at = CASE WHEN $2 = 'copied' THEN now() ELSE copied_at END,\n"
+        "  verified_at = CASE WHEN $2 = 'verified' THEN now() ELSE verified_at END,\n"
+        "  activated_at = CASE WHEN $2 = 'active' THEN now() ELSE activated_at END,\n"
+        "  mismatch_at = CASE WHEN $2 = 'mismatch' THEN now() ELSE mismatch_at END,\n"
+        "  failed_at = CASE WHEN $2 = 'failed' THEN now() ELSE failed_at END,\n"
+        "  deleted_at = CASE WHEN $2 = 'deleted' THEN now() ELSE deleted_at END,\n"
+        "  attempts = CASE WHEN $2 = 'pending' THEN 0 ELSE attempts END,\n"
+        "  next_attempt_at = CASE WHEN $2 IN ('pending', 'mismatch') THEN now()\n"
+        "                    ELSE next_attempt_at END\n"
+        "WHERE storage_key = $1";
+    static const char ins[] = "INSERT INTO cutover.transitions (storage_key, from_state, "
+                              "to_state, detail, generation) VALUES ($1, $2, $3, $4, $5)";
+    const char *p[5] = {key, doc_state_name(to)};
+
+    if (!run_ok(st, "transition", upd, 2, p, err))
+        return false;
+    p[1] = doc_state_name(from);
+    p[2] = doc_state_name(to);
+    p[3] = detail;
+    p[4] = gen;
+    return run_ok(st, "transition", ins, 5, p, err);
+}
+
+static void refuse_illegal(cut_err *err, enum doc_state from, enum doc_state to)
+{
+    err_set(err, CUT_ECONFLICT, "transition", "illegal transition %s -> %s", doc_state_name(from),
+            doc_state_name(to));
+}
+
+int pgstore_transition(pgstore *st, const char *storage_key, int64_t generation, enum doc_state to,
+                       const char *detail, cut_err *err)
+{
+    const char *p[1] = {storage_key};
+    PGresult *r = NULL;
+    int cur, rc = -1;
+    int64_t gen;
+
+    if (doc_state_name(to) == NULL) {
+        err_set(err, CUT_EINVAL, "transition", "unknown state %d", (int)to);
+        return -1;
+    }
+    if (!begin(st, "transition", err))
+        goto out;
+    r = run(st, "transition",
+            "SELECT state, generation FROM cutover.documents WHERE storage_key = $1 FOR UPDATE", 1,
+            p, err);
+    if (r == NULL)
+        goto out;
+    if (PQntuples(r) != 1) {
+        err_set(err, CUT_ENOTFOUND, "transition", "no document with this storage key");
+        goto out;
+    }
+    cur = doc_state_parse(PQgetvalue(r, 0, 0));
+    gen = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+    if (generation != 0 && generation != gen) {
+        err_set(err, CUT_ECONFLICT, "transition",
+                "generation %lld is stale: the document was re-recorded (generation %lld)",
+                (long long)generation, (long long)gen);
+        goto out;
+    }
+    if (cur < 0 || !doc_transition_legal((enum doc_state)cur, to)) {
+        refuse_illegal(err, (enum doc_state)cur, to);
+        goto out;
+    }
+    if (!write_transition(st, storage_key, (enum doc_state)cur, to, PQgetvalue(r, 0, 1), detail,
+                          err))
+        goto out;
+    if (!commit(st, "transition", err))
+        goto out;
+    rc = 0;
+out:
+    PQclear(r);
+    rollback(st);
+    return rc;
+}
+
+int pgstore_doc_get(pgstore *st, const char *storage_key, struct pgstore_doc *out, cut_err *err)
+{
+    const char *p[1] = {storage_key};
+    PGresult *r;
+    int rc = -1;
+
+    memset(out, 0, sizeof(*out));
+    r = run(st, "document", "SELECT " DOC_COLS " FROM cutover.documents WHERE storage_key = $1", 1,
+            p, err);
+    if (r == NULL)
+        return -1;
+    if (PQntuples(r) != 1) {
+        err_set(err, CUT_ENOTFOUND, "document", "no document with this storage key");
+        goto out;
+    }
+    doc_from_row(r, 0, out);
+    rc = 0;
+out:
+    PQclear(r);
+    return rc;
+}
+
+int pgstore_count_states(pgstore *st, int64_t counts[DOC_NSTATES], cut_err *err)
+{
+    PGresult *r;
+
+    for (int i = 0; i < DOC_NSTATES; i++)
+        counts[i] = 0;
+    r = run(st, "count", "SELECT state, count(*) FROM cutover.documents GROUP BY state", 0, NULL,
+            err);
+    if (r == NULL)
+        return -1;
+    for (int i = 0; i < PQntuples(r); i++) {
+        int s = doc_state_parse(PQgetvalue(r, i, 0));
+        if (s >= 0)
+            counts[s] = strtoll(PQgetvalue(r, i, 1), NULL, 10);
+    }
+    PQclear(r);
+    return 0;
+}
+
+/* ---- the queue ------------------------------------------------------------------------------ */
+
+void pgstore_claim_clear(struct pgstore_claim *c)
+{
+    if (c == NULL)
+        return;
+    for (size_t i = 0; i < c->n; i++)
+        pgstore_doc_clear(&c->docs[i]);
+    free(c->docs);
+    memset(c, 0, sizeof(*c));
+}
+
+static bool new_token(char out[33], cut_err *err)
+{
+    unsigned char b[16];
+
+    if (RAND_bytes(b, sizeof(b)) != 1) {
+        err_set(err, CUT_EIO, "claim", "no random bytes for a lease token");
+        return false;
+    }
+    for (size_t i = 0; i < sizeof(b); i++)
+        snprintf(out + 2 * i, 3, "%02x", b[i]);
+    return true;
+}
+
+int pgstore_claim(pgstore *st, const char *owner, size_t max, int lease_ms,
+                  struct pgstore_claim *out, cut_err *err)
+{
+    static const char sql[] =
+        "WITH picked AS (SELECT storage_key AS k FROM cutover.documents\n"
+        "  WHERE state IN ('pending', 'mismatch') AND next_attempt_at <= now()\n"
+        "    AND (lease_expires IS NULL OR lease_expires <= clock_timestamp())\n"
+        "  ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED)\n"
+        "UPDATE cutover.documents SET lease_owner = $1, lease_token = $2,\n"
+        "  lease_expires = clock_timestamp() + $4::bigint * interval '1 millisecond'\n"
+        "FROM picked WHERE storage_key = picked.k\n"
+        "RETURNING " DOC_COLS;
+    char lim[24], ms[24];
+    const char *p[4];
+    PGresult *r;
+
+    memset(out, 0, sizeof(*out));
+    if (max < 1 || max > PGSTORE_CLAIM_MAX || lease_ms < 1) {
+        err_set(err, CUT_EINVAL, "claim", "claim 1..%d documents for a lease of 1 ms or more",
+                PGSTORE_CLAIM_MAX);
+        return -1;
+    }
+    if (!new_token(out->token, err))
+        return -1;
+    snprintf(lim, sizeof(lim), "%zu", max);
+    snprintf(ms, sizeof(ms), "%d", lease_ms);
+    p[0] = owner ? owner : "worker";
+    p[1] = out->token;
+    p[2] = lim;
+    p[3] = ms;
+    r = run(st, "claim", sql, 4, p, err);
+    if (r == NULL)
+        return -1;
+    out->n = (size_t)PQntuples(r);
+    out->docs = out->n ? xcalloc(out->n, sizeof(*out->docs)) : NULL;
+    for (size_t i = 0; i < out->n; i++)
+        doc_from_row(r, (int)i, &out->docs[i]);
+    PQclear(r);
+    return 0;
+}
+
+int pgstore_renew(pgstore *st, const char *storage_key, const char *token, int lease_ms,
+                  cut_err *err)
+{
+    char ms[24];
+    const char *p[3] = {storage_key, token, ms};
+    PGresult *r;
+    int rc = -1;
+
+    snprintf(ms, sizeof(ms), "%d", lease_ms);
+    r = run(st, "renew",
+            "UPDATE cutover.documents SET lease_expires = clock_timestamp() + $3::bigint * "
+            "interval '1 millisecond' WHERE storage_key = $1 AND lease_token = $2 AND "
+            "lease_expires > clock_timestamp()",
+            3, p, err);
+    if (r == NULL)
+        return -1;
+    if (strcmp(PQcmdTuples(r), "1") != 0)
+        err_set(err, CUT_ECONFLICT, "renew", "lease lost: it expired or another worker holds it");
+    else
+        rc = 0;
+    PQclear(r);
+    return rc;
+}
+
+/* Inside a transaction: locks the row and checks the fence. Returns the row (state,
+ * generation, attempts) or NULL with err set. */
+static PGresult *lock_fenced(pgstore *st, const char *where, const char *key, const char *token,
+                             cut_err *err)
+{
+    const char *p[2] = {key, token};
+    PGresult *r;
+
+    r = run(st, where,
+            "SELECT state, generation, attempts, lease_token IS NOT DISTINCT FROM $2 AND "
+            "lease_expires > clock_timestamp() FROM cutover.documents WHERE storage_key = $1 "
+            "FOR UPDATE",
+            2, p, err);
+    if (r == NULL)
+        return NULL;
+    if (PQntuples(r) != 1) {
+        err_set(err, CUT_ENOTFOUND, where, "no document with this storage key");
+        goto fail;
+    }
+    if (token == NULL || strcmp(PQgetvalue(r, 0, 3), "t") != 0) {
+        err_set(err, CUT_ECONFLICT, where,
+                "lease lost: it expired or another worker holds it; the result is not recorded");
+        goto fail;
+    }
+    return r;
+fail:
+    PQclear(r);
+    return NULL;
+}
+
+int pgstore_complete(pgstore *st, const char *storage_key, const char *token, enum doc_state to,
+                     const struct pgstore_outcome *o, cut_err *err)
+{
+    static const char upd[] =
+        "UPDATE cutover.documents SET size = coalesce($2::bigint, size),\n"
+        "  md5 = coalesce($3, md5), sha256 = coalesce($4, sha256),\n"
+        "  s3_etag = coalesce($5, s3_etag), s3_sha256 = coalesce($6, s3_sha256),\n"
+        "  legacy_sha256 = coalesce($7, legacy_sha256), lease_owner = NULL, lease_token = NULL,\n"
+        "  lease_expires = NULL, attempts = 0, last_error = NULL\n"
+        "WHERE storage_key = $1";
+    struct pgstore_outcome none = {-1, NULL, NULL, NULL, NULL, NULL, NULL};
+    PGresult *r = NULL;
+    char size[24];
+    const char *p[7];
+    int cur, rc = -1;
+
+    if (o == NULL)
+        o = &none;
+    if (doc_state_name(to) == NULL) {
+        err_set(err, CUT_EINVAL, "complete", "unknown state %d", (int)to);
+        return -1;
+    }
+    if (!begin(st, "complete", err))
+        goto out;
+    r = lock_fenced(st, "complete", storage_key, token, err);
+    if (r == NULL)
+        goto out;
+    cur = doc_state_parse(PQgetvalue(r, 0, 0));
+    if (cur < 0 || !doc_transition_legal((enum doc_state)cur, to)) {
+        refuse_illegal(err, (enum doc_state)cur, to);
+        goto out;
+    }
+    snprintf(size, sizeof(size), "%lld", (long long)o->size);
+    p[0] = storage_key;
+    p[1] = o->size >= 0 ? size : NULL;
+    p[2] = o->md5;
+    p[3] = o->sha256;
+    p[4] = o->s3_etag;
+    p[5] = o->s3_sha256;
+    p[6] = o->legacy_sha256;
+    if (!run_ok(st, "complete", upd, 7, p, err))
+        goto out;
+    if (!write_transition(st, storage_key, (enum doc_state)cur, to, PQgetvalue(r, 0, 1), o->detail,
+                          err))
+        goto out;
+    if (!commit(st, "complete", err))
+        goto out;
+    rc = 0;
+out:
+    PQclear(r);
+    rollback(st);
+    return rc;
+}
+
+int pgstore_fail(pgstore *st, const char *storage_key, const char *token, const char *reason,
+                 int max_attempts, int backoff_ms, enum doc_state *state, cut_err *err)
+{
+    static const char upd[] =
+        "UPDATE cutover.documents SET attempts = $2::int, last_error = $3,\n"
+        "  lease_owner = NULL, lease_token = NULL, lease_expires = NULL,\n"
+        "  next_attempt_at = clock_timestamp() + $4::bigint * interval '1 millisecond',\n"
+        "  updated_at = now()\n"
+        "WHERE storage_key = $1";
+    PGresult *r = NULL;
+    char natt[16], delay[24];
+    const char *p[4];
+    int cur, attempts, rc = -1;
+    long long d;
+
+    if (!begin(st, "fail", err))
+        goto out;
+    r = lock_fenced(st, "fail", storage_key, token, err);
+    if (r == NULL)
+        goto out;
+    cur = doc_state_parse(PQgetvalue(r, 0, 0));
+    attempts = atoi(PQgetvalue(r, 0, 2)) + 1;
+    d = backoff_ms > 0 ? backoff_ms : 0;
+    for (int i = 1; i < attempts && d < 3600000; i++)
+        d *= 2;
+    if (d > 3600000)
+        d = 3600000;
+    snprintf(natt, sizeof(natt), "%d", attempts);
+    snprintf(delay, sizeof(delay), "%lld", d);
+    p[0] = storage_key;
+    p[1] = natt;
+    p[2] = reason ? reason : "unknown error";
+    p[3] = delay;
+    if (!run_ok(st, "fail", upd, 4, p, err))
+        goto out;
+    if (attempts >= max_attempts && cur >= 0 &&
+        doc_transition_legal((enum doc_state)cur, DOC_FAILED)) {
+        if (!write_transition(st, storage_key, (enum doc_state)cur, DOC_FAILED, PQgetvalue(r, 0, 1),
+                              p[2], err))
+            goto out;
+        cur = DOC_FAILED;
+    }
+    if (!commit(st, "fail", err))
+        goto out;
+    if (state)
+        *state = (enum doc_state)cur;
+    rc = 0;
+out:
+    PQclear(r);
+    rollback(st);
+    return rc;
+}
+
+/* ---- flags and audit ------------------------------------------------------------------------ */
+
+int pgstore_flags_get(pgstore *st, json_t **out, cut_err *err)
+{
+    static const char sql[] = "SELECT name, value::text FROM cutover.flags ORDER BY name LIMIT "
+                              "$1::int";
+    char lim[16];
+    const char *p[1] = {lim};
+    PGresult *r;
+    json_t *o = NULL;
+    int rc = -1;
+
+    *out = NULL;
+    snprintf(lim, sizeof(lim), "%d", PGSTORE_FLAGS_MAX + 1);
+    r = run(st, "flags", sql, 1, p, err);
+    if (r == NULL)
+        return -1;
+    if (PQntuples(r) > PGSTORE_FLAGS_MAX) {
+        err_set(err, CUT_ELIMIT, "flags", "more than %d rows in cutover.flags", PGSTORE_FLAGS_MAX);
+        goto out;
+    }
+    o = json_object();
+    for (int i = 0; i < PQntuples(r); i++) {
+        const char *name = PQgetvalue(r, i, 0);
+        json_error_t je;
+        json_t *v;
+
+        if (PQgetlength(r, i, 1) > PGSTORE_FLAG_VALUE_MAX) {
+            err_set(err, CUT_ELIMIT, "flags", "flags.%.64s: value longer than %d bytes", name,
+                    PGSTORE_FLAG_VALUE_MAX);
+            goto out;
+        }
+        v = json_loads(PQgetvalue(r, i, 1), JSON_DECODE_ANY, &je);
+        if (v == NULL) {
+            err_set(err, CUT_EDB, "flags", "flags.%.64s: %s", name, je.text);
+            goto out;
+        }
+        json_object_set_new(o, name, v);
+    }
+    *out = o;
+    o = NULL;
+    rc = 0;
+out:
+    json_decref(o);
+    PQclear(r);
+    return rc;
+}
+
+int pgstore_flag_set(pgstore *st, const char *name, const char *value, const char *actor,
+                     const char *reason, cut_err *err)
+{
+    const char *p[5] = {name};
+    PGresult *r = NULL;
+    int rc = -1;
+
+    if (!begin(st, "flag", err))
+        goto out;
+    r = run(st, "flag", "SELECT value::text FROM cutover.flags WHERE name = $1 FOR UPDATE", 1, p,
+            err);
+    if (r == NULL)
+        goto out;
+    p[1] = value;
+    p[2] = actor ? actor : "unknown";
+    if (!run_ok(st, "flag",
+                "INSERT INTO cutover.flags (name, value, updated_at, updated_by) "
+                "VALUES ($1, $2::jsonb, now(), $3) ON CONFLICT (name) DO UPDATE SET "
+                "value = EXCLUDED.value, updated_at = now(), updated_by = EXCLUDED.updated_by",
+                3, p, err))
+        goto out;
+    p[0] = p[2];
+    p[1] = name;
+    p[2] = PQntuples(r) == 1 ? PQgetvalue(r, 0, 0) : NULL;
+    p[3] = value;
+    p[4] = reason;
+    if (!run_ok(st, "flag",
+                "INSERT INTO cutover.audit (actor, action, flag, old, new, reason) "
+                "VALUES ($1, 'flag_set', $2, $3::jsonb, $4::jsonb, $5)",
+                5, p, err))
+        goto out;
+    if (!commit(st, "flag", err))
+        goto out;
+    rc = 0;
+out:
+    PQclear(r);
+    rollback(st);
+    return rc;
+}
+
+int pgstore_flags_init(pgstore *st, const json_t *values, const char *actor, int *written,
+                       cut_err *err)
+{
+    const char *name;
+    json_t *v;
+    int n = 0, rc = -1;
+
+    if (!begin(st, "flags init", err))
+        goto out;
+    json_object_foreach((json_t *)values, name, v)
+    {
+        char *text = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+        const char *p[3] = {name, text, actor ? actor : "config"};
+        PGresult *r = run(st, "flags init",
+                          "INSERT INTO cutover.flags (name, value, updated_by) VALUES ($1, "
+                          "$2::jsonb, $3) ON CONFLICT (name) DO NOTHING RETURNING name",
+                          3, p, err);
+        bool ok = r != NULL;
+        bool inserted = ok && PQntuples(r) == 1;
+
+        PQclear(r);
+        if (inserted) {
+            const char *a[3] = {p[2], name, text};
+            ok = run_ok(st, "flags init",
+                        "INSERT INTO cutover.audit (actor, action, flag, new, reason) VALUES "
+                        "($1, 'flag_init', $2, $3::jsonb, 'initial value from the "
+                        "configuration')",
+                        3, a, err);
+            n++;
+        }
+        free(text);
+        if (!ok)
+            goto out;
+    }
+    if (!commit(st, "flags init", err))
+        goto out;
+    if (written)
+        *written = n;
+    rc = 0;
+out:
+    rollback(st);
     return rc;
 }

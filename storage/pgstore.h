@@ -1,35 +1,191 @@
 /*
- * pgstore: cutover's state in PostgreSQL (schema `cutover`): connection, schema migrations,
- * and (in later modules) the documents, the work queue, flags and audit.
+ * pgstore: cutover's state in PostgreSQL (schema `cutover`), offered as typed calls: record a
+ * document, move it through its state machine, claim work from the queue under a lease,
+ * complete or fail a claim fenced by the lease token, write a flag with its audit row, count
+ * documents per state, fetch one document. The connection is inside: nothing above storage/
+ * sees libpq.
+ *
+ * A pgstore is one connection used by one thread at a time; a thread that needs the database
+ * opens its own (the workers of storage/worker.h each hold one). A lost connection makes the
+ * call that saw it fail with CUT_EDB; the next call reconnects. No call retries by itself:
+ * the caller knows whether its work may run twice.
  */
 #ifndef CUTOVER_PGSTORE_H
 #define CUTOVER_PGSTORE_H
 
 #include "core/core.h"
 
-#include <libpq-fe.h>
+#include <jansson.h>
 
 typedef struct pgstore pgstore;
 
-/* Connects to url. Returns a new store (pgstore_free()) or NULL with err set; the message
+/* Connects to url now. Returns a new store (pgstore_free()) or NULL with err set; the message
  * never contains the URL's password. */
 pgstore *pgstore_connect(const char *url, cut_err *err) CUT_MUST_USE;
-void pgstore_free(pgstore *st);
-/* The connection, borrowed: valid until pgstore_free(). One thread at a time. */
-PGconn *pgstore_conn(pgstore *st);
+/* Returns a new store that connects on its first call (and again after a lost connection).
+ * url is copied. Never fails. */
+pgstore *pgstore_open(const char *url);
+void pgstore_free(pgstore *st); /* NULL is fine */
+/* The server process serving this store's connection, or 0 when not connected (for
+ * diagnostics and tests that cut the connection). */
+int pgstore_backend_pid(pgstore *st);
 
 /* Brings schema `cutover` to the latest version, each migration in the same transaction as
- * its version row, under an advisory lock so that replicas starting at once apply each
- * migration exactly once. *from and *to (may be NULL) receive the versions before and after.
- * Returns 0 or -1 with err set. */
+ * its version row, under an advisory lock (key PGSTORE_MIGRATION_LOCK) so that replicas
+ * starting at once apply each migration exactly once. *from and *to (may be NULL) receive
+ * the versions before and after. Returns 0 or -1 with err set. */
 int pgstore_migrate(pgstore *st, int *from, int *to, cut_err *err) CUT_MUST_USE;
+/* The bigint naming "cutover schema migration" among advisory locks. */
+#define PGSTORE_MIGRATION_LOCK 7235410591
 /* The latest version this build knows. */
 int pgstore_latest_version(void);
 /* The schema's current version (0 when absent), or -1 with err set. */
 int pgstore_schema_version(pgstore *st, cut_err *err) CUT_MUST_USE;
 
-/* Writes url into out with any password replaced by "***" (for messages). */
+/* Writes url (a URL or a keyword/value connection string) into out for messages: every
+ * password (user:pass@, ?password=, &password=, password=..., password='...') is replaced
+ * by ***; a string libpq cannot parse is not shown at all. */
 void pgstore_redact_url(const char *url, char *out, size_t n);
+
+/* ---- documents and their state machine -------------------------------------------------- */
+
+/* DESIGN.md: pending → copied → verified → active, plus mismatch, failed, deleted. */
+enum doc_state {
+    DOC_PENDING = 0,
+    DOC_COPIED,
+    DOC_VERIFIED,
+    DOC_ACTIVE,
+    DOC_MISMATCH,
+    DOC_FAILED,
+    DOC_DELETED,
+};
+#define DOC_NSTATES 7
+
+/* The state's name as stored ("pending"...), or NULL for a value out of range. */
+const char *doc_state_name(enum doc_state s);
+/* The state named s, or -1. */
+int doc_state_parse(const char *s);
+/* Whether from → to is a legal transition (the one table of them is in pgstore.c). */
+bool doc_transition_legal(enum doc_state from, enum doc_state to);
+
+/* A document as the application recorded it. Strings are borrowed for the call; NULL or -1
+ * means unknown. */
+struct pgstore_doc_in {
+    const char *storage_key; /* required */
+    const char *s3_key;      /* required */
+    const char *origin;      /* "upload" (NULL) or "backfill" */
+    const char *vars;        /* JSON object text, NULL = {} */
+    const char *spool_path;
+    int64_t size;
+    const char *md5, *sha256; /* hex */
+};
+
+/* Records a document in state pending. A storage_key already present is re-recorded: its
+ * generation goes up by one, its state returns to pending (with a row in transitions), its
+ * lease and checksums are cleared, so work on the older generation can no longer complete.
+ * *generation (may be NULL) receives the new generation (1 for a new document).
+ * Returns 0 or -1 with err set. */
+int pgstore_upsert(pgstore *st, const struct pgstore_doc_in *d, int64_t *generation,
+                   cut_err *err) CUT_MUST_USE;
+
+/* Moves a document to `to`, with its row in transitions, in one transaction. generation 0
+ * means the current one; another value must be the current one. Refuses with CUT_ECONFLICT
+ * (and a reason) an illegal transition or a stale generation, with CUT_ENOTFOUND an unknown
+ * key; nothing is written then. detail (may be NULL) is kept in the transitions row. */
+int pgstore_transition(pgstore *st, const char *storage_key, int64_t generation, enum doc_state to,
+                       const char *detail, cut_err *err) CUT_MUST_USE;
+
+/* One document's row. Strings are owned by the struct: pgstore_doc_clear(). Times are
+ * ISO 8601 text or NULL. */
+struct pgstore_doc {
+    char *storage_key, *s3_key, *origin, *vars, *spool_path;
+    enum doc_state state;
+    int64_t generation;
+    int64_t size; /* -1 unknown */
+    char *md5, *sha256, *s3_etag, *s3_sha256, *legacy_sha256;
+    int attempts;
+    char *last_error;
+    char *next_attempt_at, *created_at, *updated_at, *copied_at, *verified_at, *activated_at,
+        *mismatch_at, *failed_at, *deleted_at;
+};
+void pgstore_doc_clear(struct pgstore_doc *d);
+
+/* Fetches one document into *out (cleared first). CUT_ENOTFOUND when absent. */
+int pgstore_doc_get(pgstore *st, const char *storage_key, struct pgstore_doc *out,
+                    cut_err *err) CUT_MUST_USE;
+
+/* Documents per state: counts[state] for every state. */
+int pgstore_count_states(pgstore *st, int64_t counts[DOC_NSTATES], cut_err *err) CUT_MUST_USE;
+
+/* ---- the work queue ------------------------------------------------------------------------ */
+
+#define PGSTORE_CLAIM_MAX 1000
+
+/* What a claim returns: the documents (owned, pgstore_claim_clear()) and the lease token
+ * that fences their completion. */
+struct pgstore_claim {
+    char token[33];
+    struct pgstore_doc *docs;
+    size_t n;
+};
+void pgstore_claim_clear(struct pgstore_claim *c);
+
+/* Claims up to max (1..PGSTORE_CLAIM_MAX) documents that need work (pending or mismatch,
+ * next attempt due, no live lease) with FOR UPDATE SKIP LOCKED, so that concurrent claimers
+ * never get the same document, and leases them to owner (a name for humans) for lease_ms
+ * under a new token. out->n may be 0. */
+int pgstore_claim(pgstore *st, const char *owner, size_t max, int lease_ms,
+                  struct pgstore_claim *out, cut_err *err) CUT_MUST_USE;
+
+/* Extends the lease on one document while it is still the token's. */
+int pgstore_renew(pgstore *st, const char *storage_key, const char *token, int lease_ms,
+                  cut_err *err) CUT_MUST_USE;
+
+/* What the work found, recorded on completion. NULL / -1: unchanged. */
+struct pgstore_outcome {
+    int64_t size;
+    const char *md5, *sha256, *s3_etag, *s3_sha256, *legacy_sha256;
+    const char *detail; /* kept in the transitions row */
+};
+
+/* Completes a claimed document: moves it to `to` (a legal transition from its state), records
+ * out (may be NULL), releases the lease and resets attempts, in one transaction, only while
+ * the lease is still the token's and unexpired. Otherwise CUT_ECONFLICT ("lease lost") and
+ * nothing is written: a worker whose lease expired and was taken over cannot overwrite the
+ * new owner's result. */
+int pgstore_complete(pgstore *st, const char *storage_key, const char *token, enum doc_state to,
+                     const struct pgstore_outcome *out, cut_err *err) CUT_MUST_USE;
+
+/* Fails a claimed document (fenced like pgstore_complete): attempts + 1, last_error = reason,
+ * lease released, next attempt after backoff_ms * 2^(attempts-1) (at most an hour); once
+ * attempts reach max_attempts the document becomes `failed` (with its transitions row).
+ * *state (may be NULL) receives the state after the call. */
+int pgstore_fail(pgstore *st, const char *storage_key, const char *token, const char *reason,
+                 int max_attempts, int backoff_ms, enum doc_state *state,
+                 cut_err *err) CUT_MUST_USE;
+
+/* ---- flags and audit ----------------------------------------------------------------------- */
+
+/* Ceilings on what the flags table may hold before a read refuses it. */
+#define PGSTORE_FLAGS_MAX 256
+#define PGSTORE_FLAG_VALUE_MAX 65536
+
+/* Every flag in cutover.flags as one object name: value. Returns 0 with *out a new object
+ * (json_decref()), or -1 with err set. Values are not validated here: flags/ does that. */
+int pgstore_flags_get(pgstore *st, json_t **out, cut_err *err) CUT_MUST_USE;
+
+/* Sets flag name to value (JSON text) and writes its audit row (actor, old, new, reason) in
+ * one transaction: both or neither. */
+int pgstore_flag_set(pgstore *st, const char *name, const char *value, const char *actor,
+                     const char *reason, cut_err *err) CUT_MUST_USE;
+
+/* Writes each member of values (name: value) that the table does not hold yet, each with an
+ * audit row (action "flag_init"), in one transaction; existing values are left alone.
+ * *written (may be NULL) receives how many were written. */
+int pgstore_flags_init(pgstore *st, const json_t *values, const char *actor, int *written,
+                       cut_err *err) CUT_MUST_USE;
+
+/* ---- schema -------------------------------------------------------------------------------- */
 
 /* The numbered migrations (migrations.c). */
 struct pg_migration {

@@ -2,3 +2,9 @@ cutover_test(NAME test_migrate SOURCES storage/test_migrate.c
   LIBS cutover_storage cutover_core LABELS pg SERVICES)
 cutover_test(NAME test_services SOURCES storage/test_services.c
   LIBS cutover_core PkgConfig::PQ LABELS "pg;s3" SERVICES)
+cutover_test(NAME test_pgstore SOURCES storage/test_pgstore.c
+  LIBS cutover_storage cutover_core Threads::Threads LABELS pg SERVICES TIMEOUT 120)
+cutover_test(NAME test_redact SOURCES storage/test_redact.c
+  LIBS cutover_storage cutover_core LABELS unit)
+cutover_test(NAME test_worker SOURCES storage/test_worker.c
+  LIBS cutover_storage cutover_core Threads::Threads LABELS pg SERVICES TIMEOUT 120)

@@ -18,10 +18,18 @@ static char *path_in_source(const char *rel)
     return xasprintf("%s/%s", testenv_var("CUTOVER_SOURCE_DIR"), rel);
 }
 
+/* As the command line loads a configuration: the flags' rules are checked explicitly. */
 static struct config *parse(const char *text, struct cfg_problems *p)
 {
-    config_set_extra_check(flags_check_config);
-    return config_parse(text, "config", p);
+    struct config *cfg = config_parse(text, "config", p);
+
+    if (cfg != NULL)
+        flags_check_config(cfg, p);
+    if (cfg != NULL && p->n > 0) {
+        config_free(cfg);
+        cfg = NULL;
+    }
+    return cfg;
 }
 
 static bool has_problem(const struct cfg_problems *p, const char *path)
@@ -107,7 +115,6 @@ static void test_interface_example(void **state)
     (void)state;
     setenv("LEGACY_AUTH", "Bearer legacy-secret", 1);
     setenv("APP_DATABASE_URL", "postgresql://app@db/app", 1);
-    config_set_extra_check(flags_check_config);
     cfg = config_load(file, &probs);
     for (size_t i = 0; i < probs.n; i++)
         fprintf(stderr, "%s\n", probs.lines[i]);
@@ -133,7 +140,17 @@ static void test_interface_example(void **state)
     assert_int_equal(cfg->backfill.kind, BACKFILL_SQL);
     assert_string_equal(cfg->backfill.database_url, "postgresql://app@db/app");
     assert_int_equal(cfg->backfill.concurrency, 16);
-    assert_true(json_is_true(json_object_get(cfg->flags, "dual_write")));
+    {
+        /* the flags' values are reached through flags/ only, validated */
+        cut_err err = CUT_ERR_INIT;
+        flags_snapshot *fl = flags_snapshot_from_config(cfg, &err);
+        assert_non_null(fl);
+        assert_true(flags_dual_write(fl));
+        assert_false(flags_snapshot_from_db(fl));
+        assert_true(flags_shadow_read(fl) == 0.0);
+        assert_true(flags_cutover_gate(fl) == 0.99999); /* the default */
+        flags_snapshot_unref(fl);
+    }
     config_free(cfg);
     free(file);
 }
