@@ -4,13 +4,16 @@
  * compared and deleted, and the local clock agrees with S3's Date header (SigV4 refuses
  * requests more than 15 minutes off). Each check prints one line, "ok" or "FAIL", with the
  * reason; the exit status is 1 when any check failed. It also checks that the database
- * answers with an up-to-date schema, and that the application and the legacy store answer
- * HTTP at all (any status: a probe key is expected to be missing).
+ * answers with an up-to-date schema, and that the application and the legacy store are
+ * reachable: they answer HTTP at all (any status below 500: a probe key is expected to be
+ * missing, so "reachable (HTTP 404)" is a success). The legacy store is read with its own
+ * fetcher (storage/legacy), on a transfer engine, with its configured headers and timeout.
  */
 #include "cmd/cli.h"
 #include "storage/creds.h"
 #include "storage/pgstore.h"
 #include "storage/s3.h"
+#include "storage/xfer.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -178,11 +181,10 @@ static size_t discard(char *p, size_t size, size_t n, void *ud)
     return size * n;
 }
 
-/* GET url; any HTTP answer counts as reachable. Header values are secrets: never printed. */
-static void reach_check(const char *what, const char *url, const struct cfg_header *h, size_t nh)
+/* GET url; any HTTP answer below 500 counts as reachable. */
+static void reach_check(const char *what, const char *url)
 {
     CURL *c = curl_easy_init();
-    struct curl_slist *hl = NULL;
     char ebuf[CURL_ERROR_SIZE] = "";
     long status = 0;
     CURLcode rc;
@@ -191,13 +193,7 @@ static void reach_check(const char *what, const char *url, const struct cfg_head
         check(false, what, "cannot create an HTTP handle");
         return;
     }
-    for (size_t i = 0; i < nh; i++) {
-        char *line = xasprintf("%s: %s", h[i].name, h[i].value);
-        hl = curl_slist_append(hl, line);
-        free(line);
-    }
     curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, ebuf);
     curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
@@ -211,8 +207,7 @@ static void reach_check(const char *what, const char *url, const struct cfg_head
     else if (status >= 500)
         check(false, what, "answers HTTP %ld", status);
     else
-        check(true, what, "answers (HTTP %ld)", status);
-    curl_slist_free_all(hl);
+        check(true, what, "reachable (HTTP %ld)", status);
     curl_easy_cleanup(c);
 }
 
@@ -237,18 +232,36 @@ static void spool_check(const struct config *cfg)
     free(probe);
 }
 
+/* A GET of a probe key through the legacy fetcher: 404 is the expected answer. Header
+ * values are secrets: the fetcher never prints them, nor does this. */
 static void legacy_check(const struct config *cfg)
 {
-    const char *tpl = cfg->legacy.raw_url, *at = strstr(tpl, "{key}");
-    char *url;
+    struct legacy_opts lo = {.max_bytes = 1 << 20, .max_attempts = 1};
+    struct legacy_result lr;
+    cut_err err = CUT_ERR_INIT;
+    legacy_store *st = NULL;
+    xfer_engine *eng = NULL;
 
     if (!cfg->has_legacy) {
         check(false, "legacy store", "no `legacy` section: mismatches cannot be repaired");
         return;
     }
-    url = xasprintf("%.*scutover-doctor-probe%s", (int)(at - tpl), tpl, at + 5);
-    reach_check("legacy store", url, cfg->legacy.headers, cfg->legacy.nheaders);
-    free(url);
+    if ((st = legacy_new(&cfg->legacy, &lo, &err)) == NULL ||
+        (eng = xfer_engine_new(NULL, NULL, &err)) == NULL) {
+        check(false, "legacy store", "%s", err.msg);
+        goto out;
+    }
+    if (legacy_fetch(st, eng, "cutover-doctor-probe", NULL, NULL, &lr, &err) == 0 ||
+        lr.fail == LEGACY_NOT_FOUND || lr.fail == LEGACY_TOO_LARGE ||
+        (lr.fail == LEGACY_HTTP_STATUS && lr.status < 500))
+        check(true, "legacy store", "reachable (HTTP %ld)", lr.status);
+    else if (lr.fail == LEGACY_HTTP_STATUS)
+        check(false, "legacy store", "answers HTTP %ld", lr.status);
+    else
+        check(false, "legacy store", "%s", err.msg);
+out:
+    xfer_engine_free(eng);
+    legacy_free(st);
 }
 
 int cmd_doctor(int argc, char **argv)
@@ -277,7 +290,7 @@ int cmd_doctor(int argc, char **argv)
     cli_setup_logging(cfg);
     failures = 0;
     database_check(cfg);
-    reach_check("application", cfg->upstream, NULL, 0);
+    reach_check("application", cfg->upstream);
     legacy_check(cfg);
     spool_check(cfg);
     s3_checks(&cfg->s3);
