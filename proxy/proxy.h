@@ -1,18 +1,33 @@
 /*
- * proxy: the data-port reverse proxy (libmicrohttpd in front, libcurl behind) and the admin
- * port. This header is what the migration features plug into:
+ * proxy: the data-port reverse proxy (libmicrohttpd in front, cutover's own HTTP/1.1
+ * client to the app behind) and the admin port. This header is what the migration
+ * features plug into.
  *
  *   - route match: every request whose method and raw path match a configured route gets a
  *     `struct proxy_match` (the route and its path variables, percent-decoded one segment at
- *     a time from the raw path). Requests matching no route never reach a hook and cost
- *     nothing beyond the match itself (and nothing at all when no route is configured).
- *   - request-body hook: sees the body's bytes in order as they stream to the app (tee to a
- *     spool file, hashing); runs on the request's event loop, so it must not block.
- *   - response hook: sees the app's status and headers before the client does; may edit
- *     the headers (a Location, say) and may ask to hold the answer (up to
- *     limits.max_json_answer bytes) to rewrite its body once complete.
- *   - background work: proxy_defer() hands a job to a small worker pool without blocking
- *     the request.
+ *     a time from the raw path).
+ *   - handlers: a feature registers a `struct proxy_handler` for a route kind (upload,
+ *     signed URL, delete); a kind takes up to PROXY_MAX_HANDLERS of them, each with its own
+ *     per-request state, called in the order they were added. A handler sees the request
+ *     before it goes to the app, its body bytes as they stream, and the app's answer before
+ *     the client does (it may edit the headers and status, or hold the whole answer up to
+ *     limits.max_json_answer to rewrite its body).
+ *   - waiting: a hook that needs work done elsewhere (a database call, a spool write) takes a
+ *     ticket with proxy_exchange_wait(), hands it to its worker and answers PROXY_WAIT (or
+ *     PROXY_BODY_PAUSE from the body hook). The exchange is parked, its loop goes on with
+ *     other requests, and when any thread calls proxy_exchange_resume(ticket) the same hook
+ *     is called again on the exchange's loop (or, for a body pause, the body flows again).
+ *     A wait that outlives its deadline ends as if the hook had answered PROXY_PASS: the
+ *     app's answer goes to the client unchanged (a body pause: the handler gets no more of
+ *     this body). A resume that comes late, twice, or after the exchange ended does nothing.
+ *   - observers: see every exchange once, when it ends (matched or not, refused, 413,
+ *     502/504, client gone) with its route, status, bytes and durations; for metrics and
+ *     the rollback window.
+ *
+ * Every hook runs on the request's event loop thread and must not block. Requests matching
+ * no route never reach a handler; with no handler and no observer registered, nothing of
+ * this costs anything on the pass-through path, and an observer costs one call per
+ * exchange.
  */
 #ifndef CUTOVER_PROXY_H
 #define CUTOVER_PROXY_H
@@ -21,10 +36,15 @@
 #include "core/core.h"
 
 typedef struct proxy proxy;
-/* One request/answer in flight. Valid only during the hook call that receives it. */
+/* One request/answer in flight. Borrowed: valid only during the hook call that receives
+ * it (never keep it; keep a ticket). */
 typedef struct proxy_exchange proxy_exchange;
 
 #define PROXY_MAX_VARS 8
+#define PROXY_MAX_HANDLERS 4  /* per route kind */
+#define PROXY_MAX_OBSERVERS 4 /* per proxy */
+/* The longest a wait may last (proxy_exchange_wait clamps to it). */
+#define PROXY_WAIT_MAX_MS 600000u
 
 /* A route matched on the raw path. Strings are owned by the exchange, valid until on_done
  * returns. */
@@ -36,9 +56,29 @@ struct proxy_match {
 };
 
 enum proxy_answer_mode {
-    PROXY_PASS = 0, /* stream the app's answer to the client as it comes */
-    PROXY_HOLD = 1, /* hold the whole answer (<= max_json_answer) for on_response_body */
+    PROXY_PASS = 0, /* go on: stream the app's answer to the client as it comes */
+    PROXY_HOLD = 1, /* on_response only: hold the whole answer for on_response_body */
+    PROXY_WAIT = 2, /* park the exchange until proxy_exchange_resume() (needs a ticket) */
 };
+
+enum proxy_body_result {
+    PROXY_BODY_OK = 0,    /* bytes taken, send more */
+    PROXY_BODY_FAIL = 1,  /* this handler gives up on this request: no more body calls for
+                           * it; the request still goes to the app untouched */
+    PROXY_BODY_PAUSE = 2, /* bytes taken, send no more until proxy_exchange_resume() (needs
+                           * a ticket): the client's body is not read meanwhile */
+};
+
+/* A handle on a parked exchange that any thread may keep: a value, copied freely. It names
+ * the exchange's loop, its slot and the wait's generation, so that a resume that arrives
+ * after the wait ended (timed out, the client left, resumed already) is recognised and
+ * ignored. Valid until proxy_free(). */
+typedef struct proxy_ticket {
+    proxy *px;
+    uint32_t loop;
+    uint32_t slot;
+    uint64_t gen; /* 0: no ticket */
+} proxy_ticket;
 
 /* What happened, for on_done. */
 struct proxy_outcome {
@@ -49,43 +89,91 @@ struct proxy_outcome {
     bool upstream_ok;        /* the app answered and its whole answer was read */
 };
 
-/* Hooks. Every member may be NULL. `arg` is passed back to each. The per-request `state`
- * is what on_request returned (NULL: no further hook runs for this request). */
-struct proxy_hooks {
-    void *arg;
-    /* Request's loop thread, after validation, before anything is sent to the app. Returns
-     * a new per-request state (owned by the hooks, released in on_done) or NULL to ignore
-     * the request. */
-    void *(*on_request)(void *arg, proxy_exchange *x, const struct proxy_match *m);
-    /* Request's loop thread: body bytes in order as they stream to the app. data is
-     * borrowed for the call only. */
-    void (*on_request_body)(void *arg, void *state, const void *data, size_t n);
-    /* Request's loop thread: the app's final status and headers, before the client sees
-     * them. Headers may be changed with proxy_exchange_set_response_header(). */
+/* A feature's hooks for one route kind. Every member but the functions' `arg` may be NULL.
+ * `state` is what on_start returned for this handler (NULL: this handler sits this request
+ * out). Each runs on the request's loop thread. */
+struct proxy_handler {
+    void *arg; /* borrowed, must outlive the proxy */
+    /* After validation, before anything is sent to the app. Returns a new per-request state
+     * (owned by the handler, released in on_done) or NULL to ignore the request. */
+    void *(*on_start)(void *arg, proxy_exchange *x, const struct proxy_match *m);
+    /* Right after every handler's on_start, before the request goes to the app: PROXY_PASS
+     * or PROXY_WAIT (the request waits for the resume; then on_request is called again). */
+    enum proxy_answer_mode (*on_request)(void *arg, void *state, proxy_exchange *x);
+    /* Body bytes in order as they stream to the app; data is borrowed for the call. */
+    enum proxy_body_result (*on_request_body)(void *arg, void *state, proxy_exchange *x,
+                                              const void *data, size_t n);
+    /* The app's final status and headers, before the client sees them. Headers and status
+     * may be changed (proxy_exchange_set_*). PROXY_HOLD holds the answer (up to
+     * max_json_answer) for on_response_body; PROXY_WAIT parks until the resume, then
+     * on_response is called again. */
     enum proxy_answer_mode (*on_response)(void *arg, void *state, proxy_exchange *x, int status);
-    /* Request's loop thread, only after PROXY_HOLD: the whole answer in body (ceiling
-     * max_json_answer). It may replace body's contents (keep the ceiling) and headers. Not
-     * called when the answer was larger than the ceiling: it then streams unchanged. */
-    void (*on_response_body)(void *arg, void *state, proxy_exchange *x, struct buf *body);
-    /* Any thread, once, when the exchange is over (answered, refused, or dropped). */
+    /* Only after this handler's PROXY_HOLD: the whole answer in body (ceiling
+     * max_json_answer). It may replace body's contents (keep the ceiling) and headers; it
+     * returns PROXY_PASS, or PROXY_WAIT to be called again after the resume. Not called
+     * when the answer was larger than the ceiling: it then streams unchanged. */
+    enum proxy_answer_mode (*on_response_body)(void *arg, void *state, proxy_exchange *x,
+                                               struct buf *body);
+    /* Once, when the exchange is over (answered, refused, dropped, or the client left while
+     * it waited). A worker may still hold a ticket: its resume will be ignored, but any
+     * state shared with it is the feature's to keep alive until both are done. */
     void (*on_done)(void *arg, void *state, const struct proxy_outcome *o);
+};
+
+/* One exchange as an observer sees it when it ends. Borrowed for the call. */
+struct proxy_record {
+    const struct cfg_route *route; /* matched route or NULL */
+    const char *method;            /* "" when the request line never completed */
+    int status;                    /* sent to the client; 0: none (client gone, cut) */
+    uint64_t request_bytes;        /* body bytes read from the client */
+    uint64_t response_bytes;       /* body bytes sent to the client */
+    uint64_t duration_us;          /* first byte of the request to the end */
+    uint64_t upstream_us;          /* request sent to the app's answer head; 0: none */
+    bool refused;                  /* answered by the proxy: 400, 413, 431... */
+    bool upstream_failed;          /* 502/504, or the answer was cut */
+    bool client_gone;              /* the client left before the answer was complete */
+    const char *why;               /* the proxy's reason when it answered itself, or NULL */
+};
+
+struct proxy_observer {
+    void *arg; /* borrowed, must outlive the proxy */
+    /* Request's loop thread, once per exchange, after the handlers' on_done. */
+    void (*on_exchange)(void *arg, const struct proxy_record *r);
+};
+
+/* Counters, summed over the loops (proxy_counters()). */
+struct proxy_counters {
+    uint64_t waits;              /* waits started (PROXY_WAIT, PROXY_BODY_PAUSE) */
+    uint64_t resumed;            /* waits ended by proxy_exchange_resume() */
+    uint64_t timed_out;          /* waits that reached their deadline */
+    uint64_t stale_resumes;      /* resumes that found no such wait (late or duplicate) */
+    uint64_t gone_while_waiting; /* exchanges whose client left while they waited */
 };
 
 /* Creates the proxy for cfg (borrowed: it must outlive the proxy). Nothing is bound yet.
  * Returns a new proxy (proxy_free()) or NULL with err set. */
 proxy *proxy_new(const struct config *cfg, cut_err *err) CUT_MUST_USE;
-/* Installs hooks (copied). Call before proxy_start(). */
-void proxy_set_hooks(proxy *px, const struct proxy_hooks *hooks);
+/* Registers a handler (copied) for every route of that kind. Call before proxy_start().
+ * Returns false with err set when the kind is unknown or has PROXY_MAX_HANDLERS already. */
+bool proxy_add_handler(proxy *px, enum route_kind kind, const struct proxy_handler *h,
+                       cut_err *err) CUT_MUST_USE;
+/* Registers an observer (copied). Call before proxy_start(). Returns false with err set
+ * when PROXY_MAX_OBSERVERS are there already. */
+bool proxy_add_observer(proxy *px, const struct proxy_observer *o, cut_err *err) CUT_MUST_USE;
 /* Binds the data and admin ports and starts serving. Returns false with err set. */
 bool proxy_start(proxy *px, cut_err *err) CUT_MUST_USE;
 /* The data port actually bound (useful with port 0). */
 int proxy_port(const proxy *px);
 int proxy_admin_port(const proxy *px);
 /* Stops accepting, lets in-flight requests finish for up to grace_s seconds, then closes
- * everything. Safe to call once after proxy_start(). */
+ * everything. Safe to call once after proxy_start(). Resumes posted afterwards are
+ * ignored. */
 void proxy_shutdown(proxy *px, int grace_s);
-/* Frees everything (NULL accepted). Calls proxy_shutdown(px, 0) if still running. */
+/* Frees everything (NULL accepted). Calls proxy_shutdown(px, 0) if still running. No
+ * thread may call proxy_exchange_resume() with this proxy's tickets from then on. */
 void proxy_free(proxy *px);
+/* Fills c with the counters so far (any thread). */
+void proxy_counters(proxy *px, struct proxy_counters *c);
 
 /* ---- inside hooks --------------------------------------------------------------------- */
 
@@ -98,16 +186,27 @@ const char *proxy_exchange_target(proxy_exchange *x);
 /* Response header (first of its name) or NULL; only in on_response/on_response_body. */
 const char *proxy_exchange_response_header(proxy_exchange *x, const char *name);
 /* Replaces every header of that name with one (value NULL: removes them). Only in
- * on_response/on_response_body. Returns false when the value holds a control character. */
+ * on_response/on_response_body. Returns false when the name is not a token or the value
+ * holds a control character (nothing changed). */
 bool proxy_exchange_set_response_header(proxy_exchange *x, const char *name, const char *value);
 /* Replaces the status sent to the client. Only in on_response/on_response_body. */
 void proxy_exchange_set_status(proxy_exchange *x, int status);
 
-/* ---- background work ------------------------------------------------------------------- */
+/* ---- waiting ----------------------------------------------------------------------------- */
 
-/* Runs fn(arg) on a worker thread. Returns false (fn not run, arg still the caller's)
- * when the queue is full or the proxy is stopping; never blocks. */
-bool proxy_defer(proxy *px, void (*fn)(void *arg), void *arg) CUT_MUST_USE;
+/* Only inside a hook, which must then answer PROXY_WAIT (on_request, on_response,
+ * on_response_body) or PROXY_BODY_PAUSE (on_request_body): returns the ticket that ends
+ * this wait. timeout_ms (clamped to 1..PROXY_WAIT_MAX_MS) is the wait's deadline: past
+ * it the exchange goes on as if the hook had answered PROXY_PASS (a body pause: as if
+ * PROXY_BODY_FAIL), which is logged and counted. A hook that takes a ticket and then
+ * answers anything else cancels the wait (a later resume is ignored). */
+proxy_ticket proxy_exchange_wait(proxy_exchange *x, unsigned timeout_ms);
+/* Any thread: ends the wait t names. Posted to the exchange's loop, which calls the hook
+ * that waited again (PROXY_WAIT) or lets the body flow (PROXY_BODY_PAUSE). Whatever the
+ * resuming thread wrote into the handler's state before this call is seen by that hook.
+ * Harmless when the wait is over, the exchange ended, or the proxy is shutting down. Never
+ * blocks on the loop (it takes the loop's mailbox lock briefly). */
+void proxy_exchange_resume(proxy_ticket t);
 
 /* ---- admin port ------------------------------------------------------------------------ */
 

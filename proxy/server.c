@@ -3,15 +3,17 @@
  * first handler call and then streamed to the app by cutover's own HTTP/1.1 client
  * (upstream.c, with the answer parser in h1parse.c).
  *
- * Concurrency model, chosen for speed: one event loop per CPU (struct px_loop, a thread
- * each, like nginx's workers). A loop owns a libmicrohttpd daemon in external epoll mode
- * and a pool of keep-alive connections to the app, and waits on both with one epoll set:
- * the daemon's own epoll descriptor, the app connections (registered once, edge-
- * triggered), an eventfd for commands from other threads (shutdown). The daemons all
- * listen on the same port (SO_REUSEPORT), so the kernel spreads connections between
+ * Concurrency model, chosen for speed: a few event loops (struct px_loop, a thread each,
+ * like nginx's workers; workers.proxy_loops, default one, 0 for one per CPU). A loop owns a
+ * libmicrohttpd daemon in external epoll mode and a pool of keep-alive connections to the app, and
+ * waits on both with one epoll set: the daemon's own epoll descriptor, the app connections
+ * (registered once, edge- triggered), an eventfd for commands and the mailbox of resumes from other
+ * threads (exchange.c), and the sockets of clients whose exchange waits (for their hang-up). The
+ * daemons all listen on the same port (SO_REUSEPORT), so the kernel spreads connections between
  * loops; each loop keeps its own connections to the app. A request lives on one loop from
  * start to end, so the client side and the app side never need a lock or a cross-thread
- * wake-up: the exchange is handed between them by direct calls, and resuming a suspended
+ * wake-up: the exchange is handed between them by direct calls (its lifecycle is
+ * exchange.c's), and resuming a suspended
  * client connection is a flag that makes the loop run the daemon again, not a system call.
  *
  * Why: the first design (one libmicrohttpd thread, one curl thread) spent its time in
@@ -57,8 +59,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define TAG_MHD (1ull << 32)
-#define TAG_CMD (2ull << 32)
 #define SWEEP_US 250000u
 
 struct px_conn {
@@ -69,101 +69,21 @@ struct px_conn {
     struct px_conn *prev, *next;
 };
 
-/* ---- exchange life ---------------------------------------------------------------------- */
-
-void px_ex_ref(struct proxy_exchange *x)
-{
-    x->refs++;
-}
-
-/* Exchanges kept at rest per loop; more than the requests a loop has in flight at once is
- * only memory. */
-#define PX_XFREE_MAX 256
-/* An answer buffer larger than this is not kept with a resting exchange. */
-#define PX_OUT_KEEP (16u * 1024u)
-
-static void ex_destroy(struct proxy_exchange *x)
-{
-    buf_free(&x->req_headers);
-    buf_free(&x->resp_headers);
-    buf_free(&x->out);
-    free(x);
-}
-
-static void ex_free(struct proxy_exchange *x)
-{
-    proxy *px = x->px;
-    struct px_loop *l = x->loop;
-    if (x->hook_state && px->hooks.on_done) {
-        struct proxy_outcome o = {
-            .status = x->sent_status,
-            .request_bytes = x->in_total,
-            .response_bytes = x->out_total,
-            .request_complete = x->in_eof && x->up_done && !x->up_failed,
-            .upstream_ok = x->headers_done && x->up_done && !x->up_failed,
-        };
-        px->hooks.on_done(px->hooks.arg, x->hook_state, &o);
-    }
-    px_match_clear(&x->match);
-    if (x->target != x->target_small)
-        free(x->target);
-    free(x->in);
-    if (l->nxfree >= PX_XFREE_MAX) {
-        ex_destroy(x);
-        return;
-    }
-    /* back to the loop's free list, keeping the buffers' memory */
-    struct buf rq = x->req_headers, rs = x->resp_headers, out = x->out;
-    if (out.cap > PX_OUT_KEEP)
-        buf_free(&out);
-    buf_reset(&rq);
-    buf_reset(&rs);
-    buf_reset(&out);
-    out.max = PX_OUT_CAP;
-    memset(x, 0, sizeof(*x));
-    x->req_headers = rq;
-    x->resp_headers = rs;
-    x->out = out;
-    x->wnext = l->xfree;
-    l->xfree = x;
-    l->nxfree++;
-}
-
-static struct proxy_exchange *ex_new(struct px_loop *l)
-{
-    struct proxy_exchange *x = l->xfree;
-    if (x) {
-        l->xfree = x->wnext;
-        l->nxfree--;
-        x->wnext = NULL;
-        return x;
-    }
-    x = xcalloc(1, sizeof(*x));
-    buf_init(&x->req_headers, 0);
-    buf_init(&x->resp_headers, 0);
-    buf_init(&x->out, PX_OUT_CAP);
-    return x;
-}
-
-static void ex_pool_free(struct px_loop *l)
-{
-    while (l->xfree) {
-        struct proxy_exchange *x = l->xfree;
-        l->xfree = x->wnext;
-        ex_destroy(x);
-    }
-    l->nxfree = 0;
-}
-
 /* ---- header lists ----------------------------------------------------------------------- */
 
-void px_hdrs_add(struct buf *h, const char *name, size_t nlen, const char *sep, size_t slen,
-                 const char *value, size_t vlen)
+bool px_hdrs_add(struct buf *h, const char *name, size_t nlen, const char *sep, size_t slen,
+                 const char *value, size_t vlen, cut_err *err)
 {
-    /* the list has no ceiling of its own: the request's and the answer's heads have one */
+    size_t len = h->len;
     if (!buf_append(h, name, nlen) || !buf_append(h, sep, slen) || !buf_append(h, value, vlen) ||
-        !buf_append(h, "", 1))
-        abort();
+        !buf_append(h, "", 1)) {
+        h->len = len;
+        if (h->data)
+            h->data[len] = 0;
+        err_set(err, CUT_ELIMIT, "proxy", "header list over %u bytes", PX_HDRS_MAX);
+        return false;
+    }
+    return true;
 }
 
 void px_hdrs_filter(struct buf *h, bool (*drop)(const char *line, void *arg), void *arg)
@@ -183,12 +103,6 @@ void px_hdrs_filter(struct buf *h, bool (*drop)(const char *line, void *arg), vo
         h->data[w] = 0;
 }
 
-void px_ex_unref(struct proxy_exchange *x)
-{
-    if (--x->refs == 0)
-        ex_free(x);
-}
-
 void px_wake_front(struct proxy_exchange *x)
 {
     if (x->suspended && !x->fe_gone) {
@@ -200,8 +114,27 @@ void px_wake_front(struct proxy_exchange *x)
 
 static void suspend_front(struct proxy_exchange *x)
 {
+    if (x->suspended)
+        return;
     x->suspended = true;
     MHD_suspend_connection(x->conn);
+}
+
+int px_front_fd(const struct proxy_exchange *x)
+{
+    return x->pc && !x->fe_gone ? x->pc->fd : -1;
+}
+
+void px_front_drop(struct proxy_exchange *x)
+{
+    if (x->fe_gone)
+        return;
+    x->phase = PH_GONE;
+    if (x->suspended) {
+        x->suspended = false;
+        MHD_resume_connection(x->conn);
+    }
+    x->loop->resumed = true; /* the daemon runs, calls the handler, which closes */
 }
 
 /* ---- connection registry and the header deadline --------------------------------------- */
@@ -282,6 +215,7 @@ struct field_walk {
     bool has_accept;
     struct buf *list;
     bool too_big;
+    cut_err err;
 };
 
 static enum MHD_Result walk_check(void *cls, enum MHD_ValueKind kind, const char *key,
@@ -311,10 +245,13 @@ static void add_line(struct field_walk *w, const char *name, size_t nlen, const 
 {
     /* "Name:" (empty value) is left out of the request by upstream.c; "Name;" sends it
      * empty */
+    bool ok;
     if (vlen)
-        px_hdrs_add(w->list, name, nlen, ": ", 2, v, vlen);
+        ok = px_hdrs_add(w->list, name, nlen, ": ", 2, v, vlen, &w->err);
     else
-        px_hdrs_add(w->list, name, nlen, ";", 1, "", 0);
+        ok = px_hdrs_add(w->list, name, nlen, ";", 1, "", 0, &w->err);
+    if (!ok)
+        w->too_big = true;
 }
 
 static enum MHD_Result walk_build(void *cls, enum MHD_ValueKind kind, const char *key,
@@ -383,9 +320,31 @@ static enum MHD_Result refuse(struct proxy_exchange *x, int status, const char *
 {
     x->phase = PH_REFUSED;
     x->sent_status = status;
+    x->refused = true;
+    px_ex_why(x, "%s", reason);
+    /* observers see a refused request with its route too (nothing decoded) */
+    if (x->px->nobservers && !x->matched && x->method && x->px->cfg->nroutes)
+        x->matched = px_route_match(x->px->cfg, x->method, x->target, false, &x->match);
     if (log_enabled(LOG_DEBUG))
         log_line(LOG_DEBUG, "refused", reason, NULL);
     return send_plain(x->conn, status, reason, true);
+}
+
+/* Hands the request to the app; when no connection can be had, the 502 is queued once the
+ * body is in (read and dropped meanwhile). */
+static void start_upstream(struct proxy_exchange *x)
+{
+    cut_err err = CUT_ERR_INIT;
+    x->phase = PH_BODY;
+    if (px_upstream_start(x, &err))
+        return;
+    log_msgf(LOG_WARN, "upstream_error", "upstream unavailable: %s", err.msg);
+    px_ex_why(x, "upstream unavailable: %s", err.msg);
+    x->up_done = x->up_failed = true;
+    x->up_error_status = 502;
+    x->up_reason = "upstream unavailable";
+    x->out_eof = true;
+    x->resp_ready = true;
 }
 
 static enum MHD_Result first_call(struct proxy_exchange *x, const char *method, const char *version)
@@ -399,6 +358,7 @@ static enum MHD_Result first_call(struct proxy_exchange *x, const char *method, 
 
     struct px_loop *l = x->loop;
     memset(&w, 0, sizeof(w));
+    err_clear(&w.err);
     w.chk = &chk;
     w.conn_tokens = &l->fw_conn;
     w.xff = &l->fw_xff;
@@ -444,25 +404,28 @@ static enum MHD_Result first_call(struct proxy_exchange *x, const char *method, 
         add_line(&w, "X-Forwarded-Host", 16, w.xfh->data, w.xfh->len);
     /* fields a client library would add on its own: none of them came from the client
      * (upstream.c leaves both out) */
-    px_hdrs_add(w.list, "Expect", 6, ":", 1, "", 0);
-    if (!w.has_accept)
-        px_hdrs_add(w.list, "Accept", 6, ":", 1, "", 0);
-
-    if (cfg->nroutes && px->have_hooks && px->hooks.on_request &&
-        px_route_match(cfg, method, x->target, &x->match)) {
-        x->matched = true;
-        x->hook_state = px->hooks.on_request(px->hooks.arg, x, &x->match);
-    }
-
-    cut_err err = CUT_ERR_INIT;
-    if (!px_upstream_start(x, &err)) {
-        ret = refuse(x, 502, "upstream unavailable");
+    if (!px_hdrs_add(w.list, "Expect", 6, ":", 1, "", 0, &w.err) ||
+        (!w.has_accept && !px_hdrs_add(w.list, "Accept", 6, ":", 1, "", 0, &w.err))) {
+        ret = refuse(x, 431, "request header fields too large");
         goto out;
     }
-    x->phase = PH_BODY;
+
     ret = MHD_YES;
+    if (!px_ex_request(x)) {
+        x->phase = PH_PARKED; /* exchange.c calls px_front_request_ready() */
+        goto out;
+    }
+    start_upstream(x);
 out:
     return ret;
+}
+
+void px_front_request_ready(struct proxy_exchange *x)
+{
+    if (x->fe_gone)
+        return;
+    start_upstream(x);
+    px_wake_front(x);
 }
 
 /* ---- body and answer ---------------------------------------------------------------------- */
@@ -472,6 +435,12 @@ static enum MHD_Result take_body(struct proxy_exchange *x, const char *data, siz
     proxy *px = x->px;
     size_t take;
 
+    if (x->body_paused) {
+        /* a handler cannot keep up: the client's body waits in its socket until the
+         * resume (exchange.c wakes the front) */
+        suspend_front(x);
+        return MHD_YES;
+    }
     if (x->up_done) {
         /* the app already answered (or failed): the rest of the body is read and dropped */
         take = *size;
@@ -500,13 +469,17 @@ static enum MHD_Result take_body(struct proxy_exchange *x, const char *data, siz
 
     x->in_total += take;
     *size -= take;
-    if (take && x->hook_state && px->hooks.on_request_body)
-        px->hooks.on_request_body(px->hooks.arg, x->hook_state, data, take);
+    if (take && x->any_state) {
+        px_ex_request_body(x, data, take);
+        if (x->body_paused)
+            suspend_front(x);
+    }
     if (px->cfg->limits.max_body_bytes && x->in_total > px->cfg->limits.max_body_bytes) {
         /* the answer can only be queued once the body has ended: drop the rest until then */
         px_upstream_abort(x);
         x->phase = PH_DRAIN;
         x->sent_status = 413;
+        x->refused = true;
         *size = 0;
     }
     return MHD_YES;
@@ -557,6 +530,7 @@ static enum MHD_Result queue_answer(struct proxy_exchange *x)
     struct MHD_Response *r;
     if (x->up_error_status) {
         x->sent_status = x->up_error_status;
+        px_ex_why(x, "%s", x->up_reason);
         return send_plain(x->conn, x->up_error_status, x->up_reason, false);
     }
     if (no_body_status(x->status) || (x->head && x->resp_len < 0)) {
@@ -630,6 +604,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     switch (x->phase) {
     case PH_NEW:
         return first_call(x, method, version);
+    case PH_PARKED:
+        /* a hook waits: nothing is read until the resume (px_front_request_ready) */
+        suspend_front(x);
+        return MHD_YES;
+    case PH_GONE:
+        return MHD_NO; /* the client left while the exchange waited: close */
     case PH_REFUSED:
     case PH_ANSWERED:
     case PH_DRAIN:
@@ -656,10 +636,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
     struct px_loop *l = cls;
     proxy *px = l->px;
-    struct proxy_exchange *x = ex_new(l);
-    x->refs = 1;
-    x->px = px;
-    x->loop = l;
+    struct proxy_exchange *x = px_ex_new(l);
     x->conn = conn;
     if (!uri)
         uri = "";
@@ -671,8 +648,6 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
         x->target = xstrndup(uri, ulen);
     }
     x->t_start = now_us();
-    x->resp_len = -1;
-    x->status = 0;
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
     x->pc = ci ? ci->socket_context : NULL;
@@ -687,17 +662,14 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     proxy *px = l->px;
     struct proxy_exchange *x = *req_cls;
     (void)conn;
-    (void)toe;
     if (!x)
         return;
     *req_cls = NULL;
-    x->fe_gone = true;
-    px_upstream_abort(x);
     conn_mark(px, x->pc, false);
     if (px->cfg->access_log && x->phase != PH_NEW)
         px_access_log(x);
     atomic_fetch_sub(&px->inflight, 1);
-    px_ex_unref(x);
+    px_ex_front_done(x, toe != MHD_REQUEST_TERMINATED_COMPLETED_OK);
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
@@ -746,17 +718,17 @@ proxy *proxy_new(const struct config *cfg, cut_err *err)
     atomic_init(&px->inflight, 0);
     atomic_init(&px->nconns, 0);
     atomic_init(&px->stopping, false);
+    for (int i = 0; i < PX_MAX_LOOPS; i++) {
+        struct px_loop *l = &px->loops[i];
+        pthread_mutex_init(&l->mb.mu, NULL);
+        l->mb.closed = true; /* opened by loop_init */
+        l->epfd = l->evfd = -1;
+    }
     if (!parse_upstream(px, err)) {
         proxy_free(px);
         return NULL;
     }
     return px;
-}
-
-void proxy_set_hooks(proxy *px, const struct proxy_hooks *hooks)
-{
-    px->hooks = *hooks;
-    px->have_hooks = true;
 }
 
 int proxy_port(const proxy *px)
@@ -829,25 +801,32 @@ static void *loop_main(void *arg)
             timeout = (int)mt;
         if (ms_until(l->next_sweep, now) < timeout)
             timeout = ms_until(l->next_sweep, now);
+        uint64_t wt = px_ex_next_timer(l);
+        if (wt != UINT64_MAX && ms_until(wt, now) < timeout)
+            timeout = ms_until(wt, now);
 
         int n = epoll_wait(l->epfd, ev, 64, timeout);
         unsigned cmds = 0;
-        bool mhd_ready = run_mhd;
+        bool mhd_ready = run_mhd, mail = false;
         for (int i = 0; i < n; i++) {
             uint64_t tag = ev[i].data.u64;
-            if (tag == TAG_MHD) {
+            if (tag == PX_TAG_MHD) {
                 mhd_ready = true;
-            } else if (tag == TAG_CMD) {
+            } else if (tag == PX_TAG_CMD) {
                 uint64_t v;
                 if (read(l->evfd, &v, sizeof(v)) < 0) {
                     /* nothing pending: another read got it */
                 }
                 cmds |= atomic_exchange(&l->cmds, 0u);
+                mail = true;
+            } else if ((tag & ~0xffffffffull) == PX_TAG_CLIENT) {
+                px_ex_client_event(l, (uint32_t)tag);
             } else {
                 px_upstream_event(l, (int)tag, ev[i].events);
             }
         }
         now = now_us();
+        px_ex_run(l, mail, now);
         px_upstream_run(l, now);
         if (cmds & LOOP_QUIESCE) {
             MHD_socket ls = MHD_quiesce_daemon(l->mhd);
@@ -855,8 +834,10 @@ static void *loop_main(void *arg)
                 close(ls);
             atomic_store(&l->quiesced, true);
         }
-        if (cmds & LOOP_ABORT_ALL)
+        if (cmds & LOOP_ABORT_ALL) {
+            px_ex_abort_waits(l);
             px_upstream_abort_all(l);
+        }
         if (cmds & LOOP_STOP)
             break;
         /* libmicrohttpd runs when its epoll set has something, when a connection was
@@ -878,6 +859,7 @@ static void *loop_main(void *arg)
         }
     }
     /* stop: nothing may stay suspended when the daemon stops */
+    px_ex_abort_waits(l);
     px_upstream_abort_all(l);
     MHD_run(l->mhd);
     MHD_stop_daemon(l->mhd);
@@ -904,13 +886,14 @@ static bool loop_init(proxy *px, struct px_loop *l, int idx, const struct sockad
         err_set(err, CUT_EIO, "proxy", "cannot create an event loop");
         return false;
     }
-    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_CMD};
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = PX_TAG_CMD};
     if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->evfd, &ev) != 0) {
         err_set(err, CUT_EIO, "proxy", "cannot create an event loop");
         return false;
     }
     if (!px_upstream_init(l, err))
         return false;
+    px_ex_loop_init(l);
 
     /* libmicrohttpd's per-connection pool must be larger than our header limit so that our
      * 431 (with a reason) is what a too-large header gets; it is also cleared between
@@ -934,7 +917,7 @@ static bool loop_init(proxy *px, struct px_loop *l, int idx, const struct sockad
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(l->mhd, MHD_DAEMON_INFO_EPOLL_FD);
     l->mhd_epfd = di ? di->epoll_fd : -1;
-    ev.data.u64 = TAG_MHD;
+    ev.data.u64 = PX_TAG_MHD;
     if (l->mhd_epfd < 0 || epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->mhd_epfd, &ev) != 0) {
         err_set(err, CUT_EIO, "proxy", "cannot watch libmicrohttpd's epoll set");
         return false;
@@ -952,7 +935,7 @@ static void loop_free(struct px_loop *l)
     }
     if (l->up_inited)
         px_upstream_fini(l);
-    ex_pool_free(l);
+    px_ex_loop_fini(l);
     buf_free(&l->fw_conn);
     buf_free(&l->fw_xff);
     buf_free(&l->fw_xfp);
@@ -980,7 +963,6 @@ bool proxy_start(proxy *px, cut_err *err)
 
     if (!resolve(cfg->listen_host, cfg->listen_port, &ss, err))
         goto out;
-    px->defer = px_defer_new(2, 1024);
     px->nloops = loop_count(cfg->workers.proxy_loops);
     for (int i = 0; i < px->nloops; i++) {
         /* the first daemon binds (maybe port 0); the others share its port (SO_REUSEPORT)
@@ -1063,10 +1045,6 @@ void proxy_shutdown(proxy *px, int grace_s)
         loop_free(l);
     }
     px->nloops = 0;
-    if (px->defer) {
-        px_defer_free(px->defer);
-        px->defer = NULL;
-    }
 }
 
 void proxy_free(proxy *px)
@@ -1074,6 +1052,10 @@ void proxy_free(proxy *px)
     if (!px)
         return;
     proxy_shutdown(px, 0);
+    for (int i = 0; i < PX_MAX_LOOPS; i++) {
+        free(px->loops[i].mb.v);
+        pthread_mutex_destroy(&px->loops[i].mb.mu);
+    }
     free(px->up_host);
     free(px);
 }
@@ -1122,10 +1104,12 @@ bool proxy_exchange_set_response_header(proxy_exchange *x, const char *name, con
 {
     if (!http_is_token(name, strlen(name)) || (value && !http_value_ok(value, strlen(value))))
         return false;
+    cut_err err = CUT_ERR_INIT;
+    if (value && x->resp_headers.len + strlen(name) + strlen(value) + 3 > PX_HDRS_MAX)
+        return false;
     px_hdrs_filter(&x->resp_headers, drop_named, (void *)name);
-    if (value)
-        px_hdrs_add(&x->resp_headers, name, strlen(name), ": ", 2, value, strlen(value));
-    return true;
+    return !value ||
+           px_hdrs_add(&x->resp_headers, name, strlen(name), ": ", 2, value, strlen(value), &err);
 }
 
 void proxy_exchange_set_status(proxy_exchange *x, int status)

@@ -112,18 +112,9 @@ static void up_recv(struct px_upconn *uc);
 
 /* ---- waking the front end ------------------------------------------------------------- */
 
-/* Resuming a client connection costs libmicrohttpd a turn; doing it once per loop turn
- * instead of once per event lets a small answer's header and body reach the client in
- * one go. */
 static void wake_later(struct proxy_exchange *x)
 {
-    struct px_loop *l = x->loop;
-    if (x->wake_queued)
-        return;
-    x->wake_queued = true;
-    px_ex_ref(x);
-    x->wnext = l->wake;
-    l->wake = x;
+    px_ex_wake_later(x);
 }
 
 void px_upstream_flush(struct px_loop *l)
@@ -132,9 +123,7 @@ void px_upstream_flush(struct px_loop *l)
         struct proxy_exchange *x = l->wake;
         l->wake = x->wnext;
         x->wnext = NULL;
-        x->wake_queued = false;
-        px_wake_front(x);
-        px_ex_unref(x);
+        px_ex_wake_done(x);
     }
 }
 
@@ -263,7 +252,6 @@ enum up_end { END_OK = 0, END_ABORT, END_FAIL, END_TIMEOUT, END_BAD_ANSWER };
 
 static void finish(struct proxy_exchange *x, enum up_end how, const char *why)
 {
-    proxy *px = x->px;
     struct px_upconn *uc = x->uc;
 
     x->up_done = true;
@@ -282,12 +270,13 @@ static void finish(struct proxy_exchange *x, enum up_end how, const char *why)
         }
         if (log_enabled(LOG_WARN) && !x->fe_gone && how != END_ABORT)
             log_msgf(LOG_WARN, "upstream_error", "%s: %s", x->up_reason, why ? why : "");
+        if (how != END_ABORT)
+            px_ex_why(x, "%s: %s", x->up_reason, why ? why : "");
         x->resp_ready = true;
+        x->out_eof = true;
     } else if (x->hold && !x->resp_ready) {
-        if (px->hooks.on_response_body)
-            px->hooks.on_response_body(px->hooks.arg, x->hook_state, x, &x->out);
-        x->resp_len = (int64_t)x->out.len;
-        x->resp_ready = true;
+        x->out_eof = true;
+        px_ex_response_body(x); /* the answer is ready unless a handler waits */
     }
     x->out_eof = true;
     wake_later(x);
@@ -299,7 +288,6 @@ static void finish(struct proxy_exchange *x, enum up_end how, const char *why)
             uc->keep = false;
         conn_release(uc);
     }
-    px_ex_unref(x); /* the attachment's reference */
 }
 
 /* ---- the request ------------------------------------------------------------------------ */
@@ -414,14 +402,12 @@ static bool attach(struct px_loop *l, struct proxy_exchange *x, bool fresh)
 bool px_upstream_start(struct proxy_exchange *x, cut_err *err)
 {
     struct px_loop *l = x->loop;
-    (void)err;
     x->t_up_start = now_us();
-    px_ex_ref(x); /* the attachment's reference */
-    link_active(l, x);
     if (!attach(l, x, false)) {
-        finish(x, END_FAIL, strerror(errno));
-        return true;
+        err_set(err, CUT_EHTTP, "upstream", "cannot connect to the app: %s", strerror(errno));
+        return false;
     }
+    link_active(l, x);
     /* sent at the end of this loop turn, with the body bytes libmicrohttpd read along
      * with the head: one writev for both */
     struct px_upconn *uc = x->uc;
@@ -590,7 +576,7 @@ static size_t deliver(struct proxy_exchange *x, const char *src, size_t n)
         take = 0;
     if (take < n)
         x->out_paused = true;
-    if (take && x->suspended)
+    if (take && x->suspended && x->resp_ready)
         wake_later(x);
     return take;
 }
@@ -608,32 +594,16 @@ static void drop_connection_named(struct proxy_exchange *x)
 
 static void headers_complete(struct proxy_exchange *x)
 {
-    proxy *px = x->px;
     if (x->conn_tokens[0])
         drop_connection_named(x);
     x->t_up_headers = now_us();
-    bool hold = false;
-    if (x->hook_state && px->hooks.on_response) {
-        enum proxy_answer_mode m =
-            px->hooks.on_response(px->hooks.arg, x->hook_state, x, x->status);
-        size_t max = px->cfg->limits.max_json_answer;
-        hold = m == PROXY_HOLD && !x->head && !(x->status == 204 || x->status == 304) &&
-               (x->resp_len < 0 || (uint64_t)x->resp_len <= max);
-    }
-    x->headers_done = true;
-    if (hold) {
-        x->hold = true;
-        x->out.max = px->cfg->limits.max_json_answer;
-    } else {
-        x->resp_ready = true;
-        wake_later(x);
-    }
+    px_ex_response(x); /* the handlers: pass, hold or wait */
 }
 
-/* Copies the final answer's fields into the exchange, filtered. Returns false when the
- * answer's Connection fields name more than conn_tokens holds: the fields they name could
- * not be removed, so the answer is not passed on. */
-static bool take_fields(struct proxy_exchange *x, const struct h1_header *h, size_t n)
+/* Copies the final answer's fields into the exchange, filtered. Returns false with err
+ * set when the answer's Connection fields name more than conn_tokens holds (the fields
+ * they name could not be removed, so the answer is not passed on). */
+static bool take_fields(struct proxy_exchange *x, const struct h1_header *h, size_t n, cut_err *err)
 {
     for (size_t i = 0; i < n; i++) {
         const char *name = h[i].name;
@@ -642,8 +612,10 @@ static bool take_fields(struct proxy_exchange *x, const struct h1_header *h, siz
             continue;
         if (nlen == 10 && strncasecmp(name, "connection", 10) == 0) {
             size_t have = strlen(x->conn_tokens);
-            if (have + vlen + 2 >= sizeof(x->conn_tokens))
+            if (have + vlen + 2 >= sizeof(x->conn_tokens)) {
+                err_set(err, CUT_ELIMIT, "upstream", "Connection fields name too many fields");
                 return false;
+            }
             if (have)
                 x->conn_tokens[have++] = ',';
             memcpy(x->conn_tokens + have, h[i].value, vlen);
@@ -652,7 +624,8 @@ static bool take_fields(struct proxy_exchange *x, const struct h1_header *h, siz
         }
         if (http_is_hop_by_hop(name, nlen))
             continue;
-        px_hdrs_add(&x->resp_headers, name, nlen, ": ", 2, h[i].value, vlen);
+        if (!px_hdrs_add(&x->resp_headers, name, nlen, ": ", 2, h[i].value, vlen, err))
+            return false;
     }
     return true;
 }
@@ -696,8 +669,9 @@ static bool process(struct px_upconn *uc)
             }
             x->status = r.status;
             x->resp_len = r.framing == H1_BODY_LENGTH ? r.content_length : -1;
-            if (!take_fields(x, hdrs, r.nheaders)) {
-                finish(x, END_BAD_ANSWER, "Connection fields name too many fields");
+            cut_err err = CUT_ERR_INIT;
+            if (!take_fields(x, hdrs, r.nheaders, &err)) {
+                finish(x, END_BAD_ANSWER, err.msg);
                 return false;
             }
             uc->keep = r.minor >= 1 ? !r.conn_close : (r.conn_keep_alive && !r.conn_close);
@@ -876,13 +850,13 @@ void px_upstream_event(struct px_loop *l, int fd, uint32_t events)
     }
     if (uc->connecting)
         return;
+    /* an attached exchange's front end is alive (px_ex_front_done detaches first), so x
+     * outlives anything below; uc may not */
     struct proxy_exchange *x = uc->x;
-    px_ex_ref(x);
     if (uc->wr_ready)
         up_send(uc);
     if (x->uc == uc && uc->rd_ready)
         up_recv(uc);
-    px_ex_unref(x);
 }
 
 void px_upstream_unpause(struct proxy_exchange *x)
@@ -890,16 +864,14 @@ void px_upstream_unpause(struct proxy_exchange *x)
     struct px_upconn *uc = x->uc;
     if (!uc || uc->connecting)
         return;
-    px_ex_ref(x);
     up_send(uc);
     if (x->uc == uc && !x->out_paused)
         up_recv(uc);
-    px_ex_unref(x);
 }
 
 void px_upstream_abort(struct proxy_exchange *x)
 {
-    if (x->uc || x->aprev || x->loop->active == x)
+    if (x->uc)
         finish(x, END_ABORT, NULL);
 }
 
@@ -920,11 +892,9 @@ void px_upstream_run(struct px_loop *l, uint64_t now)
         struct proxy_exchange *x = uc->x;
         if (!x)
             continue;
-        px_ex_ref(x);
         up_send(uc);
         if (x->uc == uc && uc->rd_ready)
             up_recv(uc);
-        px_ex_unref(x);
     }
     if (l->up_deadline >= 0 && (uint64_t)l->up_deadline <= now) {
         const struct cfg_limits *lim = &l->px->cfg->limits;

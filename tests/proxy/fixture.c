@@ -216,11 +216,11 @@ struct fx *fx_start(void)
     pthread_mutex_init(&f->mu, NULL);
     for (int attempt = 0; attempt < 5 && !f->d; attempt++) {
         f->port = test_free_port();
-        f->d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD,
-                                (uint16_t)f->port, NULL, NULL, handler, f,
-                                MHD_OPTION_URI_LOG_CALLBACK, on_uri, f, MHD_OPTION_NOTIFY_COMPLETED,
-                                on_done, f, MHD_OPTION_NOTIFY_CONNECTION, on_conn, f,
-                                MHD_OPTION_CONNECTION_TIMEOUT, 120u, MHD_OPTION_END);
+        f->d = MHD_start_daemon(
+            MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL,
+            (uint16_t)f->port, NULL, NULL, handler, f, MHD_OPTION_URI_LOG_CALLBACK, on_uri, f,
+            MHD_OPTION_NOTIFY_COMPLETED, on_done, f, MHD_OPTION_NOTIFY_CONNECTION, on_conn, f,
+            MHD_OPTION_CONNECTION_TIMEOUT, 120u, MHD_OPTION_END);
     }
     if (!f->d) {
         free(f);
