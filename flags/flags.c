@@ -260,7 +260,10 @@ flags_snapshot *flags_snapshot_new(const json_t *values, bool from_db, cut_err *
             return NULL;
     }
     all = flags_defaults();
-    json_object_foreach((json_t *)values, key, v) json_object_set_new(all, key, json_deep_copy(v));
+    json_object_foreach((json_t *)values, key, v)
+    {
+        json_object_set_new(all, key, json_deep_copy(v));
+    }
 
     s = xcalloc(1, sizeof(*s));
     atomic_init(&s->refs, 1);

@@ -489,17 +489,16 @@ static void doc_from_row(const PGresult *r, int row, struct pgstore_doc *d)
 
 void pgstore_doc_clear(struct pgstore_doc *d)
 {
-    char **strs[] = {&d->storage_key,  &d->s3_key,        &d->origin,     &d->vars,
-                     &d->spool_path,   &d->md5,           &d->sha256,     &d->s3_etag,
-                     &d->s3_sha256,    &d->legacy_sha256, &d->last_error, &d->next_attempt_at,
-                     &d->created_at,   &d->updated_at,    &d->copied_at,  &d->verified_at,
-                     &d->activated_at, &d->mismatch_at,   &d->failed_at,  &d->deleted_at};
-
     if (d == NULL)
         return;
-    for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
-        free(*strs[i]);
-        *strs[i] = NULL;
+    {
+        char *strs[] = {d->storage_key,  d->s3_key,        d->origin,     d->vars,
+                        d->spool_path,   d->md5,           d->sha256,     d->s3_etag,
+                        d->s3_sha256,    d->legacy_sha256, d->last_error, d->next_attempt_at,
+                        d->created_at,   d->updated_at,    d->copied_at,  d->verified_at,
+                        d->activated_at, d->mismatch_at,   d->failed_at,  d->deleted_at};
+        for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
+            free(strs[i]);
     }
     memset(d, 0, sizeof(*d));
 }
@@ -583,8 +582,10 @@ static bool write_transition(pgstore *st, const char *key, enum doc_state from, 
 
 static void refuse_illegal(cut_err *err, enum doc_state from, enum doc_state to)
 {
-    err_set(err, CUT_ECONFLICT, "transition", "illegal transition %s -> %s", doc_state_name(from),
-            doc_state_name(to));
+    const char *f = doc_state_name(from), *t = doc_state_name(to);
+
+    err_set(err, CUT_ECONFLICT, "transition", "illegal transition %s -> %s", f ? f : "unknown",
+            t ? t : "unknown");
 }
 
 int pgstore_transition(pgstore *st, const char *storage_key, int64_t generation, enum doc_state to,

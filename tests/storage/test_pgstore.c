@@ -185,7 +185,9 @@ static void test_doc_get_and_counts(void **state)
 static void test_claim_skips_locked(void **state)
 {
     char *url = pgt_migrated_db("pg_skip");
-    pgstore *st = store(url);
+    /* a claim that waited for the locked row (no SKIP LOCKED) fails after 5 s, not never */
+    char *timed = xasprintf("%s?options=-c%%20statement_timeout%%3D5000", url);
+    pgstore *st = store(timed);
     cut_err err = CUT_ERR_INIT;
     struct pgstore_claim c;
     PGconn *other = PQconnectdb(url);
@@ -200,7 +202,8 @@ static void test_claim_skips_locked(void **state)
     assert_int_equal(PQstatus(other), CONNECTION_OK);
     PQclear(PQexec(other, "BEGIN"));
     PQclear(PQexec(other, "SELECT 1 FROM cutover.documents WHERE storage_key = 's2' FOR UPDATE"));
-    assert_int_equal(pgstore_claim(st, "w", 100, 60000, &c, &err), 0);
+    if (pgstore_claim(st, "w", 100, 60000, &c, &err) != 0)
+        fail_msg("claim: %s", err.msg);
     assert_int_equal(c.n, 4);
     for (size_t i = 0; i < c.n; i++)
         assert_string_not_equal(c.docs[i].storage_key, "s2");
@@ -217,6 +220,7 @@ static void test_claim_skips_locked(void **state)
     assert_int_equal(c.n, 0);
     pgstore_claim_clear(&c);
     pgstore_free(st);
+    free(timed);
     free(url);
 }
 
