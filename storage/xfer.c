@@ -15,10 +15,11 @@
  * answer bodies are handed on as libcurl delivers them; both are hashed on the way (MD5
  * and SHA-256, OpenSSL EVP). A hasher is marked when an attempt starts and rewound when
  * it is retried, so a retry does not hash twice. Checks: hashes the caller gave are
- * compared with the bytes when the last byte is read (a mismatch aborts the upload before
- * S3 has the whole body); without them the body goes as UNSIGNED-PAYLOAD and S3's ETag
- * (the MD5 of a single PUT or of a part, unless SSE-KMS) is compared with the MD5 computed.
- * A file that changes length between the start and the end of its copy fails the copy.
+ * compared with the bytes when the last byte is read (the request carries their Content-MD5,
+ * so S3 refuses the changed bytes, and the transfer fails); without them the body goes as
+ * UNSIGNED-PAYLOAD and S3's ETag (the MD5 of a single PUT or of a part, unless SSE-KMS) is compared
+ * with the MD5 computed. A file that changes length between the start and the end of its copy fails
+ * the copy.
  *
  * Legacy -> S3. The GET's bytes fill a part buffer (s3.part_size); the GET pauses while a
  * full part is uploaded (with Content-MD5 and SHA-256 of the part, known from the
@@ -279,8 +280,11 @@ static size_t on_read(char *dst, size_t sz, size_t n, void *arg)
             hasher_update(r->hin[i], dst, (size_t)got);
     r->sent += (uint64_t)got;
     if (r->sent == total && r->body_ok && !r->body_ok(r)) {
-        r->body_bad = true; /* the last bytes are not sent: S3 never has the whole body */
-        return CURL_READFUNC_ABORT;
+        /* The bytes differ from the hashes the caller gave. The body still goes out whole,
+         * with the Content-MD5 of those hashes, so S3 refuses it (BadDigest): cutting the
+         * body short instead is no proof, as some S3-compatible servers store a truncated
+         * body. The transfer fails whatever the answer. */
+        r->body_bad = true;
     }
     return (size_t)got;
 }

@@ -23,3 +23,7 @@ target_link_libraries(s3_bench PRIVATE cutover_storage Threads::Threads)
 # The transfer engine and the legacy fetcher against stand-ins inside the test.
 cutover_test(NAME xfer_fixture SOURCES s3/test_xfer_fixture.c s3/legacy_stub.c
   LIBS cutover_storage PkgConfig::MHD LABELS unit TIMEOUT 90)
+
+# The transfer engine against s3rver: 200 PUTs in flight, legacy -> S3 copies, changed sources.
+cutover_test(NAME xfer_rver SOURCES s3/test_xfer_rver.c s3/legacy_stub.c
+  LIBS cutover_storage PkgConfig::MHD LABELS s3 SERVICES TIMEOUT 180)
