@@ -4,7 +4,7 @@
  * features' handlers, parks and resumes, and recycles the exchange at its end. Neither
  * side frees an exchange or keeps it alive for the other: an exchange ends when the front
  * end is done with it, no transfer is attached and no wake-up is queued, and only
- * px_ex_maybe_end() checks that.
+ * maybe_end() checks that.
  *
  *   on_uri ──► NEW ──checks fail──► REFUSED (400/431/...) ─────────────────────────┐
  *               │ checks pass: route matched, on_start, on_request                  │
@@ -39,8 +39,9 @@
  * one waited on, so a late, duplicate or foreign resume changes nothing. While a wait is
  * on, the client's socket is also in the loop's epoll set for its hang-up (a suspended
  * libmicrohttpd connection is not polled), and the exchange is on the loop's list of
- * waits, swept every PX_WAIT_SWEEP_US for deadlines. None of this runs for an exchange that
- * never waits: the pass-through path pays one test of x->kind per hook point.
+ * waits, swept every PX_WAIT_SWEEP_US for deadlines. At shutdown, waits still on after the
+ * grace period end and their clients are dropped. None of this runs for an exchange that
+ * never waits: the pass-through path pays one test of x->any_state per hook point.
  */
 #include "proxy/proxy_int.h"
 
@@ -539,7 +540,7 @@ void proxy_exchange_resume(proxy_ticket t)
         return;
     struct px_loop *l = &t.px->loops[t.loop];
     struct px_mailbox *mb = &l->mb;
-    bool wake = false;
+    uint64_t one = 1;
     pthread_mutex_lock(&mb->mu);
     if (!mb->closed) {
         if (mb->n == mb->cap) {
@@ -547,15 +548,12 @@ void proxy_exchange_resume(proxy_ticket t)
             mb->v = xrealloc(mb->v, mb->cap * sizeof(*mb->v));
         }
         mb->v[mb->n++] = (struct px_msg){.slot = t.slot, .gen = t.gen};
-        wake = mb->n == 1;
-    }
-    pthread_mutex_unlock(&mb->mu);
-    if (wake) {
-        uint64_t one = 1;
-        if (write(l->evfd, &one, sizeof(one)) < 0) {
+        /* written under the lock: the loop closes its eventfd only after closing the box */
+        if (mb->n == 1 && write(l->evfd, &one, sizeof(one)) < 0) {
             /* the counter cannot overflow here; nothing else can fail */
         }
     }
+    pthread_mutex_unlock(&mb->mu);
 }
 
 static void mailbox_drain(struct px_loop *l)
@@ -638,8 +636,8 @@ void px_ex_abort_waits(struct px_loop *l)
 
 void px_ex_front_done(struct proxy_exchange *x, bool client_left)
 {
-    if (client_left && !x->out_eof)
-        x->client_gone = true;
+    if (client_left && !x->up_failed && !x->refused)
+        x->client_gone = true; /* not the proxy cutting a failed answer */
     cancel_waits(x);
     x->fe_gone = true;
     px_upstream_abort(x);

@@ -186,8 +186,9 @@ const char *proxy_exchange_target(proxy_exchange *x);
 /* Response header (first of its name) or NULL; only in on_response/on_response_body. */
 const char *proxy_exchange_response_header(proxy_exchange *x, const char *name);
 /* Replaces every header of that name with one (value NULL: removes them). Only in
- * on_response/on_response_body. Returns false when the name is not a token or the value
- * holds a control character (nothing changed). */
+ * on_response/on_response_body. Returns false, nothing changed, when the name is not a
+ * token, the value holds a control character, or the answer's header list would pass its
+ * ceiling (1 MiB). */
 bool proxy_exchange_set_response_header(proxy_exchange *x, const char *name, const char *value);
 /* Replaces the status sent to the client. Only in on_response/on_response_body. */
 void proxy_exchange_set_status(proxy_exchange *x, int status);

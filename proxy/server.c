@@ -25,11 +25,11 @@
  * when the answer arrives within one loop turn (the handler is called again on the next
  * run and only then suspends), and a complete small answer is queued as one buffer so
  * that its header and body leave in one write. A request without a body allocates
- * nothing of ours once a loop is warm (with a routed hook, the path variables; with a
- * body, the request buffer): exchanges come from the loop's free list with their header lists
- * and answer buffer, the checks' scratch buffers belong to the loop, a short target is
- * copied into the exchange, and a complete small answer is handed to libmicrohttpd
- * without a copy (what is left is libmicrohttpd's response and its header entries).
+ * nothing of ours once a loop is warm (with a handler on its route, the path variables;
+ * with a body, the request buffer): exchanges come from the loop's free list with their header
+ * lists and answer buffer, the checks' scratch buffers belong to the loop, a short target is copied
+ * into the exchange, and a complete small answer is handed to libmicrohttpd without a copy (what is
+ * left is libmicrohttpd's response and its header entries).
  *
  * No thread ever blocks on a peer: when the client sends faster than the app reads, or
  * the app answers faster than the client reads, the side with nothing to do is paused

@@ -159,9 +159,7 @@ static void fd_set_conn(struct px_loop *l, int fd, struct px_upconn *uc)
         size_t n = l->nfdmap ? l->nfdmap : 256;
         while (n <= (size_t)fd)
             n *= 2;
-        struct px_upconn **p = realloc(l->fdmap, n * sizeof(*p));
-        if (!p)
-            abort();
+        struct px_upconn **p = xrealloc(l->fdmap, n * sizeof(*p));
         memset(p + l->nfdmap, 0, (n - l->nfdmap) * sizeof(*p));
         l->fdmap = p;
         l->nfdmap = n;
@@ -404,7 +402,10 @@ bool px_upstream_start(struct proxy_exchange *x, cut_err *err)
     struct px_loop *l = x->loop;
     x->t_up_start = now_us();
     if (!attach(l, x, false)) {
-        err_set(err, CUT_EHTTP, "upstream", "cannot connect to the app: %s", strerror(errno));
+        if (errno == E2BIG)
+            err_set(err, CUT_ELIMIT, "upstream", "request head over %u bytes", PX_UP_REQ_HEAD_MAX);
+        else
+            err_set(err, CUT_EHTTP, "upstream", "cannot connect to the app: %s", strerror(errno));
         return false;
     }
     link_active(l, x);

@@ -21,18 +21,19 @@ static inline struct config *inproc_config_url(const char *upstream, const char 
 {
     char text[4096];
     *port = test_free_port();
-    snprintf(text, sizeof(text),
-             "{%s\"listen\":\"127.0.0.1:%d\",\"upstream\":\"%s\","
-             "\"admin\":{\"listen\":\"127.0.0.1:%d\"},\"log\":{\"level\":\"error\"},"
-             "\"s3\":{\"region\":\"eu-west-1\",\"bucket\":\"documents\"},"
-             "\"routes\":["
-             "{\"name\":\"upload\",\"kind\":\"upload\",\"path\":\"/documents\","
-             "\"key\":{\"response_json\":\"/id\"}},"
-             "{\"name\":\"delete\",\"kind\":\"delete\",\"method\":\"DELETE\","
-             "\"path\":\"/documents/{key}\",\"key\":{\"path\":\"key\"}},"
-             "{\"name\":\"signed-url\",\"kind\":\"signed_url\",\"path\":\"/json/{key}\","
-             "\"url\":{\"response_json\":\"/url\"}}]}",
-             extra_top, *port, upstream, test_free_port());
+    snprintf(
+        text, sizeof(text),
+        "{%s\"listen\":\"127.0.0.1:%d\",\"upstream\":\"%s\","
+        "\"admin\":{\"listen\":\"127.0.0.1:%d\"},\"log\":{\"level\":\"error\",\"access\":false},"
+        "\"s3\":{\"region\":\"eu-west-1\",\"bucket\":\"documents\"},"
+        "\"routes\":["
+        "{\"name\":\"upload\",\"kind\":\"upload\",\"path\":\"/documents\","
+        "\"key\":{\"response_json\":\"/id\"}},"
+        "{\"name\":\"delete\",\"kind\":\"delete\",\"method\":\"DELETE\","
+        "\"path\":\"/documents/{key}\",\"key\":{\"path\":\"key\"}},"
+        "{\"name\":\"signed-url\",\"kind\":\"signed_url\",\"path\":\"/json/{key}\","
+        "\"url\":{\"response_json\":\"/url\"}}]}",
+        extra_top, *port, upstream, test_free_port());
     struct cfg_problems probs = {0};
     struct config *cfg = config_parse(text, "test", &probs);
     for (size_t i = 0; i < probs.n; i++)

@@ -6,12 +6,15 @@
  *     the app), released by a separate thread, then parked again at on_response and
  *     resumed from that thread; every client gets its own answer (the hook, called again
  *     after the resume, tags it with the request's key).
+ *   - answers held (PROXY_HOLD) and parked in on_response_body, resumed, then rewritten.
  *   - the client hangs up while its exchange is parked (at on_request, at on_response): the
  *     exchange ends at once, on_done and the observer run once, a late resume does nothing.
  *   - a wait past its deadline: the client gets the app's answer unchanged.
  *   - backpressure: a body hook that queues bytes for a slow writer thread and pauses when
  *     its queue is full; the queue never grows past its mark plus one call's bytes (the
  *     proxy stops reading the client meanwhile), and the app gets the whole body.
+ *   - a body pause nobody resumes: past its deadline the handler gets no more bytes and
+ *     the app gets the whole body.
  *   - a body hook that gives up (PROXY_BODY_FAIL) is not called again, and the request
  *     reaches the app intact.
  */
@@ -34,7 +37,7 @@
 #include <time.h>
 #include <unistd.h>
 
-enum mode { M_LOAD, M_GONE_REQ, M_GONE_RESP, M_DEADLINE_REQ, M_DEADLINE_RESP, M_BODY };
+enum mode { M_LOAD, M_GONE_REQ, M_GONE_RESP, M_DEADLINE_REQ, M_DEADLINE_RESP, M_BODY, M_HOLD_WAIT };
 static _Atomic int mode;
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
@@ -107,7 +110,7 @@ static void *resumer(void *arg)
 
 struct wst {
     char key[64];
-    bool req_waited, resp_waited;
+    bool req_waited, resp_waited, body_waited;
 };
 
 static void *w_start(void *arg, proxy_exchange *x, const struct proxy_match *m)
@@ -155,6 +158,8 @@ static enum proxy_answer_mode w_response(void *arg, void *state, proxy_exchange 
     (void)arg;
     (void)status;
     int md = atomic_load(&mode);
+    if (md == M_HOLD_WAIT)
+        return PROXY_HOLD;
     if (md != M_LOAD && md != M_GONE_RESP && md != M_DEADLINE_RESP)
         return PROXY_PASS;
     if (st->resp_waited) {
@@ -179,6 +184,29 @@ static enum proxy_answer_mode w_response(void *arg, void *state, proxy_exchange 
     }
     pthread_mutex_unlock(&mu);
     return PROXY_WAIT;
+}
+
+/* After PROXY_HOLD: waits once, then (called again after the resume) rewrites the body. */
+static enum proxy_answer_mode w_response_body(void *arg, void *state, proxy_exchange *x,
+                                              struct buf *body)
+{
+    struct wst *st = state;
+    (void)arg;
+    if (atomic_load(&mode) != M_HOLD_WAIT)
+        return PROXY_PASS;
+    if (!st->body_waited) {
+        st->body_waited = true;
+        proxy_ticket t = proxy_exchange_wait(x, 60000);
+        pthread_mutex_lock(&mu);
+        tq_push(&ans_q, t);
+        pthread_cond_broadcast(&cv);
+        pthread_mutex_unlock(&mu);
+        return PROXY_WAIT;
+    }
+    buf_reset(body);
+    if (!buf_puts(body, "{\"key\":\"") || !buf_puts(body, st->key) || !buf_puts(body, "\"}"))
+        return PROXY_PASS;
+    return PROXY_PASS;
 }
 
 static void w_done(void *arg, void *state, const struct proxy_outcome *o)
@@ -220,7 +248,8 @@ static struct spool {
     int calls_while_paused, pauses;
     proxy_ticket t;
     uint64_t total; /* the writer stops after this many bytes */
-} sp;
+    unsigned pause_ms;
+} sp = {.pause_ms = 20000};
 static _Atomic int fail_calls;
 
 static enum proxy_body_result b_body(void *arg, void *state, proxy_exchange *x, const void *data,
@@ -248,7 +277,7 @@ static enum proxy_body_result b_body(void *arg, void *state, proxy_exchange *x, 
     if (sp.len > sp.max_len)
         sp.max_len = sp.len;
     if (sp.len >= SPOOL_HIGH) {
-        sp.t = proxy_exchange_wait(x, 20000);
+        sp.t = proxy_exchange_wait(x, sp.pause_ms);
         sp.paused = true;
         sp.pauses++;
         r = PROXY_BODY_PAUSE;
@@ -265,7 +294,8 @@ static void *writer(void *arg)
     static unsigned char piece[16384];
     (void)arg;
     pthread_mutex_lock(&mu);
-    while (sp.drained < sp.total && !stop_resumer) {
+    /* until every byte the hook was given is drained (or was lost to an overflow) */
+    while (!(sp.len == 0 && sp.given >= sp.total) && !stop_resumer) {
         if (!sp.len) {
             pthread_cond_wait(&cv, &mu);
             continue;
@@ -338,8 +368,11 @@ static int setup(void **state)
     px = proxy_new(cfg, &err);
     if (!px)
         return -1;
-    struct proxy_handler w = {
-        .on_start = w_start, .on_request = w_request, .on_response = w_response, .on_done = w_done};
+    struct proxy_handler w = {.on_start = w_start,
+                              .on_request = w_request,
+                              .on_response = w_response,
+                              .on_response_body = w_response_body,
+                              .on_done = w_done};
     static int fail_state, spool_state;
     struct proxy_handler fb = {
         .arg = &fail_state, .on_start = b_start, .on_request_body = fail_body};
@@ -494,6 +527,41 @@ static void test_load(void **state)
     pthread_mutex_lock(&mu);
     release_requests = false;
     pthread_mutex_unlock(&mu);
+}
+
+/* Many answers held, parked in on_response_body at once, resumed from the other thread,
+ * then rewritten by the hook called again: each client gets its own body. */
+static void test_hold_wait(void **state)
+{
+    (void)state;
+    enum { N = 200 };
+    int fds[N];
+    char path[64];
+    static char buf[8192];
+    atomic_store(&mode, M_HOLD_WAIT);
+    struct proxy_counters c0 = counters();
+    for (int i = 0; i < N; i++) {
+        snprintf(path, sizeof(path), "/json/h%d", i);
+        fds[i] = send_get(path);
+        assert_true(fds[i] >= 0);
+    }
+    int bad = 0;
+    for (int i = 0; i < N; i++) {
+        size_t n = read_all(fds[i], buf, sizeof(buf));
+        close(fds[i]);
+        char want[64], cl[64];
+        int wl = snprintf(want, sizeof(want), "\r\n\r\n{\"key\":\"h%d\"}", i);
+        snprintf(cl, sizeof(cl), "Content-Length: %d\r\n", wl - 4);
+        if (strncmp(buf, "HTTP/1.1 200", 12) != 0 || n < (size_t)wl ||
+            strcmp(buf + n - wl, want) != 0 || !strstr(buf, cl)) {
+            if (bad++ < 3)
+                fprintf(stderr, "request %d: %.300s\n", i, buf);
+        }
+    }
+    assert_int_equal(bad, 0);
+    struct proxy_counters c1 = counters();
+    assert_true(c1.waits >= c0.waits + N);
+    assert_int_equal(c1.timed_out, c0.timed_out);
 }
 
 /* The client hangs up while its exchange is parked. */
@@ -654,12 +722,49 @@ static void test_body_fail(void **state)
     pthread_mutex_unlock(&mu);
 }
 
+/* A pause nobody resumes: past its deadline the handler gets no more of this body, and
+ * the request goes on to the app whole. */
+static void test_pause_deadline(void **state)
+{
+    (void)state;
+    static unsigned char body[2u << 20];
+    fx_gen(17, body, sizeof(body));
+    atomic_store(&mode, M_BODY);
+    pthread_mutex_lock(&mu);
+    sp.head = sp.len = 0;
+    sp.given = 0;
+    sp.paused = false;
+    sp.calls_while_paused = 0;
+    sp.pause_ms = 200;
+    pthread_mutex_unlock(&mu);
+    struct proxy_counters c0 = counters();
+    struct test_http r;
+    char u[128];
+    snprintf(u, sizeof(u), "http://127.0.0.1:%d/documents", port);
+    assert_int_equal(test_http("POST", u, NULL, body, sizeof(body), &r), 0);
+    assert_int_equal(r.status, 200);
+    test_http_free(&r);
+    struct fx_seen seen;
+    fx_last(f, &seen);
+    assert_int_equal(seen.body_len, sizeof(body));
+    assert_true(seen.body_hash == fx_hash(FX_HASH_INIT, body, sizeof(body)));
+    assert_int_equal(counters().timed_out, c0.timed_out + 1);
+    pthread_mutex_lock(&mu);
+    assert_int_equal(sp.calls_while_paused, 0);
+    assert_true(sp.given >= SPOOL_HIGH && sp.given < sizeof(body));
+    proxy_ticket t = sp.t;
+    sp.pause_ms = 20000;
+    pthread_mutex_unlock(&mu);
+    proxy_exchange_resume(t); /* too late: ignored */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_load),      cmocka_unit_test(test_client_gone),
-        cmocka_unit_test(test_deadline),  cmocka_unit_test(test_backpressure),
-        cmocka_unit_test(test_body_fail),
+        cmocka_unit_test(test_load),           cmocka_unit_test(test_hold_wait),
+        cmocka_unit_test(test_client_gone),    cmocka_unit_test(test_deadline),
+        cmocka_unit_test(test_backpressure),   cmocka_unit_test(test_body_fail),
+        cmocka_unit_test(test_pause_deadline),
     };
     curl_global_init(CURL_GLOBAL_DEFAULT);
     int rc = cmocka_run_group_tests(tests, setup, teardown);
