@@ -239,3 +239,46 @@ char *extract_content_disposition(const char *filename)
     }
     return buf_steal(&b);
 }
+
+char *extract_query_param(const char *target, const char *name)
+{
+    const char *q = target ? strchr(target, '?') : NULL;
+    size_t nlen = name ? strlen(name) : 0;
+
+    if (!q || nlen == 0)
+        return NULL;
+    q++;
+    while (*q) {
+        const char *end = strchr(q, '&');
+        const char *eq;
+        size_t plen = end ? (size_t)(end - q) : strlen(q);
+        char *k, *v;
+        long kl, vl;
+
+        eq = memchr(q, '=', plen);
+        size_t klen = eq ? (size_t)(eq - q) : plen;
+        k = xmalloc(klen + 1);
+        kl = pct_decode(q, klen, k, klen + 1);
+        if (kl >= 0 && (size_t)kl == nlen && memcmp(k, name, nlen) == 0) {
+            size_t vlen = eq ? plen - klen - 1 : 0;
+            char *raw = xstrndup(eq ? eq + 1 : "", vlen);
+            for (char *c = raw; *c; c++)
+                if (*c == '+')
+                    *c = ' ';
+            v = xmalloc(vlen + 1);
+            vl = pct_decode(raw, vlen, v, vlen + 1);
+            free(raw);
+            free(k);
+            if (vl < 0 || memchr(v, 0, (size_t)vl)) {
+                free(v);
+                return NULL;
+            }
+            return v;
+        }
+        free(k);
+        if (!end)
+            break;
+        q = end + 1;
+    }
+    return NULL;
+}

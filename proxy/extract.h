@@ -26,6 +26,11 @@ const json_t *extract_json_pointer(const json_t *root, const char *ptr);
  * pointer (absent, or of another type). */
 char *extract_json_string(const json_t *root, const char *ptr, cut_err *err) CUT_MUST_USE;
 
+/* The first query parameter called name in a request target ("/path?a=1&b=x%20y"), its value
+ * percent-decoded with '+' as a space. Returns a new string (free()), or NULL when absent or
+ * badly encoded (or holding a NUL byte). */
+char *extract_query_param(const char *target, const char *name);
+
 /* Looks a template variable up: returns its value (borrowed until the expansion ends) and its
  * length, or NULL when the variable has no value. */
 typedef const char *(*extract_var_fn)(void *arg, const char *name, size_t nlen, size_t *len);

@@ -78,6 +78,8 @@ struct pgstore_doc_in {
     const char *spool_path;
     int64_t size;
     const char *md5, *sha256; /* hex */
+    const char *content_type; /* what the S3 object is served with */
+    const char *filename;     /* the original name, for Content-Disposition */
 };
 
 /* Records a document in state pending. A storage_key already present is re-recorded: its
@@ -107,6 +109,7 @@ struct pgstore_doc {
     char *last_error;
     char *next_attempt_at, *created_at, *updated_at, *copied_at, *verified_at, *activated_at,
         *mismatch_at, *failed_at, *deleted_at;
+    char *content_type, *filename; /* NULL: unknown */
 };
 void pgstore_doc_clear(struct pgstore_doc *d);
 
