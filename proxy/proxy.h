@@ -40,7 +40,7 @@ typedef struct proxy proxy;
  * it (never keep it; keep a ticket). */
 typedef struct proxy_exchange proxy_exchange;
 
-#define PROXY_MAX_VARS 8
+#define PROXY_MAX_VARS CFG_MAX_PATH_VARS
 #define PROXY_MAX_HANDLERS 4  /* per route kind */
 #define PROXY_MAX_OBSERVERS 4 /* per proxy */
 /* The longest a wait may last (proxy_exchange_wait clamps to it). */

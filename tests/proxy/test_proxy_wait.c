@@ -354,9 +354,14 @@ static int setup(void **state)
 {
     (void)state;
     struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
+    /* two sockets per parked client: as many descriptors as we may have (root may raise
+     * the hard limit too) */
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 8192) {
+        struct rlimit want = {8192, rl.rlim_max > 8192 ? rl.rlim_max : 8192};
+        if (setrlimit(RLIMIT_NOFILE, &want) != 0) {
+            rl.rlim_cur = rl.rlim_max;
+            setrlimit(RLIMIT_NOFILE, &rl);
+        }
     }
     f = fx_start();
     if (!f)
