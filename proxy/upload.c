@@ -62,7 +62,7 @@ struct up {
     spool_file *sf; /* the loop's until finished or discarded */
     multipart *mp;
     bool body_failed;
-    char body_why[256];
+    char body_why[640];
     char *content_type;
 
     /* the record, built on the loop */
@@ -70,14 +70,14 @@ struct up {
     bool resumed; /* the recorder is done: let the answer go */
     proxy_ticket answer;
     char *storage_key, *s3_key, *filename, *vars;
-    char unmirrorable[300];
+    char unmirrorable[1024];
 
     /* the spool's end (writer thread), read by the recorder after the join */
     bool spool_ok;
     char *spool_path;
     uint64_t size;
     char md5[33], sha256[65];
-    char spool_why[300];
+    char spool_why[640];
     atomic_int join;
 };
 
@@ -290,7 +290,7 @@ static const char *tpl_lookup(void *arg, const char *name, size_t nlen, size_t *
 static bool resolve(struct up *s, proxy_exchange *x, const json_t *answer)
 {
     const struct cfg_route *r = s->route;
-    char why[300];
+    char why[600];
     char **values = xcalloc(r->nvars ? r->nvars : 1, sizeof(char *));
     json_t *vars = json_object();
     bool ok = false;
@@ -308,7 +308,7 @@ static bool resolve(struct up *s, proxy_exchange *x, const json_t *answer)
         if (values[i])
             json_object_set_new(vars, r->vars[i].name, json_string(values[i]));
         else if (!s->unmirrorable[0])
-            snprintf(s->unmirrorable, sizeof(s->unmirrorable), "variable {%s}: %s",
+            snprintf(s->unmirrorable, sizeof(s->unmirrorable), "variable {%.64s}: %s",
                      r->vars[i].name, why);
     }
     if (!s->unmirrorable[0]) {
@@ -549,7 +549,7 @@ struct del {
 static void *del_start(void *arg, proxy_exchange *x, const struct proxy_match *m)
 {
     struct del *d = xcalloc(1, sizeof(*d));
-    char why[300];
+    char why[600];
     struct up tmp = {.m = m, .route = m->route};
     d->u = arg;
     if (m->route->key.kind != SRC_RESPONSE_JSON && m->route->key.kind != SRC_RESPONSE_HEADER)

@@ -61,6 +61,7 @@ struct job {
 struct mirror {
     struct mirror_opts o;
     char *url, *owner;
+    s3_client *s3;
     xfer_engine *e;
     legacy_store *legacy;
     pthread_t thread;
@@ -209,7 +210,7 @@ static void after_refusal(mirror *m, struct job *j, const char *why)
         goto done;
     if (cur.state == DOC_DELETED) {
         cut_err derr = CUT_ERR_INIT;
-        if (s3_delete(xfer_engine_s3(m->e), j->doc.s3_key, &r, &derr) != 0)
+        if (s3_delete(m->s3, j->doc.s3_key, &r, &derr) != 0)
             log_msgf(LOG_ERROR, "mirror", "%s: deleted, but its late copy could not be removed: %s",
                      j->doc.storage_key, derr.msg);
         goto done;
@@ -450,12 +451,12 @@ static void *mirror_main(void *arg)
     return NULL;
 }
 
-mirror *mirror_start(const struct mirror_opts *o, xfer_engine *e, legacy_store *legacy,
-                     cut_err *err)
+mirror *mirror_start(const struct mirror_opts *o, s3_client *s3, xfer_engine *e,
+                     legacy_store *legacy, cut_err *err)
 {
     mirror *m;
 
-    if (!o || !o->database_url || !e) {
+    if (!o || !o->database_url || !s3 || !e) {
         err_set(err, CUT_EINVAL, "mirror", "a mirror needs a database URL and a transfer engine");
         return NULL;
     }
@@ -475,6 +476,7 @@ mirror *mirror_start(const struct mirror_opts *o, xfer_engine *e, legacy_store *
     m->owner = o->owner ? xstrdup(o->owner) : xasprintf("mirror:%ld", (long)getpid());
     m->o.database_url = m->url;
     m->o.owner = m->owner;
+    m->s3 = s3;
     m->e = e;
     m->legacy = legacy;
     m->store = pgstore_open(m->url);

@@ -30,11 +30,11 @@ struct mirror_opts {
     bool keep_spool;          /* leave spool files after verification (tests) */
 };
 
-/* Starts the mirror's thread. e (required) and legacy (may be NULL: no fallback) are
- * borrowed and must outlive the mirror. Returns a new mirror (mirror_free()) or NULL with
- * err set. */
-mirror *mirror_start(const struct mirror_opts *o, xfer_engine *e, legacy_store *legacy,
-                     cut_err *err) CUT_MUST_USE;
+/* Starts the mirror's thread. s3 and e (required: the engine copies, s3 removes the late
+ * copy of a deleted document) and legacy (may be NULL: no fallback) are borrowed and must
+ * outlive the mirror. Returns a new mirror (mirror_free()) or NULL with err set. */
+mirror *mirror_start(const struct mirror_opts *o, s3_client *s3, xfer_engine *e,
+                     legacy_store *legacy, cut_err *err) CUT_MUST_USE;
 
 /* A document was recorded: look at the queue now rather than at the next poll. Any thread;
  * never blocks beyond a short mutex. */
