@@ -51,7 +51,8 @@ static void help(FILE *out)
 {
     fprintf(out, "usage: cutover doctor [--config FILE]\n\n"
                  "Checks the database (reachable, schema up to date), that the application\n"
-                 "and the legacy store answer, that the spool directory is writable, S3\n"
+                 "and the legacy store are reachable (any answer below 500; a probe key is\n"
+                 "expected to be missing), that the spool directory is writable, S3\n"
                  "credentials, that the bucket answers, that a test object can be written,\n"
                  "read back, compared and deleted, and the clock skew against S3.\n"
                  "Prints one line per check (ok / FAIL and why); exit 1 when any failed.\n");

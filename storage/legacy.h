@@ -36,7 +36,8 @@ struct legacy_result {
 };
 
 struct legacy_opts {
-    int timeout_s;      /* per GET; 0: legacy.timeout_s, else 30 */
+    int timeout_s;      /* per GET, the whole transfer (also while it waits for S3 to take a
+                         * part of a copy); 0: legacy.timeout_s, else 30 */
     uint64_t max_bytes; /* size ceiling of a document; 0: 5 GiB */
     int max_attempts;   /* 5xx, timeouts and no answer are retried; 0: 3 */
 };

@@ -60,23 +60,44 @@ struct hasher {
     uint64_t n, n_mark;
 };
 
+/* The digests, fetched once: an implicit fetch (EVP_md5()) on every init takes OpenSSL's
+ * store locks each time. */
+static EVP_MD *md_md5, *md_sha256;
+static pthread_once_t md_once = PTHREAD_ONCE_INIT;
+
+static void md_fetch(void)
+{
+    md_md5 = EVP_MD_fetch(NULL, "MD5", NULL);
+    md_sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+    if (md_md5 == NULL || md_sha256 == NULL)
+        abort();
+}
+
+/* Allocates h's contexts the first time (on the engine thread, not the submitter's). */
 static void hasher_init(struct hasher *h)
 {
+    if (h->md5)
+        return;
+    pthread_once(&md_once, md_fetch);
     h->md5 = EVP_MD_CTX_new();
     h->sha = EVP_MD_CTX_new();
     h->md5_mark = EVP_MD_CTX_new();
     h->sha_mark = EVP_MD_CTX_new();
     if (!h->md5 || !h->sha || !h->md5_mark || !h->sha_mark ||
-        EVP_DigestInit_ex(h->md5, EVP_md5(), NULL) != 1 ||
-        EVP_DigestInit_ex(h->sha, EVP_sha256(), NULL) != 1)
+        EVP_DigestInit_ex(h->md5, md_md5, NULL) != 1 ||
+        EVP_DigestInit_ex(h->sha, md_sha256, NULL) != 1)
         abort();
     h->n = h->n_mark = 0;
 }
 
 static void hasher_reset(struct hasher *h)
 {
-    if (EVP_DigestInit_ex(h->md5, EVP_md5(), NULL) != 1 ||
-        EVP_DigestInit_ex(h->sha, EVP_sha256(), NULL) != 1)
+    if (h->md5 == NULL) {
+        hasher_init(h);
+        return;
+    }
+    if (EVP_DigestInit_ex(h->md5, md_md5, NULL) != 1 ||
+        EVP_DigestInit_ex(h->sha, md_sha256, NULL) != 1)
         abort();
     h->n = 0;
 }
@@ -225,8 +246,9 @@ struct xfer_engine {
     pthread_t th;
     bool started;
 
-    pthread_mutex_t mu; /* guards sub_* and stop */
+    pthread_mutex_t mu; /* guards sub_*, woken and stop */
     struct xjob *sub_head, *sub_tail;
+    bool woken; /* a wakeup is on its way: later submitters need not send another */
     bool stop;
 
     /* engine thread only */
@@ -1249,13 +1271,13 @@ static void job_step(struct xjob *j)
         return;
     if (j->flush || (j->src_done && j->mpu == 2 && j->pbuf.len > 0)) {
         if (j->mpu == 0) {
-            if (j->partno + 1 > XFER_MAX_PARTS) {
-                cut_err err = CUT_ERR_INIT;
-                err_set(&err, CUT_ELIMIT, "xfer", "%s: more than %d parts", j->key, XFER_MAX_PARTS);
-                job_fail(j, &err);
-                return;
-            }
             mpu_create(j);
+            return;
+        }
+        if (j->partno + 1 > XFER_MAX_PARTS) {
+            cut_err err = CUT_ERR_INIT;
+            err_set(&err, CUT_ELIMIT, "xfer", "%s: more than %d parts", j->key, XFER_MAX_PARTS);
+            job_fail(j, &err);
             return;
         }
         legacy_send_buffer(j, false);
@@ -1330,6 +1352,10 @@ static void job_start(struct xjob *j)
     struct stat st;
     cut_err err = CUT_ERR_INIT;
 
+    if (j->kind != J_CALL && j->kind != J_HEAD) {
+        hasher_init(&j->whole);
+        hasher_init(&j->part);
+    }
     switch (j->kind) {
     case J_CALL:
         job_req(j, &j->r, call_done);
@@ -1470,6 +1496,7 @@ static void *engine_main(void *arg)
         pthread_mutex_lock(&e->mu);
         sub = e->sub_head;
         e->sub_head = e->sub_tail = NULL;
+        e->woken = false;
         stop = e->stop;
         pthread_mutex_unlock(&e->mu);
         while (sub) {
@@ -1580,6 +1607,9 @@ xfer_engine *xfer_engine_new(s3_client *s3, const struct xfer_engine_opts *opts,
         err_set(err, CUT_EIO, "xfer", "cannot create a libcurl multi handle");
         goto fail;
     }
+    /* keep a warm connection per transfer in flight: libcurl's default cache is sized
+     * for the handles attached at the moment, and ours are attached one request at a time */
+    curl_multi_setopt(e->multi, CURLMOPT_MAXCONNECTS, (long)(2 * e->max_active));
     if (pthread_create(&e->th, NULL, engine_main, e) != 0) {
         err_set(err, CUT_EIO, "xfer", "cannot start the engine thread: %s", strerror(errno));
         goto fail;
@@ -1638,8 +1668,6 @@ static struct xjob *job_new(xfer_engine *e, enum job_kind kind, xfer_done_fn don
     j->out.s3.content_length = -1;
     j->out.legacy.content_length = -1;
     j->part_size = e->lim.part_size;
-    hasher_init(&j->whole);
-    hasher_init(&j->part);
     buf_init(&j->xml, 0);
     buf_init(&j->answer, XFER_MAX_XML);
     return j;
@@ -1647,6 +1675,8 @@ static struct xjob *job_new(xfer_engine *e, enum job_kind kind, xfer_done_fn don
 
 static void submit(xfer_engine *e, struct xjob *j)
 {
+    bool wake;
+
     atomic_fetch_add(&e->st_submitted, 1);
     pthread_mutex_lock(&e->mu);
     if (e->sub_tail)
@@ -1654,8 +1684,11 @@ static void submit(xfer_engine *e, struct xjob *j)
     else
         e->sub_head = j;
     e->sub_tail = j;
+    wake = !e->woken;
+    e->woken = true;
     pthread_mutex_unlock(&e->mu);
-    curl_multi_wakeup(e->multi);
+    if (wake)
+        curl_multi_wakeup(e->multi);
 }
 
 static bool key_ok(const char *key, const char *what, cut_err *err)

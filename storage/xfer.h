@@ -12,7 +12,20 @@
  *
  * Submitting (from any thread) returns at once. The completion callback runs ON THE ENGINE
  * THREAD: it must not block, and must not call the blocking functions of s3.h or legacy.h
- * (they refuse with CUT_EINVAL there). Data callbacks run on the engine thread too.
+ * (on their own engine they refuse with CUT_EINVAL; on another they would block this one).
+ * Data callbacks run on the engine thread too.
+ *
+ * Concurrency: at most max_active transfers are in flight; the others wait their turn in
+ * submission order. A transfer waiting out a backoff keeps its place (S3 asked for less
+ * load), while the thread serves every other transfer.
+ *
+ * Memory: a copy from the legacy store buffers at most one part (s3.part_size) at a time,
+ * so an engine holds at most max_active part buffers.
+ *
+ * Known limits: temporary credentials (STS, container endpoint) are refreshed by the
+ * first request that finds them near expiry, on the engine thread, which blocks for that
+ * fetch (once per credentials lifetime). With SSE-KMS, S3's ETag is not an MD5, so a file
+ * without known hashes is hashed before it is sent (read twice, on the engine thread).
  *
  * Bytes are hashed (MD5 and SHA-256, incrementally) as they pass, so a copy reads its
  * source once. A copy whose hashes are not known up front still ends verified: the engine

@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # S3 client benchmark (one command; not part of the tests):
 #   1. presigned URLs per second on one core;
-#   2. 1,000 PutObject of 16 KiB at concurrency 16 against a local s3rver: cutover's client
-#      vs `aws s3 cp --recursive` and `rclone copy`, same files, one table with wall time,
-#      documents/s and CPU seconds (user+sys) of each tool and of s3rver during its run.
+#   2. 1,000 PutObject of 16 KiB at concurrency 16 against a local s3rver: cutover's
+#      transfer engine (one thread, 16 PUTs in flight), cutover's blocking calls from 16
+#      threads (how the command line and simple callers use the client), `aws s3 cp
+#      --recursive` and `rclone copy`, same files, one table with wall time, documents/s
+#      and CPU seconds (user+sys) of each tool and of s3rver during its run.
+#      Before the engine, the blocking client (16 threads, each with its own curl handle)
+#      used 0.28-0.29 CPU s per 1,000 PUTs on the development machine.
+#   BENCH_TOOLS=0 leaves out aws and rclone.
 # Usage: bench/s3/run.sh [BUILD_DIR]   (default build-bench; configured and built here)
 set -euo pipefail
 
@@ -14,10 +19,13 @@ docs=${BENCH_DOCS:-1000}
 conc=${BENCH_CONCURRENCY:-16}
 size_kib=${BENCH_SIZE_KIB:-16}
 
-for pkg in awscli rclone; do
-    bin=$([ $pkg = awscli ] && echo aws || echo rclone)
-    command -v "$bin" >/dev/null || apt-get install -y "$pkg" >/dev/null
-done
+tools=${BENCH_TOOLS:-1}
+if [ "$tools" = 1 ]; then
+    for pkg in awscli rclone; do
+        bin=$([ $pkg = awscli ] && echo aws || echo rclone)
+        command -v "$bin" >/dev/null || apt-get install -y "$pkg" >/dev/null
+    done
+fi
 
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$build" -j"$(nproc)" --target s3_bench >/dev/null
@@ -79,10 +87,12 @@ run_tool() { # name command...
     after=$(proc_cpu "$s3_pid")
     read -r wall usr sys <"$work/time"
     rows+=("$(awk -v n="$name" -v w="$wall" -v u="$usr" -v s="$sys" -v b="$before" -v a="$after" \
-        -v d="$docs" 'BEGIN{printf "| %-22s | %8.2f | %8.0f | %9.2f | %11.2f | %12.2f |", n, w, d/w, u+s, (u+s)*1000/d, a-b}')")
+        -v d="$docs" 'BEGIN{printf "| %-26s | %8.2f | %8.0f | %9.2f | %11.2f | %12.2f |", n, w, d/w, u+s, (u+s)*1000/d, a-b}')")
 }
 
-run_tool "cutover (libcurl)" "$bench" put "$work/files" cutover/ "$conc"
+run_tool "cutover engine (1 thr)" "$bench" engine "$work/files" engine/ "$conc"
+run_tool "cutover blocking (${conc} thr)" "$bench" put "$work/files" blocking/ "$conc"
+if [ "$tools" = 1 ]; then
 run_tool "aws s3 cp --recursive" aws --endpoint-url "$S3_ENDPOINT" s3 cp --recursive --quiet \
     "$work/files" "s3://$S3_BUCKET/aws/"
 # rclone refuses a custom CA bundle with its own transport; the endpoint is plain http
@@ -90,11 +100,12 @@ run_tool "rclone copy" env -u AWS_CA_BUNDLE rclone copy "$work/files" ":s3:$S3_B
     --s3-endpoint "$S3_ENDPOINT" --s3-access-key-id S3RVER --s3-secret-access-key S3RVER \
     --s3-region us-east-1 --s3-force-path-style --s3-no-check-bucket --transfers "$conc" \
     --checkers "$conc"
+fi
 
 echo
 echo "presign: $presign URLs/s on one core"
 echo
 echo "$docs PutObject of $size_kib KiB, concurrency $conc, s3rver on 127.0.0.1 ($(nproc) cores)"
-echo "| tool                   | wall (s) |   docs/s | CPU (s)   | CPU s/1000  | s3rver CPU s |"
-echo "|------------------------|---------:|---------:|----------:|------------:|-------------:|"
+echo "| tool                       | wall (s) |   docs/s | CPU (s)   | CPU s/1000  | s3rver CPU s |"
+echo "|----------------------------|---------:|---------:|----------:|------------:|-------------:|"
 printf '%s\n' "${rows[@]}"
