@@ -93,8 +93,8 @@ static bool dual_write_start(const struct config *cfg, proxy *px, struct dual_wr
     }
     if (flags_store_autoreload(dw->flags, 1000, err) != 0)
         goto out;
-    struct worker_opts wo = {.name = "recorder", .threads = 2, .queue_max = 65536,
-                             .database_url = cfg->database_url};
+    struct worker_opts wo = {
+        .name = "recorder", .threads = 2, .queue_max = 65536, .database_url = cfg->database_url};
     dw->recorder = worker_pool_start(&wo, err);
     if (!dw->recorder)
         goto out;

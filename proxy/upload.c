@@ -36,9 +36,9 @@
 #include <strings.h>
 #include <unistd.h>
 
-#define UP_HIGH (1u << 20)        /* bytes waiting for the spool before the body pauses */
-#define UP_LOW (256u * 1024u)     /* ... and resumes */
-#define UP_PAUSE_MS 60000u        /* a body pause longer than this gives the tee up */
+#define UP_HIGH (1u << 20)    /* bytes waiting for the spool before the body pauses */
+#define UP_LOW (256u * 1024u) /* ... and resumes */
+#define UP_PAUSE_MS 60000u    /* a body pause longer than this gives the tee up */
 #define UP_MAX_READERS 64
 
 struct upload {
@@ -160,15 +160,19 @@ static void *up_start(void *arg, proxy_exchange *x, const struct proxy_match *m)
     s->route = m->route;
     s->m = m;
     s->sf = spool_open(u->d.spool);
-    if (m->route->file_field) {
+    /* a multipart body gives up its file part; any other body is the document itself, as
+     * for a route without file_field */
+    const char *ct = proxy_exchange_request_header(x, "Content-Type");
+    while (ct && (*ct == ' ' || *ct == '\t'))
+        ct++;
+    if (m->route->file_field && ct && strncasecmp(ct, "multipart/form-data", 19) == 0) {
         struct multipart_limits lim = {.max_file = u->cfg->limits.max_body_bytes};
         cut_err err = CUT_ERR_INIT;
-        s->mp = multipart_new(proxy_exchange_request_header(x, "Content-Type"),
-                              m->route->file_field, &lim, on_file_bytes, s, &err);
+        s->mp = multipart_new(ct, m->route->file_field, &lim, on_file_bytes, s, &err);
         if (!s->mp)
             body_fail(s, "multipart: %s", err.msg);
     } else {
-        s->content_type = xstrdup(proxy_exchange_request_header(x, "Content-Type"));
+        s->content_type = xstrdup(ct);
     }
     return s;
 }
@@ -338,12 +342,12 @@ out:
 
 static char *record_json(const struct up *s)
 {
-    json_t *o = json_pack("{s:s, s:s?, s:s?, s:s?, s:s?, s:s?, s:s?, s:s?, s:s?}", "storage_key",
-                          s->storage_key, "s3_key", s->s3_key, "vars", s->vars, "spool_path",
-                          s->spool_ok ? s->spool_path : NULL, "md5",
-                          s->spool_ok ? s->md5 : NULL, "sha256", s->spool_ok ? s->sha256 : NULL,
-                          "content_type", s->content_type, "filename", s->filename,
-                          "unmirrorable", s->unmirrorable[0] ? s->unmirrorable : NULL);
+    json_t *o =
+        json_pack("{s:s, s:s?, s:s?, s:s?, s:s?, s:s?, s:s?, s:s?, s:s?}", "storage_key",
+                  s->storage_key, "s3_key", s->s3_key, "vars", s->vars, "spool_path",
+                  s->spool_ok ? s->spool_path : NULL, "md5", s->spool_ok ? s->md5 : NULL, "sha256",
+                  s->spool_ok ? s->sha256 : NULL, "content_type", s->content_type, "filename",
+                  s->filename, "unmirrorable", s->unmirrorable[0] ? s->unmirrorable : NULL);
     if (s->spool_ok)
         json_object_set_new(o, "size", json_integer((json_int_t)s->size));
     char *text = json_dumps(o, JSON_COMPACT);
@@ -351,8 +355,8 @@ static char *record_json(const struct up *s)
     return text;
 }
 
-/* Writes one record to the database: upsert, and for an unmirrorable one the move to failed
- * with its reason. */
+/* Writes one record to the database (an unmirrorable one straight as failed, with its
+ * reason). */
 static int write_record(pgstore *db, const char *storage_key, const char *s3_key, const char *vars,
                         const char *spool_path, int64_t size, const char *md5, const char *sha256,
                         const char *content_type, const char *filename, const char *unmirrorable,
@@ -370,12 +374,8 @@ static int write_record(pgstore *db, const char *storage_key, const char *s3_key
         .content_type = content_type,
         .filename = filename,
     };
-    int64_t gen = 0;
-    if (pgstore_upsert(db, &d, &gen, err) != 0)
-        return -1;
-    if (unmirrorable && pgstore_transition(db, storage_key, gen, DOC_FAILED, unmirrorable, err) != 0)
-        return -1;
-    return 0;
+    d.failed_reason = unmirrorable;
+    return pgstore_upsert(db, &d, NULL, err);
 }
 
 static void record_job(worker_ctx *ctx, void *arg)
@@ -404,8 +404,8 @@ static void record_job(worker_ctx *ctx, void *arg)
         cut_err jerr = CUT_ERR_INIT;
         if (u->d.journal && journal_append(u->d.journal, text, strlen(text), &jerr)) {
             stat_add(u, &u->st.journaled);
-            log_msgf(LOG_WARN, "upload_journaled", "%s: the database is away (%s): kept in the journal",
-                     s->storage_key, err.msg);
+            log_msgf(LOG_WARN, "upload_journaled",
+                     "%s: the database is away (%s): kept in the journal", s->storage_key, err.msg);
         } else {
             stat_add(u, &u->st.lost);
             log_msgf(LOG_ERROR, "upload_lost",
@@ -427,8 +427,10 @@ static void join_one(struct up *s)
     if (!worker_submit(s->u->d.recorder, record_job, s)) {
         /* the refusal is counted and logged by the pool */
         stat_add(s->u, &s->u->st.lost);
-        log_msgf(LOG_ERROR, "upload_lost", "%s: NOT RECORDED: the recorder's queue is full; "
-                 "a backfill will find it", s->storage_key);
+        log_msgf(LOG_ERROR, "upload_lost",
+                 "%s: NOT RECORDED: the recorder's queue is full; "
+                 "a backfill will find it",
+                 s->storage_key);
         proxy_exchange_resume(s->answer);
         up_unref(s);
     }
@@ -565,8 +567,8 @@ static void delete_job(worker_ctx *ctx, void *arg)
     cut_err err = CUT_ERR_INIT;
 
     if (pgstore_doc_get(db, d->key, &doc, &err) == 0 && doc.state != DOC_DELETED) {
-        if (pgstore_transition(db, d->key, doc.generation, DOC_DELETED, "deleted by the app", &err) !=
-            0) {
+        if (pgstore_transition(db, d->key, doc.generation, DOC_DELETED, "deleted by the app",
+                               &err) != 0) {
             log_msgf(LOG_ERROR, "delete", "%s: deleted by the app, not marked deleted: %s", d->key,
                      err.msg);
         } else {
@@ -600,8 +602,10 @@ static enum proxy_answer_mode del_response(void *arg, void *state, proxy_exchang
     job->answer = proxy_exchange_wait(x, d->u->d.record_wait_ms);
     d->waiting = true;
     if (!worker_submit(d->u->d.recorder, delete_job, job)) {
-        log_msgf(LOG_ERROR, "delete", "%s: deleted by the app, not marked deleted: the "
-                 "recorder's queue is full", d->key);
+        log_msgf(LOG_ERROR, "delete",
+                 "%s: deleted by the app, not marked deleted: the "
+                 "recorder's queue is full",
+                 d->key);
         free(job->key);
         free(job);
         return PROXY_PASS;
@@ -618,7 +622,8 @@ static void del_done(void *arg, void *state, const struct proxy_outcome *o)
     free(d);
 }
 
-/* ---- the journal ------------------------------------------------------------------------------ */
+/* ---- the journal ------------------------------------------------------------------------------
+ */
 
 struct replay {
     upload *u;

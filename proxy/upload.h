@@ -29,18 +29,19 @@ typedef struct upload upload;
 
 /* What the feature works with, all borrowed: each must outlive the feature. */
 struct upload_deps {
-    spool *spool;           /* required */
-    worker_pool *recorder;  /* required: threads with a state store (worker_store()) */
-    flags_store *flags;     /* required: dual_write */
-    journal *journal;       /* may be NULL: records are then lost while PostgreSQL is away */
-    mirror *mirror;         /* may be NULL: kicked after each record */
-    s3_client *s3;          /* may be NULL: deletes then leave the S3 object */
+    spool *spool;            /* required */
+    worker_pool *recorder;   /* required: threads with a state store (worker_store()) */
+    flags_store *flags;      /* required: dual_write */
+    journal *journal;        /* may be NULL: records are then lost while PostgreSQL is away */
+    mirror *mirror;          /* may be NULL: kicked after each record */
+    s3_client *s3;           /* may be NULL: deletes then leave the S3 object */
     unsigned record_wait_ms; /* the longest the client's answer waits for the record;
                               * default 5000 */
 };
 
 /* Returns a new feature (upload_free()) or NULL with err set. */
-upload *upload_new(const struct config *cfg, const struct upload_deps *d, cut_err *err) CUT_MUST_USE;
+upload *upload_new(const struct config *cfg, const struct upload_deps *d,
+                   cut_err *err) CUT_MUST_USE;
 /* Registers its handlers for upload and delete routes. Before proxy_start(). */
 bool upload_register(upload *u, proxy *px, cut_err *err) CUT_MUST_USE;
 /* Replays the journal into the database (at start, and whenever PostgreSQL is back): the

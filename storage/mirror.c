@@ -132,16 +132,15 @@ static void attempt_failed(mirror *m, struct job *j, const char *reason)
                      m->o.backoff_ms, &state, &err) != 0) {
         if (err.code == CUT_ECONFLICT)
             count(m, &m->st.lost_leases);
-        log_msgf(LOG_WARN, "mirror", "%s: cannot record a failed copy (%s): %s",
-                 j->doc.storage_key, reason, err.msg);
+        log_msgf(LOG_WARN, "mirror", "%s: cannot record a failed copy (%s): %s", j->doc.storage_key,
+                 reason, err.msg);
     } else if (state == DOC_FAILED) {
         count(m, &m->st.failed);
         log_msgf(LOG_ERROR, "mirror", "%s: failed after %d attempts: %s", j->doc.storage_key,
                  m->o.max_attempts, reason);
     } else {
         count(m, &m->st.retried);
-        log_msgf(LOG_WARN, "mirror", "%s: copy failed, will retry: %s", j->doc.storage_key,
-                 reason);
+        log_msgf(LOG_WARN, "mirror", "%s: copy failed, will retry: %s", j->doc.storage_key, reason);
     }
     m->inflight--;
     job_free(j);
@@ -278,8 +277,7 @@ static void head_checked(mirror *m, struct job *j)
             after_refusal(m, j, err.msg);
             return;
         }
-        log_msgf(LOG_WARN, "mirror", "%s: cannot record the copy: %s", j->doc.storage_key,
-                 err.msg);
+        log_msgf(LOG_WARN, "mirror", "%s: cannot record the copy: %s", j->doc.storage_key, err.msg);
         m->inflight--;
         job_free(j);
         return;
@@ -306,9 +304,9 @@ static void rechecked(mirror *m, struct job *j)
 {
     const struct s3_result *h = &j->out.s3;
     cut_err err = CUT_ERR_INIT;
-    bool same = err_isset(&j->err) ? false
-                                   : h->content_length == j->want_size &&
-                                         strcasecmp(h->etag, j->want_md5) == 0;
+    bool same = err_isset(&j->err)
+                    ? false
+                    : h->content_length == j->want_size && strcasecmp(h->etag, j->want_md5) == 0;
     if (!same && j->err.code != CUT_ENOTFOUND) {
         if (pgstore_transition(m->store, j->doc.storage_key, j->want_generation, DOC_MISMATCH,
                                "an older generation's copy landed after this one was copied",
@@ -325,9 +323,11 @@ static void advance(mirror *m, struct job *j)
     switch (j->phase) {
     case PH_COPY:
         if (err_isset(&j->err)) {
-            bool spool_bad = !j->from_legacy && (j->err.code == CUT_EIO || j->err.code == CUT_ECONFLICT);
+            bool spool_bad =
+                !j->from_legacy && (j->err.code == CUT_EIO || j->err.code == CUT_ECONFLICT);
             if (spool_bad && m->legacy) {
-                log_msgf(LOG_WARN, "mirror", "%s: the spool file cannot be used (%s): copying from the legacy store",
+                log_msgf(LOG_WARN, "mirror",
+                         "%s: the spool file cannot be used (%s): copying from the legacy store",
                          j->doc.storage_key, j->err.msg);
                 j->from_legacy = true;
                 count(m, &m->st.from_legacy);

@@ -512,25 +512,28 @@ int pgstore_upsert(pgstore *st, const struct pgstore_doc_in *d, int64_t *generat
     static const char sql[] =
         "WITH prev AS (SELECT state FROM cutover.documents WHERE storage_key = $1),\n"
         "up AS (INSERT INTO cutover.documents AS d (storage_key, s3_key, origin, vars, "
-        "spool_path, size, md5, sha256, content_type, filename)\n"
+        "spool_path, size, md5, sha256, content_type, filename, state, last_error, failed_at)\n"
         "  VALUES ($1, $2, coalesce($3, 'upload'), coalesce($4::jsonb, '{}'), $5, $6::bigint, "
-        "$7, $8, $9, $10)\n"
+        "$7, $8, $9, $10, CASE WHEN $11::text IS NULL THEN 'pending' ELSE 'failed' END, $11,\n"
+        "    CASE WHEN $11::text IS NULL THEN NULL ELSE now() END)\n"
         "  ON CONFLICT (storage_key) DO UPDATE SET generation = d.generation + 1,\n"
-        "    state = 'pending', s3_key = EXCLUDED.s3_key, origin = EXCLUDED.origin,\n"
+        "    state = EXCLUDED.state, s3_key = EXCLUDED.s3_key, origin = EXCLUDED.origin,\n"
         "    vars = EXCLUDED.vars, spool_path = EXCLUDED.spool_path, size = EXCLUDED.size,\n"
         "    md5 = EXCLUDED.md5, sha256 = EXCLUDED.sha256, content_type = EXCLUDED.content_type,\n"
         "    filename = EXCLUDED.filename, s3_etag = NULL, s3_sha256 = NULL,\n"
-        "    legacy_sha256 = NULL, attempts = 0, last_error = NULL, lease_owner = NULL,\n"
-        "    lease_token = NULL, lease_expires = NULL, next_attempt_at = now(),\n"
-        "    updated_at = now(), copied_at = NULL, verified_at = NULL, activated_at = NULL,\n"
-        "    mismatch_at = NULL, failed_at = NULL, deleted_at = NULL\n"
-        "  RETURNING generation)\n"
+        "    legacy_sha256 = NULL, attempts = 0, last_error = EXCLUDED.last_error,\n"
+        "    lease_owner = NULL, lease_token = NULL, lease_expires = NULL,\n"
+        "    next_attempt_at = now(), updated_at = now(), copied_at = NULL, verified_at = NULL,\n"
+        "    activated_at = NULL, mismatch_at = NULL, failed_at = EXCLUDED.failed_at,\n"
+        "    deleted_at = NULL\n"
+        "  RETURNING generation, state)\n"
         "INSERT INTO cutover.transitions (storage_key, from_state, to_state, detail, "
         "generation)\n"
-        "SELECT $1, (SELECT state FROM prev), 'pending', 'recorded', generation FROM up\n"
+        "SELECT $1, (SELECT state FROM prev), state, coalesce($11, 'recorded'), generation "
+        "FROM up\n"
         "RETURNING generation";
     char size[24];
-    const char *p[10];
+    const char *p[11];
     PGresult *r;
 
     if (d->storage_key == NULL || d->s3_key == NULL) {
@@ -548,7 +551,8 @@ int pgstore_upsert(pgstore *st, const struct pgstore_doc_in *d, int64_t *generat
     p[7] = d->sha256;
     p[8] = d->content_type;
     p[9] = d->filename;
-    r = run(st, "upsert", sql, 10, p, err);
+    p[10] = d->failed_reason;
+    r = run(st, "upsert", sql, 11, p, err);
     if (r == NULL)
         return -1;
     if (generation)
