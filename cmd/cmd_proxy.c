@@ -2,15 +2,171 @@
  * `cutover proxy [--config FILE]`: runs the sidecar (data port and admin port) until
  * SIGTERM or SIGINT, then stops accepting, lets in-flight requests finish within
  * limits.shutdown_grace_s and exits 0. Signals are blocked in every thread and taken
- * synchronously with sigwait() here, so no handler runs inside the servers' threads.
+ * synchronously with sigtimedwait() here, so no handler runs inside the servers' threads.
+ *
+ * With a database and an S3 bucket configured, it also wires dual-write: the spool writer,
+ * the recorders, the journal, the flags (reloaded every second), the transfer engine, the
+ * legacy store and the mirror; between signals, this thread replays the journal into the
+ * database when there is one to replay.
  */
 #include "cmd/cli.h"
+#include "flags/flags.h"
 #include "proxy/proxy.h"
+#include "proxy/upload.h"
+#include "storage/creds.h"
+#include "storage/journal.h"
+#include "storage/legacy.h"
+#include "storage/mirror.h"
+#include "storage/pgstore.h"
+#include "storage/s3.h"
+#include "storage/spool.h"
+#include "storage/worker.h"
 
 #include <curl/curl.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Everything dual-write runs on; all NULL when it is not configured. */
+struct dual_write {
+    spool *spool;
+    creds_provider *creds;
+    s3_client *s3;
+    legacy_store *legacy;
+    flags_store *flags;
+    worker_pool *recorder;
+    journal *journal;
+    mirror *mirror;
+    upload *upload;
+    pgstore *replay_db;
+};
+
+static bool has_kind(const struct config *cfg, enum route_kind k)
+{
+    for (size_t i = 0; i < cfg->nroutes; i++)
+        if (cfg->routes[i].kind == k)
+            return true;
+    return false;
+}
+
+static bool dual_write_start(const struct config *cfg, proxy *px, struct dual_write *dw,
+                             cut_err *err)
+{
+    char host[128] = "cutover";
+    char *jpath = NULL, *owner = NULL;
+    bool ok = false;
+
+    if (!has_kind(cfg, ROUTE_UPLOAD) && !has_kind(cfg, ROUTE_DELETE))
+        return true;
+    if (!cfg->database_url || !cfg->has_s3) {
+        log_msgf(LOG_WARN, "dual_write",
+                 "upload and delete routes pass through untouched: dual-write needs %s",
+                 !cfg->database_url ? "database_url" : "an s3 section");
+        return true;
+    }
+    gethostname(host, sizeof(host) - 1);
+    dw->spool = spool_new(cfg->spool_dir, err);
+    if (!dw->spool)
+        goto out;
+    dw->creds = creds_provider_new(&cfg->s3, err);
+    if (!dw->creds)
+        goto out;
+    dw->s3 = s3_client_new(&cfg->s3, dw->creds, err);
+    if (!dw->s3)
+        goto out;
+    xfer_engine *engine = s3_client_engine(dw->s3, err);
+    if (!engine)
+        goto out;
+    if (cfg->has_legacy && !(dw->legacy = legacy_new(&cfg->legacy, NULL, err)))
+        goto out;
+    dw->flags = flags_store_new(cfg->database_url, cfg, err);
+    if (!dw->flags)
+        goto out;
+    {
+        cut_err ferr = CUT_ERR_INIT;
+        if (flags_store_reload(dw->flags, &ferr) != 0)
+            log_msgf(LOG_WARN, "flags", "starting with the configuration's flags: %s", ferr.msg);
+    }
+    if (flags_store_autoreload(dw->flags, 1000, err) != 0)
+        goto out;
+    struct worker_opts wo = {
+        .name = "recorder", .threads = 2, .queue_max = 65536, .database_url = cfg->database_url};
+    dw->recorder = worker_pool_start(&wo, err);
+    if (!dw->recorder)
+        goto out;
+    jpath = xasprintf("%s/journal.log", cfg->spool_dir);
+    dw->journal = journal_open(jpath, err);
+    if (!dw->journal)
+        goto out;
+    owner = xasprintf("%s:%ld", host, (long)getpid());
+    struct mirror_opts mo = {
+        .database_url = cfg->database_url,
+        .owner = owner,
+        .max_inflight = 4 * cfg->workers.mirror,
+        .lease_ms = cfg->workers.lease_s * 1000,
+        .max_attempts = cfg->workers.max_attempts,
+    };
+    dw->mirror = mirror_start(&mo, dw->s3, engine, dw->legacy, err);
+    if (!dw->mirror)
+        goto out;
+    struct upload_deps d = {
+        .spool = dw->spool,
+        .recorder = dw->recorder,
+        .flags = dw->flags,
+        .journal = dw->journal,
+        .mirror = dw->mirror,
+        .s3 = dw->s3,
+    };
+    dw->upload = upload_new(cfg, &d, err);
+    if (!dw->upload || !upload_register(dw->upload, px, err))
+        goto out;
+    dw->replay_db = pgstore_open(cfg->database_url);
+    ok = true;
+out:
+    free(jpath);
+    free(owner);
+    return ok;
+}
+
+/* The journal's records go to the database as soon as it takes them. */
+static void replay(struct dual_write *dw)
+{
+    cut_err err = CUT_ERR_INIT;
+    static uint64_t last_log;
+    if (!dw->upload)
+        return;
+    if (upload_replay_journal(dw->upload, dw->replay_db, &err) < 0 &&
+        now_us() - last_log > 30000000u) {
+        last_log = now_us();
+        log_msgf(LOG_WARN, "journal", "replay postponed: %s", err.msg);
+    }
+}
+
+/* After the proxy stopped taking requests: the recorders finish (their resumes are ignored
+ * from now on), then the rest in reverse order. */
+static void dual_write_stop(struct dual_write *dw)
+{
+    worker_pool_stop(dw->recorder);
+}
+
+static void dual_write_free(struct dual_write *dw)
+{
+    mirror_free(dw->mirror);
+    worker_pool_free(dw->recorder);
+    upload_free(dw->upload);
+    journal_close(dw->journal);
+    flags_store_free(dw->flags);
+    legacy_free(dw->legacy);
+    s3_client_free(dw->s3);
+    creds_provider_free(dw->creds);
+    spool_free(dw->spool);
+    pgstore_free(dw->replay_db);
+    memset(dw, 0, sizeof(*dw));
+}
 
 static void help(FILE *out)
 {
@@ -26,6 +182,7 @@ int cmd_proxy(int argc, char **argv)
     const char *path = NULL;
     struct config *cfg = NULL;
     proxy *px = NULL;
+    struct dual_write dw = {0};
     cut_err err = CUT_ERR_INIT;
     int rc = EXIT_WORK;
     sigset_t set;
@@ -56,19 +213,29 @@ int cmd_proxy(int argc, char **argv)
     }
 
     px = proxy_new(cfg, &err);
-    if (!px || !proxy_start(px, &err)) {
+    if (!px || !dual_write_start(cfg, px, &dw, &err) || !proxy_start(px, &err)) {
         fprintf(stderr, "cutover proxy: %s\n", err.msg);
         goto out_curl;
     }
     int sig = 0;
-    sigwait(&set, &sig);
+    for (;;) {
+        struct timespec ts = {.tv_sec = 2};
+        replay(&dw);
+        sig = sigtimedwait(&set, NULL, &ts);
+        if (sig > 0)
+            break;
+    }
     log_msgf(LOG_INFO, "shutdown", "signal %d: draining for up to %d s", sig,
              cfg->limits.shutdown_grace_s);
     proxy_shutdown(px, cfg->limits.shutdown_grace_s);
+    dual_write_stop(&dw);
     log_line(LOG_INFO, "stopped", "proxy stopped", NULL);
     rc = 0;
 out_curl:
+    if (dw.recorder)
+        dual_write_stop(&dw);
     proxy_free(px);
+    dual_write_free(&dw);
     curl_global_cleanup();
 out:
     config_free(cfg);

@@ -108,6 +108,8 @@ int hex_value(char c);
 /* Percent-decodes s[0..n) into out (outlen bytes, NUL-terminated); '+' stays '+'. Returns the
  * decoded length, or -1 on a malformed escape or when out is too small (n + 1 suffices). */
 long pct_decode(const char *s, size_t n, char *out, size_t outlen);
+/* True when s[0..n) is valid UTF-8 (no overlongs, no surrogates, nothing above U+10FFFF). */
+bool utf8_valid(const char *s, size_t n);
 
 /* ---- small helpers ---------------------------------------------------------------------- */
 

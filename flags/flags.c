@@ -34,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* ---- rules ---------------------------------------------------------------------------------- */
 
@@ -370,6 +371,13 @@ struct flags_store {
     pthread_mutex_t pub_mu; /* current and the readers' list */
     flags_snapshot *current;
     flags_reader *readers;
+    /* the periodic reload (flags_store_autoreload) */
+    pthread_t reloader;
+    bool reloading;
+    pthread_mutex_t stop_mu;
+    pthread_cond_t stop_cv;
+    bool stop;
+    int period_ms;
 };
 
 flags_store *flags_store_new(const char *database_url, const struct config *cfg, cut_err *err)
@@ -382,16 +390,71 @@ flags_store *flags_store_new(const char *database_url, const struct config *cfg,
     fs = xcalloc(1, sizeof(*fs));
     pthread_mutex_init(&fs->db_mu, NULL);
     pthread_mutex_init(&fs->pub_mu, NULL);
+    pthread_mutex_init(&fs->stop_mu, NULL);
+    pthread_cond_init(&fs->stop_cv, NULL);
     fs->st = pgstore_open(database_url);
     fs->initial = flags_snapshot_json(s);
     fs->current = s;
     return fs;
 }
 
+static void *reload_main(void *arg)
+{
+    flags_store *fs = arg;
+    uint64_t last_log = 0;
+
+    pthread_mutex_lock(&fs->stop_mu);
+    while (!fs->stop) {
+        struct timespec ts;
+        cut_err err = CUT_ERR_INIT;
+        pthread_mutex_unlock(&fs->stop_mu);
+        if (flags_store_reload(fs, &err) != 0 && now_us() - last_log > 30000000u) {
+            last_log = now_us();
+            log_msgf(LOG_WARN, "flags_reload", "flags kept as they were: %s", err.msg);
+        }
+        pthread_mutex_lock(&fs->stop_mu);
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += fs->period_ms / 1000;
+        ts.tv_nsec += (long)(fs->period_ms % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        if (!fs->stop)
+            pthread_cond_timedwait(&fs->stop_cv, &fs->stop_mu, &ts);
+    }
+    pthread_mutex_unlock(&fs->stop_mu);
+    return NULL;
+}
+
+int flags_store_autoreload(flags_store *fs, int period_ms, cut_err *err)
+{
+    if (fs->reloading || period_ms <= 0) {
+        err_set(err, CUT_EINVAL, "flags", "the reload runs already, or its period is not positive");
+        return -1;
+    }
+    fs->period_ms = period_ms;
+    if (pthread_create(&fs->reloader, NULL, reload_main, fs) != 0) {
+        err_set(err, CUT_EIO, "flags", "cannot start the flags' reload thread");
+        return -1;
+    }
+    fs->reloading = true;
+    return 0;
+}
+
 void flags_store_free(flags_store *fs)
 {
     if (fs == NULL)
         return;
+    if (fs->reloading) {
+        pthread_mutex_lock(&fs->stop_mu);
+        fs->stop = true;
+        pthread_cond_signal(&fs->stop_cv);
+        pthread_mutex_unlock(&fs->stop_mu);
+        pthread_join(fs->reloader, NULL);
+    }
+    pthread_mutex_destroy(&fs->stop_mu);
+    pthread_cond_destroy(&fs->stop_cv);
     /* readers must be gone; any left are detached so that their free stays safe */
     for (flags_reader *r = fs->readers; r; r = r->next)
         r->fs = NULL;

@@ -91,6 +91,11 @@ void flags_store_free(flags_store *fs);
  * error (CUT_EDB). Blocking: not on an event loop. Returns 0 or -1. */
 int flags_store_reload(flags_store *fs, cut_err *err) CUT_MUST_USE;
 
+/* Starts a thread that reloads every period_ms (the safety net behind change notifications;
+ * a failed reload is logged and the flags stay as they were). Stopped by flags_store_free().
+ * Returns 0, or -1 with err set. */
+int flags_store_autoreload(flags_store *fs, int period_ms, cut_err *err) CUT_MUST_USE;
+
 /* Validates value, writes it with its audit row (actor, reason), then reloads. Blocking. */
 int flags_store_set(flags_store *fs, const char *name, const json_t *value, const char *actor,
                     const char *reason, cut_err *err) CUT_MUST_USE;

@@ -92,39 +92,6 @@ char *extract_json_string(const json_t *root, const char *ptr, cut_err *err)
     return NULL;
 }
 
-bool extract_utf8_valid(const char *s, size_t n)
-{
-    const unsigned char *p = (const unsigned char *)s, *end = p + n;
-    while (p < end) {
-        unsigned c = *p;
-        size_t len;
-        unsigned cp, min;
-        if (c < 0x80) {
-            p++;
-            continue;
-        } else if ((c & 0xe0) == 0xc0) {
-            len = 2, cp = c & 0x1f, min = 0x80;
-        } else if ((c & 0xf0) == 0xe0) {
-            len = 3, cp = c & 0x0f, min = 0x800;
-        } else if ((c & 0xf8) == 0xf0) {
-            len = 4, cp = c & 0x07, min = 0x10000;
-        } else {
-            return false;
-        }
-        if ((size_t)(end - p) < len)
-            return false;
-        for (size_t i = 1; i < len; i++) {
-            if ((p[i] & 0xc0) != 0x80)
-                return false;
-            cp = (cp << 6) | (p[i] & 0x3f);
-        }
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-            return false;
-        p += len;
-    }
-    return true;
-}
-
 /* Why value v[0..n) of variable name cannot be part of a key, or NULL when it can. */
 static const char *bad_value(const char *v, size_t n)
 {
@@ -135,7 +102,7 @@ static const char *bad_value(const char *v, size_t n)
         if (c < 0x20 || c == 0x7f)
             return "holds a control character";
     }
-    if (!extract_utf8_valid(v, n))
+    if (!utf8_valid(v, n))
         return "is not valid UTF-8";
     for (size_t i = 0; i < n;) {
         size_t j = i;
@@ -203,39 +170,45 @@ out:
     return key;
 }
 
-char *extract_content_disposition(const char *filename)
+char *extract_query_param(const char *target, const char *name)
 {
-    static const char hex[] = "0123456789ABCDEF";
-    size_t n = filename ? strlen(filename) : 0;
-    bool plain = true;
-    struct buf b;
+    const char *q = target ? strchr(target, '?') : NULL;
+    size_t nlen = name ? strlen(name) : 0;
 
-    if (n == 0 || n > EXTRACT_MAX_KEY || !extract_utf8_valid(filename, n))
+    if (!q || nlen == 0)
         return NULL;
-    buf_init(&b, 0);
-    if (!buf_puts(&b, "inline; filename=\""))
-        abort();
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)filename[i];
-        bool ok = c >= 0x20 && c < 0x7f && c != '"' && c != '\\';
-        plain = plain && ok;
-        if (!buf_append(&b, ok ? (const char *)&c : "_", 1))
-            abort();
-    }
-    if (!buf_puts(&b, "\""))
-        abort();
-    if (!plain) {
-        if (!buf_puts(&b, "; filename*=UTF-8''"))
-            abort();
-        for (size_t i = 0; i < n; i++) {
-            unsigned char c = (unsigned char)filename[i];
-            /* RFC 8187 attr-char: ALPHA / DIGIT / "!#$&+-.^_`|~" */
-            bool keep = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
-                        (c >= 'A' && c <= 'Z') || (c && strchr("!#$&+-.^_`|~", c));
-            char enc[3] = {'%', hex[c >> 4], hex[c & 15]};
-            if (!buf_append(&b, keep ? (const char *)&c : enc, keep ? 1 : 3))
-                abort();
+    q++;
+    while (*q) {
+        const char *end = strchr(q, '&');
+        const char *eq;
+        size_t plen = end ? (size_t)(end - q) : strlen(q);
+        char *k, *v;
+        long kl, vl;
+
+        eq = memchr(q, '=', plen);
+        size_t klen = eq ? (size_t)(eq - q) : plen;
+        k = xmalloc(klen + 1);
+        kl = pct_decode(q, klen, k, klen + 1);
+        if (kl >= 0 && (size_t)kl == nlen && memcmp(k, name, nlen) == 0) {
+            size_t vlen = eq ? plen - klen - 1 : 0;
+            char *raw = xstrndup(eq ? eq + 1 : "", vlen);
+            for (char *c = raw; *c; c++)
+                if (*c == '+')
+                    *c = ' ';
+            v = xmalloc(vlen + 1);
+            vl = pct_decode(raw, vlen, v, vlen + 1);
+            free(raw);
+            free(k);
+            if (vl < 0 || memchr(v, 0, (size_t)vl)) {
+                free(v);
+                return NULL;
+            }
+            return v;
         }
+        free(k);
+        if (!end)
+            break;
+        q = end + 1;
     }
-    return buf_steal(&b);
+    return NULL;
 }

@@ -26,6 +26,11 @@ const json_t *extract_json_pointer(const json_t *root, const char *ptr);
  * pointer (absent, or of another type). */
 char *extract_json_string(const json_t *root, const char *ptr, cut_err *err) CUT_MUST_USE;
 
+/* The first query parameter called name in a request target ("/path?a=1&b=x%20y"), its value
+ * percent-decoded with '+' as a space. Returns a new string (free()), or NULL when absent or
+ * badly encoded (or holding a NUL byte). */
+char *extract_query_param(const char *target, const char *name);
+
 /* Looks a template variable up: returns its value (borrowed until the expansion ends) and its
  * length, or NULL when the variable has no value. */
 typedef const char *(*extract_var_fn)(void *arg, const char *name, size_t nlen, size_t *len);
@@ -36,15 +41,5 @@ typedef const char *(*extract_var_fn)(void *arg, const char *name, size_t nlen, 
  * must not pass EXTRACT_MAX_KEY bytes. Returns a new string (free()) or NULL with err set
  * (CUT_EINVAL) naming the variable and the reason: the document is then unmirrorable. */
 char *extract_s3_key(const char *tpl, extract_var_fn lookup, void *arg, cut_err *err) CUT_MUST_USE;
-
-/* A Content-Disposition value (RFC 6266) that makes a browser open the object inline under
- * filename: `inline; filename="..."` with an ASCII fallback (non-ASCII bytes, quotes,
- * backslashes and control characters replaced by '_'), plus `filename*=UTF-8''...`
- * (RFC 8187 percent-encoding) when the name is not plain ASCII. Returns a new string
- * (free()), or NULL when filename is NULL, empty or not valid UTF-8. */
-char *extract_content_disposition(const char *filename);
-
-/* True when s[0..n) is valid UTF-8 (no overlongs, no surrogates, nothing above U+10FFFF). */
-bool extract_utf8_valid(const char *s, size_t n);
 
 #endif

@@ -183,6 +183,9 @@ const char *proxy_exchange_request_header(proxy_exchange *x, const char *name);
 const char *proxy_exchange_method(proxy_exchange *x);
 /* The raw request target as the client sent it (path and query). */
 const char *proxy_exchange_target(proxy_exchange *x);
+/* True once the whole request body has been read from the client (at once for a request
+ * without a body). An app may answer before that; a feature that needs every byte checks. */
+bool proxy_exchange_request_complete(proxy_exchange *x);
 /* Response header (first of its name) or NULL; only in on_response/on_response_body. */
 const char *proxy_exchange_response_header(proxy_exchange *x, const char *name);
 /* Replaces every header of that name with one (value NULL: removes them). Only in

@@ -1072,6 +1072,11 @@ const char *proxy_exchange_method(proxy_exchange *x)
     return x->method;
 }
 
+bool proxy_exchange_request_complete(proxy_exchange *x)
+{
+    return !x->has_body || x->in_eof;
+}
+
 const char *proxy_exchange_target(proxy_exchange *x)
 {
     return x->target;

@@ -8,6 +8,9 @@
  * that let any number of sidecars and backfill jobs share the work with
  * FOR UPDATE SKIP LOCKED.
  *
+ * 3 adds what the S3 object is served with: the document's content type and original
+ * filename, as the upload gave them.
+ *
  * 2 adds the document's generation (a document re-recorded under the same storage key is a
  * new generation, so work on an older one cannot overwrite it) and the lease token that fences
  * a claim's completion.
@@ -92,6 +95,10 @@ const struct pg_migration pg_migrations[] = {
      "  ADD COLUMN generation  bigint NOT NULL DEFAULT 1,\n"
      "  ADD COLUMN lease_token text;\n"
      "ALTER TABLE cutover.transitions ADD COLUMN generation bigint;\n"},
+    {3, "document content type and filename",
+     "ALTER TABLE cutover.documents\n"
+     "  ADD COLUMN content_type text,\n"
+     "  ADD COLUMN filename     text;\n"},
 };
 
 const size_t pg_nmigrations = sizeof(pg_migrations) / sizeof(pg_migrations[0]);

@@ -453,7 +453,7 @@ out:
     "to_json(activated_at)#>>'{}', "                                                               \
     "to_json(mismatch_at)#>>'{}', "                                                                \
     "to_json(failed_at)#>>'{}', "                                                                  \
-    "to_json(deleted_at)#>>'{}'"
+    "to_json(deleted_at)#>>'{}', content_type, filename"
 
 static void doc_from_row(const PGresult *r, int row, struct pgstore_doc *d)
 {
@@ -485,6 +485,8 @@ static void doc_from_row(const PGresult *r, int row, struct pgstore_doc *d)
     d->mismatch_at = dup_or_null(r, row, 21);
     d->failed_at = dup_or_null(r, row, 22);
     d->deleted_at = dup_or_null(r, row, 23);
+    d->content_type = dup_or_null(r, row, 24);
+    d->filename = dup_or_null(r, row, 25);
 }
 
 void pgstore_doc_clear(struct pgstore_doc *d)
@@ -496,7 +498,8 @@ void pgstore_doc_clear(struct pgstore_doc *d)
                         d->spool_path,   d->md5,           d->sha256,     d->s3_etag,
                         d->s3_sha256,    d->legacy_sha256, d->last_error, d->next_attempt_at,
                         d->created_at,   d->updated_at,    d->copied_at,  d->verified_at,
-                        d->activated_at, d->mismatch_at,   d->failed_at,  d->deleted_at};
+                        d->activated_at, d->mismatch_at,   d->failed_at,  d->deleted_at,
+                        d->content_type, d->filename};
         for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
             free(strs[i]);
     }
@@ -509,24 +512,28 @@ int pgstore_upsert(pgstore *st, const struct pgstore_doc_in *d, int64_t *generat
     static const char sql[] =
         "WITH prev AS (SELECT state FROM cutover.documents WHERE storage_key = $1),\n"
         "up AS (INSERT INTO cutover.documents AS d (storage_key, s3_key, origin, vars, "
-        "spool_path, size, md5, sha256)\n"
+        "spool_path, size, md5, sha256, content_type, filename, state, last_error, failed_at)\n"
         "  VALUES ($1, $2, coalesce($3, 'upload'), coalesce($4::jsonb, '{}'), $5, $6::bigint, "
-        "$7, $8)\n"
+        "$7, $8, $9, $10, CASE WHEN $11::text IS NULL THEN 'pending' ELSE 'failed' END, $11,\n"
+        "    CASE WHEN $11::text IS NULL THEN NULL ELSE now() END)\n"
         "  ON CONFLICT (storage_key) DO UPDATE SET generation = d.generation + 1,\n"
-        "    state = 'pending', s3_key = EXCLUDED.s3_key, origin = EXCLUDED.origin,\n"
+        "    state = EXCLUDED.state, s3_key = EXCLUDED.s3_key, origin = EXCLUDED.origin,\n"
         "    vars = EXCLUDED.vars, spool_path = EXCLUDED.spool_path, size = EXCLUDED.size,\n"
-        "    md5 = EXCLUDED.md5, sha256 = EXCLUDED.sha256, s3_etag = NULL, s3_sha256 = NULL,\n"
-        "    legacy_sha256 = NULL, attempts = 0, last_error = NULL, lease_owner = NULL,\n"
-        "    lease_token = NULL, lease_expires = NULL, next_attempt_at = now(),\n"
-        "    updated_at = now(), copied_at = NULL, verified_at = NULL, activated_at = NULL,\n"
-        "    mismatch_at = NULL, failed_at = NULL, deleted_at = NULL\n"
-        "  RETURNING generation)\n"
+        "    md5 = EXCLUDED.md5, sha256 = EXCLUDED.sha256, content_type = EXCLUDED.content_type,\n"
+        "    filename = EXCLUDED.filename, s3_etag = NULL, s3_sha256 = NULL,\n"
+        "    legacy_sha256 = NULL, attempts = 0, last_error = EXCLUDED.last_error,\n"
+        "    lease_owner = NULL, lease_token = NULL, lease_expires = NULL,\n"
+        "    next_attempt_at = now(), updated_at = now(), copied_at = NULL, verified_at = NULL,\n"
+        "    activated_at = NULL, mismatch_at = NULL, failed_at = EXCLUDED.failed_at,\n"
+        "    deleted_at = NULL\n"
+        "  RETURNING generation, state)\n"
         "INSERT INTO cutover.transitions (storage_key, from_state, to_state, detail, "
         "generation)\n"
-        "SELECT $1, (SELECT state FROM prev), 'pending', 'recorded', generation FROM up\n"
+        "SELECT $1, (SELECT state FROM prev), state, coalesce($11, 'recorded'), generation "
+        "FROM up\n"
         "RETURNING generation";
     char size[24];
-    const char *p[8];
+    const char *p[11];
     PGresult *r;
 
     if (d->storage_key == NULL || d->s3_key == NULL) {
@@ -542,7 +549,10 @@ int pgstore_upsert(pgstore *st, const struct pgstore_doc_in *d, int64_t *generat
     p[5] = d->size >= 0 ? size : NULL;
     p[6] = d->md5;
     p[7] = d->sha256;
-    r = run(st, "upsert", sql, 8, p, err);
+    p[8] = d->content_type;
+    p[9] = d->filename;
+    p[10] = d->failed_reason;
+    r = run(st, "upsert", sql, 11, p, err);
     if (r == NULL)
         return -1;
     if (generation)

@@ -78,13 +78,18 @@ struct pgstore_doc_in {
     const char *spool_path;
     int64_t size;
     const char *md5, *sha256; /* hex */
+    const char *content_type; /* what the S3 object is served with */
+    const char *filename;     /* the original name, for Content-Disposition */
+    /* NULL: recorded `pending`. Else the document cannot be mirrored (its S3 key cannot be
+     * built...): recorded straight as `failed` with this reason, never claimed. */
+    const char *failed_reason;
 };
 
-/* Records a document in state pending. A storage_key already present is re-recorded: its
- * generation goes up by one, its state returns to pending (with a row in transitions), its
- * lease and checksums are cleared, so work on the older generation can no longer complete.
- * *generation (may be NULL) receives the new generation (1 for a new document).
- * Returns 0 or -1 with err set. */
+/* Records a document in state pending (or failed, see failed_reason). A storage_key already present
+ * is re-recorded: its generation goes up by one, its state returns to pending (with a row in
+ * transitions), its lease and checksums are cleared, so work on the older generation can no longer
+ * complete. *generation (may be NULL) receives the new generation (1 for a new document). Returns 0
+ * or -1 with err set. */
 int pgstore_upsert(pgstore *st, const struct pgstore_doc_in *d, int64_t *generation,
                    cut_err *err) CUT_MUST_USE;
 
@@ -107,6 +112,7 @@ struct pgstore_doc {
     char *last_error;
     char *next_attempt_at, *created_at, *updated_at, *copied_at, *verified_at, *activated_at,
         *mismatch_at, *failed_at, *deleted_at;
+    char *content_type, *filename; /* NULL: unknown */
 };
 void pgstore_doc_clear(struct pgstore_doc *d);
 

@@ -364,7 +364,8 @@ size_t s3_sse_headers(const s3_client *c, struct sigv4_kv *hv, size_t n)
 }
 
 void s3_put_hdrs_fill(const s3_client *c, struct s3_put_hdrs *p, const unsigned char *md5,
-                      const unsigned char *sha, const char *content_type, bool object)
+                      const unsigned char *sha, const char *content_type,
+                      const char *content_disposition, bool object)
 {
     p->n = 0;
     if (md5) {
@@ -382,6 +383,8 @@ void s3_put_hdrs_fill(const s3_client *c, struct s3_put_hdrs *p, const unsigned 
             p->hv[p->n++] = (struct sigv4_kv){"x-amz-checksum-sha256", p->sha_b64};
         if (content_type)
             p->hv[p->n++] = (struct sigv4_kv){"content-type", content_type};
+        if (content_disposition)
+            p->hv[p->n++] = (struct sigv4_kv){"content-disposition", content_disposition};
         p->n = s3_sse_headers(c, p->hv, p->n);
     }
 }

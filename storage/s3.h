@@ -90,6 +90,13 @@ int s3_head_bucket(s3_client *c, struct s3_result *res, cut_err *err) CUT_MUST_U
 long s3_presign(s3_client *c, const char *method, const char *key, long expires_s, time_t at,
                 char *out, size_t outlen, cut_err *err) CUT_MUST_USE;
 
+/* A Content-Disposition value (RFC 6266) that makes a browser open the object inline under
+ * filename: `inline; filename="..."` with an ASCII fallback (non-ASCII bytes, quotes,
+ * backslashes and control characters replaced by '_'), plus `filename*=UTF-8''...`
+ * (RFC 8187 percent-encoding) when the name is not plain ASCII. Returns a new string
+ * (free()), or NULL when filename is NULL, empty, over 1024 bytes or not valid UTF-8. */
+char *s3_content_disposition(const char *filename);
+
 /* The object's URL without a query (for messages), into out; returns its length or -1. */
 long s3_object_url(s3_client *c, const char *key, char *out, size_t outlen);
 
@@ -158,16 +165,18 @@ bool s3_retryable_curl(int curl_code);
 const char *s3_status_code_name(long status);
 
 /* Headers of a PutObject / UploadPart body: Content-MD5 (when md5 is given), the checksum
- * (when sha256 is given, object requests only), content type and SSE (objects only). */
+ * (when sha256 is given, object requests only), content type and disposition and SSE (objects
+ * only). */
 struct s3_put_hdrs {
-    struct sigv4_kv hv[8];
+    struct sigv4_kv hv[10];
     size_t n;
     char md5_b64[32];
     char sha_b64[48];
     char sha_hex[65]; /* the payload hash: hex, or UNSIGNED-PAYLOAD when sha256 is NULL */
 };
 void s3_put_hdrs_fill(const s3_client *c, struct s3_put_hdrs *p, const unsigned char *md5,
-                      const unsigned char *sha256, const char *content_type, bool object);
+                      const unsigned char *sha256, const char *content_type,
+                      const char *content_disposition, bool object);
 
 /* The SSE headers of the configuration, appended to hv; returns the new count. */
 size_t s3_sse_headers(const s3_client *c, struct sigv4_kv *hv, size_t n);

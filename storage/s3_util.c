@@ -242,3 +242,40 @@ out:
         curl_easy_cleanup(h);
     return rc;
 }
+
+char *s3_content_disposition(const char *filename)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = filename ? strlen(filename) : 0;
+    bool plain = true;
+    struct buf b;
+
+    if (n == 0 || n > 1024 || !utf8_valid(filename, n))
+        return NULL;
+    buf_init(&b, 0);
+    if (!buf_puts(&b, "inline; filename=\""))
+        abort();
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)filename[i];
+        bool ok = c >= 0x20 && c < 0x7f && c != '"' && c != '\\';
+        plain = plain && ok;
+        if (!buf_append(&b, ok ? (const char *)&c : "_", 1))
+            abort();
+    }
+    if (!buf_puts(&b, "\""))
+        abort();
+    if (!plain) {
+        if (!buf_puts(&b, "; filename*=UTF-8''"))
+            abort();
+        for (size_t i = 0; i < n; i++) {
+            unsigned char c = (unsigned char)filename[i];
+            /* RFC 8187 attr-char: ALPHA / DIGIT / "!#$&+-.^_`|~" */
+            bool keep = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
+                        (c >= 'A' && c <= 'Z') || (c && strchr("!#$&+-.^_`|~", c));
+            char enc[3] = {'%', hex[c >> 4], hex[c & 15]};
+            if (!buf_append(&b, keep ? (const char *)&c : enc, keep ? 1 : 3))
+                abort();
+        }
+    }
+    return buf_steal(&b);
+}

@@ -357,12 +357,18 @@ bool spool_wait_drain(spool_file *f, uint64_t low_water, void (*fn)(void *arg), 
 static void queue_end(spool_file *f, enum op_kind kind)
 {
     struct spool_op *op = xcalloc(1, sizeof(*op));
+    void (*fn)(void *);
+    void *arg;
     op->kind = kind;
     op->f = f;
     pthread_mutex_lock(&f->s->mu);
+    fn = f->drain_fn; /* still waiting: it is called here, once */
+    arg = f->drain_arg;
     f->drain_fn = NULL;
     push(f->s, op);
     pthread_mutex_unlock(&f->s->mu);
+    if (fn)
+        fn(arg);
 }
 
 void spool_finish(spool_file *f, void (*done)(void *arg, const struct spool_result *r), void *arg)

@@ -45,9 +45,11 @@ uint64_t spool_write(spool_file *f, const void *data, size_t n);
 /* True once writing this file failed; err (may be NULL) receives why. */
 bool spool_failed(spool_file *f, cut_err *err);
 
-/* Asks to be called (fn(arg), on the writer thread) once at most low_water bytes wait for this
- * file. Returns false, and registers nothing, when that is already true: the caller goes
- * on reading. One registration at a time per file; it is dropped by finish and discard. */
+/* Asks to be called (fn(arg)) once at most low_water bytes wait for this file, or the file
+ * failed. Returns false, and registers nothing, when that is already true: the caller goes
+ * on reading. One registration at a time per file. A registered fn is called exactly once:
+ * on the writer thread when the bytes drain or the writing fails, or on the caller's thread
+ * inside spool_finish() / spool_discard() when it was still waiting. */
 bool spool_wait_drain(spool_file *f, uint64_t low_water, void (*fn)(void *arg), void *arg);
 
 /* The outcome of a finished file, valid during the callback only. */

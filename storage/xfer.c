@@ -201,7 +201,7 @@ struct xjob {
     bool finished;
 
     /* owned copies of what the caller gave */
-    char *key, *content_type, *src_key, *path, *lurl;
+    char *key, *content_type, *content_disposition, *src_key, *path, *lurl;
     const void *data;
     size_t len;
     bool have_hashes;
@@ -220,7 +220,7 @@ struct xjob {
     struct xreq r;   /* the S3 request in flight (one at a time) */
     struct xreq src; /* the streamed GET of a legacy -> S3 copy, or a fetch */
     struct s3_put_hdrs ph;
-    struct sigv4_kv q[2], hv[4];
+    struct sigv4_kv q[2], hv[8];
     char pn[24];
 
     /* multipart */
@@ -782,6 +782,7 @@ static void job_free(struct xjob *j)
     buf_free(&j->pbuf);
     free(j->key);
     free(j->content_type);
+    free(j->content_disposition);
     free(j->src_key);
     free(j->path);
     free(j->lurl);
@@ -936,7 +937,7 @@ static void put_start(struct xjob *j)
                         *sha = j->have_hashes ? j->sha : NULL;
 
     job_req(j, r, put_done);
-    s3_put_hdrs_fill(j->e->s3, &j->ph, md5, sha, j->content_type, true);
+    s3_put_hdrs_fill(j->e->s3, &j->ph, md5, sha, j->content_type, j->content_disposition, true);
     r->rq.method = "PUT";
     r->rq.key = j->key;
     r->rq.headers = j->ph.hv;
@@ -1085,7 +1086,7 @@ static void mpu_file_part(struct xjob *j)
         job_fail(j, &err);
         return;
     }
-    s3_put_hdrs_fill(j->e->s3, &j->ph, sign ? md5 : NULL, sign ? sha : NULL, NULL, false);
+    s3_put_hdrs_fill(j->e->s3, &j->ph, sign ? md5 : NULL, sign ? sha : NULL, NULL, NULL, false);
     snprintf(j->pn, sizeof(j->pn), "%u", j->partno);
     j->q[0] = (struct sigv4_kv){"partNumber", j->pn};
     j->q[1] = (struct sigv4_kv){"uploadId", j->upload_id};
@@ -1143,6 +1144,8 @@ static void mpu_create(struct xjob *j)
     job_req(j, r, mpu_create_done);
     if (j->content_type)
         j->hv[n++] = (struct sigv4_kv){"content-type", j->content_type};
+    if (j->content_disposition)
+        j->hv[n++] = (struct sigv4_kv){"content-disposition", j->content_disposition};
     n = s3_sse_headers(j->e->s3, j->hv, n);
     j->q[0] = (struct sigv4_kv){"uploads", ""};
     r->rq.method = "POST";
@@ -1221,7 +1224,8 @@ static void legacy_send_buffer(struct xjob *j, bool single)
 
     job_req(j, r, single ? legacy_single_done : legacy_part_done);
     hasher_peek(&j->part, md5, sha);
-    s3_put_hdrs_fill(j->e->s3, &j->ph, md5, sha, single ? j->content_type : NULL, single);
+    s3_put_hdrs_fill(j->e->s3, &j->ph, md5, sha, single ? j->content_type : NULL,
+                     single ? j->content_disposition : NULL, single);
     r->rq.method = "PUT";
     r->rq.key = j->key;
     if (!single) {
@@ -1745,6 +1749,7 @@ int xfer_copy(xfer_engine *e, const struct xfer_src *src, const struct xfer_sink
     j->src_kind = src->kind;
     j->key = xstrdup(sink->kind == XFER_SINK_S3 ? sink->key : NULL);
     j->content_type = xstrdup(sink->content_type);
+    j->content_disposition = xstrdup(sink->content_disposition);
     j->src_key = xstrdup(src->key ? src->key : sink->key);
     j->path = xstrdup(src->path);
     j->data = src->data;

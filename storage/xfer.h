@@ -104,10 +104,11 @@ enum xfer_sink_kind {
 
 struct xfer_sink {
     enum xfer_sink_kind kind;
-    const char *key;          /* S3: the object's key (copied) */
-    const char *content_type; /* S3: NULL for none (copied) */
-    xfer_data_fn fn;          /* CALLBACK */
-    void *arg;                /* CALLBACK */
+    const char *key;                 /* S3: the object's key (copied) */
+    const char *content_type;        /* S3: NULL for none (copied) */
+    const char *content_disposition; /* S3: NULL for none (copied) */
+    xfer_data_fn fn;                 /* CALLBACK */
+    void *arg;                       /* CALLBACK */
 };
 
 enum xfer_op { XFER_COPY, XFER_HEAD };

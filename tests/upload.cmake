@@ -10,3 +10,7 @@ cutover_test(NAME test_journal SOURCES upload/test_journal.c LIBS cutover_storag
 # The spool writer: bytes, hashes, backpressure, a failing disk.
 cutover_test(NAME test_spool SOURCES upload/test_spool.c LIBS cutover_storage cutover_core
   LABELS unit TIMEOUT 120)
+# Dual-write end to end: `cutover proxy` before the example app, PostgreSQL and s3rver.
+cutover_test(NAME test_dual_write SOURCES upload/test_dual_write.c
+  LIBS cutover_storage cutover_core PkgConfig::PQ PkgConfig::JANSSON PkgConfig::SSL
+  LABELS e2e SERVICES TIMEOUT 300)

@@ -7,6 +7,7 @@
  */
 #include "core/core.h"
 #include "proxy/extract.h"
+#include "storage/s3.h"
 #include "tests/unit.h"
 
 #include <stdlib.h>
@@ -150,31 +151,31 @@ static void test_s3_key_refused(void **state)
 static void test_utf8(void **state)
 {
     (void)state;
-    assert_true(extract_utf8_valid("plain", 5));
-    assert_true(extract_utf8_valid("\xf4\x8f\xbf\xbf", 4));  /* U+10FFFF */
-    assert_false(extract_utf8_valid("\xf4\x90\x80\x80", 4)); /* above U+10FFFF */
-    assert_false(extract_utf8_valid("\xe0\x80\xaf", 3));     /* overlong */
-    assert_false(extract_utf8_valid("\xe2\x82", 2));         /* truncated */
-    assert_false(extract_utf8_valid("\xff", 1));
+    assert_true(utf8_valid("plain", 5));
+    assert_true(utf8_valid("\xf4\x8f\xbf\xbf", 4));  /* U+10FFFF */
+    assert_false(utf8_valid("\xf4\x90\x80\x80", 4)); /* above U+10FFFF */
+    assert_false(utf8_valid("\xe0\x80\xaf", 3));     /* overlong */
+    assert_false(utf8_valid("\xe2\x82", 2));         /* truncated */
+    assert_false(utf8_valid("\xff", 1));
 }
 
 static void test_content_disposition(void **state)
 {
     char *v;
     (void)state;
-    v = extract_content_disposition("report 2026.pdf");
+    v = s3_content_disposition("report 2026.pdf");
     assert_string_equal(v, "inline; filename=\"report 2026.pdf\"");
     free(v);
-    v = extract_content_disposition("r\xc3\xa9sum\xc3\xa9 \"final\".pdf");
+    v = s3_content_disposition("r\xc3\xa9sum\xc3\xa9 \"final\".pdf");
     assert_string_equal(v, "inline; filename=\"r__sum__ _final_.pdf\"; "
                            "filename*=UTF-8''r%C3%A9sum%C3%A9%20%22final%22.pdf");
     free(v);
-    v = extract_content_disposition("a\\b;c.txt");
+    v = s3_content_disposition("a\\b;c.txt");
     assert_string_equal(v, "inline; filename=\"a_b;c.txt\"; filename*=UTF-8''a%5Cb%3Bc.txt");
     free(v);
-    assert_null(extract_content_disposition(NULL));
-    assert_null(extract_content_disposition(""));
-    assert_null(extract_content_disposition("\xff.pdf"));
+    assert_null(s3_content_disposition(NULL));
+    assert_null(s3_content_disposition(""));
+    assert_null(s3_content_disposition("\xff.pdf"));
 }
 
 int main(void)
