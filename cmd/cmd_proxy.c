@@ -150,7 +150,8 @@ static void replay(struct dual_write *dw)
  * from now on), then the rest in reverse order. */
 static void dual_write_stop(struct dual_write *dw)
 {
-    worker_pool_stop(dw->recorder);
+    if (dw->recorder)
+        worker_pool_stop(dw->recorder);
 }
 
 static void dual_write_free(struct dual_write *dw)
@@ -232,8 +233,7 @@ int cmd_proxy(int argc, char **argv)
     log_line(LOG_INFO, "stopped", "proxy stopped", NULL);
     rc = 0;
 out_curl:
-    if (dw.recorder)
-        dual_write_stop(&dw);
+    dual_write_stop(&dw);
     proxy_free(px);
     dual_write_free(&dw);
     curl_global_cleanup();

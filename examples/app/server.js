@@ -434,8 +434,15 @@ class FileSink {
         return { size: this.size, md5: this.md5.digest('hex'), sha256: this.sha256.digest('hex') };
     }
     discard() {
+        /* the file is created when the stream opens, which may be after destroy(): remove it
+         * once the stream has closed, not before */
+        const rm = () => fs.rm(this.path, { force: true }, () => {});
+        if (this.stream.closed) {
+            rm();
+            return;
+        }
+        this.stream.once('close', rm);
         this.stream.destroy();
-        fs.rm(this.path, { force: true }, () => {});
     }
 }
 
