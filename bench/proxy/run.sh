@@ -9,20 +9,27 @@
 # Then the resident memory of the one-loop-per-CPU cutover with 1,000 idle keep-alive client
 # connections, and while 4 clients each upload and download 1 GiB through it.
 #
-# Usage: bench/proxy/run.sh [--duration S] [--connections N] [--threads T]
-# Environment: CUTOVER_BIN (default: build-proxy/cmd/cutover, built if missing).
+# Every target is measured --rounds times, the targets taking turns within each round, and
+# the medians are printed (the machine moves single runs by 10-20%). With CUTOVER_BIN_B set, a
+# second cutover binary (an earlier version, say) is measured in the same rounds, one loop.
+#
+# Usage: bench/proxy/run.sh [--duration S] [--connections N] [--threads T] [--rounds R]
+# Environment: CUTOVER_BIN (default: build-proxy/cmd/cutover, built if missing),
+# CUTOVER_BIN_B (optional).
 # Everything binds to 127.0.0.1 and everything started here is stopped on exit.
 set -euo pipefail
 
 DUR=10
 CONNS=64
 THREADS=1
+ROUNDS=3
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DUR=$2; shift 2 ;;
     --connections) CONNS=$2; shift 2 ;;
     --threads) THREADS=$2; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    --rounds) ROUNDS=$2; shift 2 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -56,7 +63,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 wait_port() { for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
 
 APP=$(free_port); NGX=$(free_port); HAP=$(free_port); CUT=$(free_port); ADM=$(free_port)
-CUT1=$(free_port); ADM1=$(free_port)
+CUT1=$(free_port); ADM1=$(free_port); CUTB=$(free_port); ADMB=$(free_port)
 BODY='{"id":"0123456789","url":"https://legacy.example/x"}' # 50 bytes
 truncate -s 1G "$T/big.bin"
 
@@ -125,6 +132,7 @@ cat > "$T/cutover1.json" <<CONF
  "admin":{"listen":"127.0.0.1:$ADM1"},"log":{"level":"warn","access":false},
  "workers":{"proxy_loops":1}}
 CONF
+sed -e "s/:$CUT1\"/:$CUTB\"/" -e "s/:$ADM1\"/:$ADMB\"/" "$T/cutover1.json" > "$T/cutoverB.json"
 
 ulimit -n 65536 2>/dev/null || true
 nginx -c "$T/app/nginx.conf" -p "$T/app" & PIDS+=($!)
@@ -132,37 +140,57 @@ nginx -c "$T/ngx/nginx.conf" -p "$T/ngx" & PIDS+=($!)
 haproxy -q -f "$T/haproxy.cfg" & PIDS+=($!)
 "$BIN" proxy --config "$T/cutover.json" > "$T/cutover.log" 2>&1 & CPID=$!; PIDS+=($CPID)
 "$BIN" proxy --config "$T/cutover1.json" > "$T/cutover1.log" 2>&1 & PIDS+=($!)
-for p in $APP $NGX $HAP $CUT $CUT1; do wait_port "$p"; done
+TARGETS="direct:$APP nginx:$NGX haproxy:$HAP cutover:$CUT cutover1:$CUT1"
+if [ -n "${CUTOVER_BIN_B:-}" ]; then
+  "$CUTOVER_BIN_B" proxy --config "$T/cutoverB.json" > "$T/cutoverB.log" 2>&1 & PIDS+=($!)
+  TARGETS="$TARGETS cutoverB:$CUTB"
+fi
+for n in $TARGETS; do wait_port "${n##*:}"; done
 
 declare -A RPS P50 P99
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.3f", v}'; }
-run_wrk() { # name port
+run_wrk() { # name port round
   wrk -t"$THREADS" -c"$CONNS" -d2s "http://127.0.0.1:$2/" >/dev/null 2>&1 # warm up
   local out; out=$(wrk -t"$THREADS" -c"$CONNS" -d"${DUR}s" --latency "http://127.0.0.1:$2/")
-  RPS[$1]=$(echo "$out" | awk '/Requests\/sec/ {printf "%.0f", $2}')
-  P50[$1]=$(echo "$out" | awk '$1=="50%" {print $2}' | to_ms)
-  P99[$1]=$(echo "$out" | awk '$1=="99%" {print $2}' | to_ms)
+  RPS[$1,$3]=$(echo "$out" | awk '/Requests\/sec/ {printf "%.0f", $2}')
+  P50[$1,$3]=$(echo "$out" | awk '$1=="50%" {print $2}' | to_ms)
+  P99[$1,$3]=$(echo "$out" | awk '$1=="99%" {print $2}' | to_ms)
 }
-for n in direct:$APP nginx:$NGX haproxy:$HAP cutover:$CUT cutover1:$CUT1; do
-  run_wrk "${n%%:*}" "${n##*:}"
-done
-
-declare -A LABEL=([direct]=direct [nginx]=nginx [haproxy]=haproxy
-  [cutover]="cutover ($(nproc) loops)" [cutover1]="cutover (1 loop)")
-echo
-echo "wrk -t$THREADS -c$CONNS -d${DUR}s, 50-byte answer, $(nproc) CPUs"
-printf "| %-18s | %10s | %9s | %9s |\n" target "req/s" "p50 ms" "p99 ms"
-printf "|--------------------|-----------:|----------:|----------:|\n"
-for n in direct nginx haproxy cutover cutover1; do
-  printf "| %-18s | %10s | %9s | %9s |\n" "${LABEL[$n]}" "${RPS[$n]}" "${P50[$n]}" "${P99[$n]}"
-done
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
-echo
-for c in cutover cutover1; do
-  for o in nginx haproxy; do
-    echo "${LABEL[$c]}/$o: req/s x$(ratio "${RPS[$c]}" "${RPS[$o]}"), p99 x$(ratio "${P99[$c]}" "${P99[$o]}")"
+for r in $(seq 1 "$ROUNDS"); do
+  for n in $TARGETS; do
+    run_wrk "${n%%:*}" "${n##*:}" "$r"
   done
 done
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {if (NR%2) print v[(NR+1)/2]; else printf "%.3f\n", (v[NR/2]+v[NR/2+1])/2}'; }
+# median over the rounds of array $1 for target $2
+med() { local a=$1 n=$2 vals=() r; for r in $(seq 1 "$ROUNDS"); do eval "vals+=(\"\${$a[$n,$r]}\")"; done; median "${vals[@]}"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+# median over the rounds of the per-round ratio $1[$2]/$1[$3]
+medratio() { local a=$1 x=$2 y=$3 vals=() r; for r in $(seq 1 "$ROUNDS"); do eval "vals+=(\$(ratio \"\${$a[$x,$r]}\" \"\${$a[$y,$r]}\"))"; done; median "${vals[@]}"; }
+
+declare -A LABEL=([direct]=direct [nginx]=nginx [haproxy]=haproxy
+  [cutover]="cutover ($(nproc) loops)" [cutover1]="cutover (1 loop)" [cutoverB]="cutover B (1 loop)")
+NAMES=""
+for n in $TARGETS; do NAMES="$NAMES ${n%%:*}"; done
+echo
+echo "wrk -t$THREADS -c$CONNS -d${DUR}s, 50-byte answer, $(nproc) CPUs, median of $ROUNDS rounds"
+[ -n "${CUTOVER_BIN_B:-}" ] && echo "cutover B: $CUTOVER_BIN_B"
+printf "| %-18s | %10s | %9s | %9s |\n" target "req/s" "p50 ms" "p99 ms"
+printf "|--------------------|-----------:|----------:|----------:|\n"
+for n in $NAMES; do
+  printf "| %-18s | %10.0f | %9s | %9s |\n" "${LABEL[$n]}" "$(med RPS "$n")" "$(med P50 "$n")" "$(med P99 "$n")"
+done
+echo
+echo "ratios, each the median of the per-round ratios:"
+for c in $NAMES; do
+  case $c in cutover*) ;; *) continue ;; esac
+  for o in nginx haproxy; do
+    echo "${LABEL[$c]}/$o: req/s x$(medratio RPS "$c" "$o"), p99 x$(medratio P99 "$c" "$o")"
+  done
+done
+if [ -n "${CUTOVER_BIN_B:-}" ]; then
+  echo "cutover (1 loop)/cutover B: req/s x$(medratio RPS cutover1 cutoverB), p99 x$(medratio P99 cutover1 cutoverB)"
+fi
 
 rss_mib() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$CPID/status"; }
 echo
