@@ -210,6 +210,10 @@ struct px_loop {
     /* connections of this loop, for the whole-header deadline (server.c) */
     struct px_conn *conns;
     uint64_t next_sweep;
+    /* refused connections closing gracefully: their answer sent, the write side shut, what
+     * the client still sends read and thrown away until its EOF or a deadline (server.c) */
+    struct px_linger *lingers;
+    int nlingers;
 
     /* waits (exchange.c) */
     struct px_mailbox mb;
@@ -243,6 +247,7 @@ enum px_loop_cmd { LOOP_QUIESCE = 1, LOOP_ABORT_ALL = 2, LOOP_STOP = 4 };
 #define PX_TAG_MHD (1ull << 32)
 #define PX_TAG_CMD (2ull << 32)
 #define PX_TAG_CLIENT (3ull << 32)
+#define PX_TAG_LINGER (4ull << 32)
 
 struct proxy {
     const struct config *cfg;

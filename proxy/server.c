@@ -47,6 +47,8 @@
 #include "proxy/proxy_int.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -60,9 +62,24 @@
 #include <unistd.h>
 
 #define SWEEP_US 250000u
+/* A refused connection is not closed at once: a client still sending its body would get a
+ * reset that destroys the answer in its receive buffer before it reads it (RFC 9112 §9.6).
+ * Its write side is shut after the answer, and what it sends is read and dropped until its
+ * EOF, for at most this long and this many bytes, for at most PX_MAX_LINGER connections a
+ * loop. */
+#define PX_LINGER_US 2000000u
+#define PX_LINGER_BYTES (256u * 1024u)
+#define PX_MAX_LINGER 256
+
+struct px_linger {
+    int fd;
+    uint64_t deadline;
+    size_t drained;
+};
 
 struct px_conn {
     int fd;
+    int linger_fd;   /* a duplicate taken when the request was refused, or -1 */
     bool in_request; /* header complete, a request is being served */
     bool killed;
     uint64_t deadline; /* us; for the header of the next request */
@@ -137,6 +154,67 @@ void px_front_drop(struct proxy_exchange *x)
     x->loop->resumed = true; /* the daemon runs, calls the handler, which closes */
 }
 
+/* ---- graceful close of refused connections ----------------------------------------------- */
+
+static void linger_end(struct px_loop *l, int i)
+{
+    epoll_ctl(l->epfd, EPOLL_CTL_DEL, l->lingers[i].fd, NULL);
+    close(l->lingers[i].fd);
+    l->lingers[i] = l->lingers[--l->nlingers];
+}
+
+/* libmicrohttpd has sent the refusal and lets the connection go; fd is our duplicate, so the
+ * socket stays open until we close it. */
+static void linger_start(struct px_loop *l, int fd)
+{
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP,
+                             .data.u64 = PX_TAG_LINGER | (uint32_t)fd};
+    shutdown(fd, SHUT_WR);
+    if (!l->lingers)
+        l->lingers = xcalloc(PX_MAX_LINGER, sizeof(*l->lingers));
+    if (l->nlingers >= PX_MAX_LINGER || epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        close(fd);
+        return;
+    }
+    l->lingers[l->nlingers++] = (struct px_linger){fd, now_us() + PX_LINGER_US, 0};
+}
+
+static void linger_event(struct px_loop *l, int fd)
+{
+    char sink[16384];
+    for (int i = 0; i < l->nlingers; i++) {
+        if (l->lingers[i].fd != fd)
+            continue;
+        for (;;) {
+            ssize_t n = read(fd, sink, sizeof(sink));
+            if (n > 0) {
+                l->lingers[i].drained += (size_t)n;
+                if (l->lingers[i].drained <= PX_LINGER_BYTES)
+                    continue;
+            } else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+                return;
+            }
+            linger_end(l, i); /* EOF, an error, or enough */
+            return;
+        }
+    }
+}
+
+static void linger_sweep(struct px_loop *l, uint64_t now)
+{
+    for (int i = l->nlingers - 1; i >= 0; i--)
+        if (now > l->lingers[i].deadline)
+            linger_end(l, i);
+}
+
+static void linger_fini(struct px_loop *l)
+{
+    while (l->nlingers)
+        linger_end(l, l->nlingers - 1);
+    free(l->lingers);
+    l->lingers = NULL;
+}
+
 /* ---- connection registry and the header deadline --------------------------------------- */
 
 static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx,
@@ -149,6 +227,7 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
             MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
         struct px_conn *pc = xcalloc(1, sizeof(*pc));
         pc->fd = ci ? ci->connect_fd : -1;
+        pc->linger_fd = -1;
         pc->deadline = now_us() + (uint64_t)px->cfg->limits.header_timeout_s * 1000000u;
         pc->next = l->conns;
         if (l->conns)
@@ -158,6 +237,8 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
         atomic_fetch_add(&px->nconns, 1);
     } else if (toe == MHD_CONNECTION_NOTIFY_CLOSED && *socket_ctx) {
         struct px_conn *pc = *socket_ctx;
+        if (pc->linger_fd >= 0)
+            linger_start(l, pc->linger_fd);
         if (pc->prev)
             pc->prev->next = pc->next;
         else
@@ -318,6 +399,9 @@ static enum MHD_Result send_plain(struct MHD_Connection *conn, int status, const
 
 static enum MHD_Result refuse(struct proxy_exchange *x, int status, const char *reason)
 {
+    /* keep the socket for a graceful close (see PX_LINGER_US) */
+    if (x->pc && x->pc->fd >= 0 && x->pc->linger_fd < 0)
+        x->pc->linger_fd = fcntl(x->pc->fd, F_DUPFD_CLOEXEC, 0);
     x->phase = PH_REFUSED;
     x->sent_status = status;
     x->refused = true;
@@ -821,6 +905,8 @@ static void *loop_main(void *arg)
                 mail = true;
             } else if ((tag & ~0xffffffffull) == PX_TAG_CLIENT) {
                 px_ex_client_event(l, (uint32_t)tag);
+            } else if ((tag & ~0xffffffffull) == PX_TAG_LINGER) {
+                linger_event(l, (int)(uint32_t)tag);
             } else {
                 px_upstream_event(l, (int)tag, ev[i].events);
             }
@@ -855,6 +941,7 @@ static void *loop_main(void *arg)
         run_mhd = l->resumed;
         if (now >= l->next_sweep) {
             sweep(l, now);
+            linger_sweep(l, now);
             l->next_sweep = now + SWEEP_US;
         }
     }
@@ -864,6 +951,7 @@ static void *loop_main(void *arg)
     MHD_run(l->mhd);
     MHD_stop_daemon(l->mhd);
     l->mhd = NULL;
+    linger_fini(l);
     px_upstream_fini(l);
     return NULL;
 }
@@ -935,6 +1023,7 @@ static void loop_free(struct px_loop *l)
     }
     if (l->up_inited)
         px_upstream_fini(l);
+    linger_fini(l);
     px_ex_loop_fini(l);
     buf_free(&l->fw_conn);
     buf_free(&l->fw_xff);

@@ -22,3 +22,6 @@ cutover_test(NAME test_proxy_h1parse SOURCES proxy/test_proxy_h1parse.c ${CMAKE_
   LIBS cutover_core LABELS unit TIMEOUT 60)
 cutover_test(NAME test_proxy_upstream SOURCES proxy/test_proxy_upstream.c
   LIBS cutover_proxy_fixture LABELS e2e TIMEOUT 120)
+# A refused request's answer survives a client still sending (graceful close).
+cutover_test(NAME test_proxy_linger SOURCES proxy/test_proxy_linger.c
+  LIBS cutover_proxy_fixture LABELS e2e TIMEOUT 60)
