@@ -322,7 +322,7 @@ void px_front_drop(struct proxy_exchange *x);
 /* The client's socket, -1 when unknown. */
 int px_front_fd(const struct proxy_exchange *x);
 
-/* header lists (server.c) */
+/* header lists (hdrs.c) */
 #define PX_HDRS_FOR(h, line)                                                                       \
     for (char *line = (h)->data; line && line < (h)->data + (h)->len; line += strlen(line) + 1)
 /* Appends the line name sep value. Returns false with err set when the list would pass
