@@ -144,7 +144,8 @@ static const struct field workers_fields[] = {
     {"proxy_loops", FT_INT, OFF(workers.proxy_loops), 0, "1", 0, 16, NULL,
      "event loops (threads) serving the data port; 0 = one per CPU. One loop serves about "
      "40k small requests/s on one core and leaves the pod's other CPUs to the app"},
-    {"mirror", FT_INT, OFF(workers.mirror), 0, "4", 1, 256, NULL, "threads copying to S3"},
+    {"mirror", FT_INT, OFF(workers.mirror), 0, "4", 1, 256, NULL,
+     "mirror concurrency: 4 × this many copies to S3 in flight per sidecar"},
     {"lease_s", FT_INT, OFF(workers.lease_s), 0, "300", 5, 86400, NULL,
      "a claimed job returns to the queue after this time if its worker died"},
     {"max_attempts", FT_INT, OFF(workers.max_attempts), 0, "10", 1, 1000, NULL,
