@@ -185,7 +185,9 @@ static enum proxy_body_result up_body(void *arg, void *state, proxy_exchange *x,
     uint64_t pending;
 
     (void)arg;
-    if (s->body_failed)
+    /* the app may answer before the body has ended: once the spool file is finished or
+     * discarded, the rest of the body is not ours to keep */
+    if (s->body_failed || !s->sf)
         return PROXY_BODY_FAIL;
     if (s->mp) {
         if (!multipart_feed(s->mp, data, n, &err)) {

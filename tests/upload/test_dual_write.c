@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -405,6 +406,74 @@ static void test_refused_by_app(void **state)
     free(key);
 }
 
+/* Count of the app's upload answers with status 400 so far (its /_control/stats). */
+static long app_upload_400s(void)
+{
+    struct test_http r;
+    json_error_t je;
+    long n = -1;
+    char *url = xasprintf("%s/_control/stats", testenv("APP_URL"));
+    if (test_http("GET", url, NULL, NULL, 0, &r) == 0 && r.status == 200) {
+        json_t *j = json_loadb(r.body, r.body_len, 0, &je);
+        json_t *v = json_object_get(json_object_get(json_object_get(j, "status"), "upload"), "400");
+        n = json_is_integer(v) ? (long)json_integer_value(v) : 0;
+        json_decref(j);
+    }
+    test_http_free(&r);
+    free(url);
+    return n;
+}
+
+static long before_400s;
+
+static bool app_answered_400(void *arg)
+{
+    (void)arg;
+    return app_upload_400s() > before_400s;
+}
+
+/* The app refuses as soon as it has the head, before the body has ended; the body keeps
+ * coming through cutover after the app's answer: nothing is recorded, nothing is left in the
+ * spool, cutover stays up, and the client gets the app's 400. */
+static void test_refused_before_the_body_ends(void **state)
+{
+    static const char head[] = "POST /documents HTTP/1.1\r\nHost: x\r\n"
+                               "Content-Type: multipart/form-data; boundary=XyZ\r\n"
+                               "Content-Length: 20000\r\n\r\n"
+                               "--XyZ\r\nContent-Disposition: form-data; name=\"file\"; "
+                               "filename=\"early.bin\"\r\n\r\n";
+    char buf[4096], *url;
+    size_t sent = strlen(strstr(head, "\r\n\r\n") + 4); /* body bytes in the head's packet */
+    int fd = test_connect(E.port);
+    struct test_http r;
+    (void)state;
+    before_400s = app_upload_400s();
+    assert_true(fd >= 0);
+    assert_int_equal(send(fd, head, sizeof(head) - 1, 0), (ssize_t)(sizeof(head) - 1));
+    /* the app has answered 400 (no X-Org-Id) to cutover before the body is sent */
+    assert_true(test_wait_until(app_answered_400, NULL, 10000));
+    memset(buf, 'e', sizeof(buf));
+    while (sent < 20000) {
+        size_t n = 20000 - sent < sizeof(buf) ? 20000 - sent : sizeof(buf);
+        ssize_t w = send(fd, buf, n, MSG_NOSIGNAL);
+        if (w <= 0)
+            break;
+        sent += (size_t)w;
+    }
+    ssize_t n = recv(fd, buf, sizeof(buf) - 1, 0);
+    assert_true(n > 12);
+    buf[n] = 0;
+    assert_non_null(strstr(buf, " 400 "));
+    close(fd);
+    /* cutover is still there and answers */
+    url = xasprintf("http://127.0.0.1:%d/health", E.port);
+    assert_int_equal(test_http("GET", url, NULL, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 200);
+    test_http_free(&r);
+    free(url);
+    assert_true(test_wait_until(no_spool_parts, NULL, 10000));
+}
+
 static void test_unmirrorable_listed_failed(void **state)
 {
     char *key = NULL, *st, *err;
@@ -464,6 +533,7 @@ int main(void)
         cmocka_unit_test(test_uploads_verified),
         cmocka_unit_test(test_pdf_served_with_type_and_name),
         cmocka_unit_test(test_refused_by_app),
+        cmocka_unit_test(test_refused_before_the_body_ends),
         cmocka_unit_test(test_unmirrorable_listed_failed),
         cmocka_unit_test(test_delete_through_cutover),
     };
