@@ -581,8 +581,10 @@ static void delete_job(worker_ctx *ctx, void *arg)
             stat_add(d->u, &d->u->st.deleted);
             if (d->u->d.s3 && doc.s3_key && *doc.s3_key && doc.state != DOC_FAILED &&
                 s3_delete(d->u->d.s3, doc.s3_key, &r, &serr) != 0)
-                log_msgf(LOG_WARN, "delete", "%s: marked deleted; its S3 object stays until the "
-                         "mirror removes it: %s", d->key, serr.msg);
+                log_msgf(LOG_WARN, "delete",
+                         "%s: marked deleted; its S3 object stays until the "
+                         "mirror removes it: %s",
+                         d->key, serr.msg);
             mirror_kick(d->u->d.mirror);
         }
     } else if (err.code != CUT_OK && err.code != CUT_ENOTFOUND) {

@@ -64,6 +64,7 @@ struct job {
     /* PH_RECHECK: what the newer generation must look like */
     int64_t want_size;
     char want_md5[33];
+    char want_sha256_b64[48]; /* "" when unknown */
     int64_t want_generation;
 };
 
@@ -268,6 +269,12 @@ static void after_refusal(mirror *m, struct job *j, const char *why)
     j->want_size = cur.size;
     memcpy(j->want_md5, cur.md5, 33);
     j->want_generation = cur.generation;
+    j->want_sha256_b64[0] = '\0';
+    {
+        unsigned char sha[32];
+        if (from_hex(cur.sha256, sha, 32))
+            EVP_EncodeBlock((unsigned char *)j->want_sha256_b64, sha, 32);
+    }
     pgstore_doc_clear(&cur);
     submit_head(m, j, PH_RECHECK);
     return;
@@ -349,8 +356,11 @@ static void head_checked(mirror *m, struct job *j)
 static void rechecked(mirror *m, struct job *j)
 {
     const struct s3_result *h = &j->out.s3;
+    /* the ETag is an MD5 for a single PUT; S3's SHA-256, when it reports one, settles it */
     bool same = !err_isset(&j->err) && h->content_length == j->want_size &&
-                strcasecmp(h->etag, j->want_md5) == 0;
+                (h->checksum_sha256[0] && j->want_sha256_b64[0]
+                     ? strcmp(h->checksum_sha256, j->want_sha256_b64) == 0
+                     : strcasecmp(h->etag, j->want_md5) == 0);
     if (!same)
         requeue(m, j->doc.storage_key, j->want_generation,
                 j->err.code == CUT_ENOTFOUND

@@ -1010,8 +1010,7 @@ int pgstore_requeue(pgstore *st, const char *storage_key, int64_t generation, co
         if (!run_ok(st, "requeue", again, 1, p, err))
             goto out;
         if (cur == DOC_PENDING || cur == DOC_MISMATCH) {
-            if (!write_note(st, storage_key, PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), detail,
-                            err))
+            if (!write_note(st, storage_key, PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), detail, err))
                 goto out;
         } else {
             if (!write_transition(st, storage_key, (enum doc_state)cur, DOC_MISMATCH,

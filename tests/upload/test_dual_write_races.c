@@ -338,7 +338,8 @@ static void relay_release(int i)
         fail_msg("held PUT %d did not land within 30 s of its release", i);
 }
 
-/* ---- cutover before the app, through the relay ------------------------------------------------ */
+/* ---- cutover before the app, through the relay ------------------------------------------------
+ */
 
 struct env {
     char *db_url;
@@ -555,7 +556,8 @@ static void s3_sha(const char *key, char out[65])
     free(s3_key);
 }
 
-/* ---- overwrites --------------------------------------------------------------------------------- */
+/* ---- overwrites ---------------------------------------------------------------------------------
+ */
 
 struct want {
     const char *key;
@@ -655,7 +657,8 @@ static void test_overwrite_new_copy_lands_last(void **state)
     overwrite_race("new-last", false);
 }
 
-/* ---- deletes ------------------------------------------------------------------------------------ */
+/* ---- deletes ------------------------------------------------------------------------------------
+ */
 
 /* deleted, its removal recorded (off the queue), and no object in S3 */
 static bool removed(void *arg)
