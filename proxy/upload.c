@@ -189,6 +189,8 @@ static enum proxy_body_result up_body(void *arg, void *state, proxy_exchange *x,
      * discarded, the rest of the body is not ours to keep */
     if (s->body_failed || !s->sf)
         return PROXY_BODY_FAIL;
+    if (!s->sf) /* the app refused before the body's end: the rest goes to it untee'd */
+        return PROXY_BODY_OK;
     if (s->mp) {
         if (!multipart_feed(s->mp, data, n, &err)) {
             body_fail(s, "multipart: %s", err.msg);
@@ -561,6 +563,10 @@ static void *del_start(void *arg, proxy_exchange *x, const struct proxy_match *m
     return d;
 }
 
+/* Recorder thread: the document becomes `deleted`, which makes the removal of its S3 object
+ * work for the mirror (retried there like a copy, and done again should a copy in flight land
+ * later). The object is also deleted here once, so that it is usually gone before the client
+ * gets the app's answer; only the mirror records the removal. */
 static void delete_job(worker_ctx *ctx, void *arg)
 {
     struct del *d = arg;
@@ -577,10 +583,13 @@ static void delete_job(worker_ctx *ctx, void *arg)
             struct s3_result r;
             cut_err serr = CUT_ERR_INIT;
             stat_add(d->u, &d->u->st.deleted);
-            if (d->u->d.s3 && doc.s3_key && *doc.s3_key &&
+            if (d->u->d.s3 && doc.s3_key && *doc.s3_key && doc.state != DOC_FAILED &&
                 s3_delete(d->u->d.s3, doc.s3_key, &r, &serr) != 0)
-                log_msgf(LOG_ERROR, "delete", "%s: marked deleted, but its S3 object stays: %s",
+                log_msgf(LOG_WARN, "delete",
+                         "%s: marked deleted; its S3 object stays until the "
+                         "mirror removes it: %s",
                          d->key, serr.msg);
+            mirror_kick(d->u->d.mirror);
         }
     } else if (err.code != CUT_OK && err.code != CUT_ENOTFOUND) {
         log_msgf(LOG_ERROR, "delete", "%s: deleted by the app, not marked deleted: %s", d->key,

@@ -14,16 +14,25 @@
  * PUT) and SHA-256 match those recorded, and a HEAD afterwards agrees on the size, the ETag and
  * the SHA-256 checksum when S3 reports one.
  *
- * A copy that finished after its document moved on (a newer generation recorded, or the
- * document deleted) must not leave older bytes in S3: when the outcome is refused, the mirror
- * looks at the document again. Deleted: the object is removed. A newer generation already
- * verified: the object is checked against that generation's size and MD5, and the document
- * is sent back to the queue (`mismatch`) when S3 now holds other bytes.
+ * A deleted document whose object is not recorded as removed is work too: the claim hands it
+ * over, the object is deleted (on a small worker pool: the call blocks, and neither the
+ * mirror's thread nor the engine's may wait on S3) and pgstore_removed() records it, fenced by
+ * the lease; a failed removal is retried with the same backoff as a copy.
+ *
+ * A copy or a removal that finished after its document moved on (a newer generation
+ * recorded, the document deleted, the lease voided) must not leave other bytes in S3: when its
+ * outcome is refused, the mirror looks at the document again. Deleted: its removal is due
+ * again (pgstore_requeue), so a delete always has the last word. Recorded again since: S3 is
+ * asked (HEAD, after this copy landed) whether it holds the current generation's bytes (size
+ * and MD5, known from the upload); when not, the current generation goes back to work whatever
+ * its state, its lease voided, so that its own copy, in flight or verified already, cannot
+ * stand: the last PUT to land is always one of the current generation.
  */
 #include "storage/mirror.h"
 
 #include "storage/pgstore.h"
 #include "storage/spool.h"
+#include "storage/worker.h"
 
 #include <errno.h>
 #include <openssl/evp.h>
@@ -35,7 +44,7 @@
 #include <time.h>
 #include <unistd.h>
 
-enum phase { PH_COPY, PH_HEAD, PH_RECHECK };
+enum phase { PH_COPY, PH_HEAD, PH_RECHECK, PH_REMOVE };
 
 struct job {
     struct job *next;
@@ -55,6 +64,7 @@ struct job {
     /* PH_RECHECK: what the newer generation must look like */
     int64_t want_size;
     char want_md5[33];
+    char want_sha256_b64[48]; /* "" when unknown */
     int64_t want_generation;
 };
 
@@ -64,6 +74,7 @@ struct mirror {
     s3_client *s3;
     xfer_engine *e;
     legacy_store *legacy;
+    worker_pool *remover; /* runs the blocking DELETEs of removals */
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -140,7 +151,8 @@ static void attempt_failed(mirror *m, struct job *j, const char *reason)
                  m->o.max_attempts, reason);
     } else {
         count(m, &m->st.retried);
-        log_msgf(LOG_WARN, "mirror", "%s: copy failed, will retry: %s", j->doc.storage_key, reason);
+        log_msgf(LOG_WARN, "mirror", "%s: attempt failed, will retry: %s", j->doc.storage_key,
+                 reason);
     }
     m->inflight--;
     job_free(j);
@@ -194,37 +206,78 @@ static void submit_head(mirror *m, struct job *j, enum phase phase)
     }
 }
 
-/* The outcome of j was refused (lease lost, or the document moved on while it was copied):
- * make sure S3 does not keep bytes the document no longer has. Consumes j. */
+/* S3 may hold other bytes than the document's current state says: back to work it goes
+ * (generation 0: whichever is current). */
+static void requeue(mirror *m, const char *key, int64_t generation, const char *why)
+{
+    cut_err err = CUT_ERR_INIT;
+    enum doc_state state = DOC_PENDING;
+
+    if (pgstore_requeue(m->store, key, generation, why, &state, &err) != 0) {
+        if (err.code == CUT_ECONFLICT && generation != 0) {
+            requeue(m, key, 0, why); /* recorded again meanwhile: the newest goes again */
+            return;
+        }
+        log_msgf(LOG_ERROR, "mirror", "%s: %s, and it cannot be put back to work: %s", key, why,
+                 err.msg);
+        return;
+    }
+    count(m, &m->st.requeued);
+    log_msgf(LOG_WARN, "mirror", "%s: %s: %s again", key, why,
+             state == DOC_DELETED ? "removing its object" : "copying it");
+    pthread_mutex_lock(&m->mu);
+    m->kicked = true;
+    pthread_mutex_unlock(&m->mu);
+}
+
+/* The outcome of j was refused (lease lost, or the document moved on while it was copied or
+ * removed): make sure S3 does not keep bytes the document no longer has. Consumes j. */
 static void after_refusal(mirror *m, struct job *j, const char *why)
 {
     struct pgstore_doc cur = {0};
     cut_err err = CUT_ERR_INIT;
-    struct s3_result r;
+    bool removal = j->phase == PH_REMOVE;
 
     count(m, &m->st.lost_leases);
-    log_msgf(LOG_INFO, "mirror", "%s: generation %lld copied but not recorded: %s",
-             j->doc.storage_key, (long long)j->doc.generation, why);
-    if (pgstore_doc_get(m->store, j->doc.storage_key, &cur, &err) != 0)
+    log_msgf(LOG_INFO, "mirror", "%s: generation %lld %s but not recorded: %s", j->doc.storage_key,
+             (long long)j->doc.generation, removal ? "removed" : "copied", why);
+    if (pgstore_doc_get(m->store, j->doc.storage_key, &cur, &err) != 0) {
+        if (err.code != CUT_ENOTFOUND)
+            log_msgf(LOG_ERROR, "mirror", "%s: cannot look at the document again: %s",
+                     j->doc.storage_key, err.msg);
         goto done;
+    }
+    if (!m->o.keep_spool && !removal && j->doc.spool_path &&
+        (cur.state == DOC_DELETED || !cur.spool_path || strcmp(cur.spool_path, j->doc.spool_path)))
+        unlink(j->doc.spool_path); /* this generation's spool file serves no one now */
     if (cur.state == DOC_DELETED) {
-        cut_err derr = CUT_ERR_INIT;
-        if (s3_delete(m->s3, j->doc.s3_key, &r, &derr) != 0)
-            log_msgf(LOG_ERROR, "mirror", "%s: deleted, but its late copy could not be removed: %s",
-                     j->doc.storage_key, derr.msg);
+        if (!removal) /* a copy landed after the delete: the object goes again */
+            requeue(m, j->doc.storage_key, 0, "a copy landed after the document was deleted");
         goto done;
     }
-    if (cur.generation != j->doc.generation &&
-        (cur.state == DOC_COPIED || cur.state == DOC_VERIFIED || cur.state == DOC_ACTIVE) &&
-        cur.md5 && strlen(cur.md5) == 32 && strcmp(cur.s3_key, j->doc.s3_key) == 0) {
-        /* a newer generation was copied first: is its object still the one in S3? */
-        j->want_size = cur.size;
-        memcpy(j->want_md5, cur.md5, 33);
-        j->want_generation = cur.generation;
-        pgstore_doc_clear(&cur);
-        submit_head(m, j, PH_RECHECK);
-        return;
+    if (cur.state == DOC_FAILED || (!removal && cur.generation == j->doc.generation))
+        goto done; /* the same bytes, or nothing to mirror */
+    if (strcmp(cur.s3_key, j->doc.s3_key) != 0 || cur.size < 0 || !cur.md5 ||
+        strlen(cur.md5) != 32) {
+        /* nothing to compare S3's object with: copy the current generation again */
+        requeue(m, j->doc.storage_key, cur.generation,
+                removal ? "a removal ran after the document was recorded again"
+                        : "an older generation's copy landed after this one was recorded");
+        goto done;
     }
+    /* is the object the current generation's, now that this copy or removal has landed? */
+    j->want_size = cur.size;
+    memcpy(j->want_md5, cur.md5, 33);
+    j->want_generation = cur.generation;
+    j->want_sha256_b64[0] = '\0';
+    {
+        unsigned char sha[32];
+        if (from_hex(cur.sha256, sha, 32))
+            EVP_EncodeBlock((unsigned char *)j->want_sha256_b64, sha, 32);
+    }
+    pgstore_doc_clear(&cur);
+    submit_head(m, j, PH_RECHECK);
+    return;
 done:
     pgstore_doc_clear(&cur);
     m->inflight--;
@@ -303,19 +356,80 @@ static void head_checked(mirror *m, struct job *j)
 static void rechecked(mirror *m, struct job *j)
 {
     const struct s3_result *h = &j->out.s3;
+    /* the ETag is an MD5 for a single PUT; S3's SHA-256, when it reports one, settles it */
+    bool same = !err_isset(&j->err) && h->content_length == j->want_size &&
+                (h->checksum_sha256[0] && j->want_sha256_b64[0]
+                     ? strcmp(h->checksum_sha256, j->want_sha256_b64) == 0
+                     : strcasecmp(h->etag, j->want_md5) == 0);
+    if (!same)
+        requeue(m, j->doc.storage_key, j->want_generation,
+                j->err.code == CUT_ENOTFOUND
+                    ? "S3 lost the current generation's object to a late removal"
+                    : "S3 may hold an older generation's bytes, landed after this one's copy");
+    m->inflight--;
+    job_free(j);
+}
+
+/* Remover thread: the blocking DELETE, then back to the mirror's thread. */
+static void remove_job(worker_ctx *ctx, void *arg)
+{
+    struct job *j = arg;
+    struct xfer_outcome o = {0};
     cut_err err = CUT_ERR_INIT;
-    bool same = err_isset(&j->err)
-                    ? false
-                    : h->content_length == j->want_size && strcasecmp(h->etag, j->want_md5) == 0;
-    if (!same && j->err.code != CUT_ENOTFOUND) {
-        if (pgstore_transition(m->store, j->doc.storage_key, j->want_generation, DOC_MISMATCH,
-                               "an older generation's copy landed after this one was copied",
-                               &err) == 0)
-            log_msgf(LOG_WARN, "mirror", "%s: S3 holds an older generation's bytes: copying again",
-                     j->doc.storage_key);
+    (void)ctx;
+    if (s3_delete(j->m->s3, j->doc.s3_key, &o.s3, &err) == 0)
+        err_clear(&err);
+    step_done(j, &o, &err);
+}
+
+/* A key that cannot name an object we wrote: empty, a leading '/', a "." or ".." segment
+ * (such documents are recorded `failed` and never copied). */
+static bool key_unusable(const char *k)
+{
+    if (!k || !*k || *k == '/')
+        return true;
+    for (const char *seg = k; seg;) {
+        const char *end = strchr(seg, '/');
+        size_t n = end ? (size_t)(end - seg) : strlen(seg);
+        if ((n == 1 && seg[0] == '.') || (n == 2 && seg[0] == '.' && seg[1] == '.'))
+            return true;
+        seg = end ? end + 1 : NULL;
+    }
+    return false;
+}
+
+static void removed(mirror *m, struct job *j)
+{
+    cut_err err = CUT_ERR_INIT;
+    if (pgstore_removed(m->store, j->doc.storage_key, j->token,
+                        key_unusable(j->doc.s3_key) ? "no S3 object can have this document's key"
+                                                    : "the S3 object was removed",
+                        &err) != 0) {
+        if (err.code == CUT_ECONFLICT || err.code == CUT_ENOTFOUND) {
+            after_refusal(m, j, err.msg);
+            return;
+        }
+        /* stays due: the next claim removes it again */
+        log_msgf(LOG_WARN, "mirror", "%s: object removed, not recorded: %s", j->doc.storage_key,
+                 err.msg);
+    } else {
+        count(m, &m->st.removed);
+        if (j->doc.spool_path && !m->o.keep_spool)
+            unlink(j->doc.spool_path);
     }
     m->inflight--;
     job_free(j);
+}
+
+static void submit_remove(mirror *m, struct job *j)
+{
+    j->phase = PH_REMOVE;
+    if (key_unusable(j->doc.s3_key)) {
+        removed(m, j);
+        return;
+    }
+    if (!worker_submit(m->remover, remove_job, j))
+        attempt_failed(m, j, "the remover's queue is full");
 }
 
 static void advance(mirror *m, struct job *j)
@@ -350,6 +464,15 @@ static void advance(mirror *m, struct job *j)
     case PH_RECHECK:
         rechecked(m, j);
         return;
+    case PH_REMOVE:
+        if (err_isset(&j->err)) {
+            char why[640];
+            snprintf(why, sizeof(why), "cannot remove the S3 object: %s", j->err.msg);
+            attempt_failed(m, j, why);
+            return;
+        }
+        removed(m, j);
+        return;
     }
 }
 
@@ -377,7 +500,10 @@ static void claim_some(mirror *m, int want)
         j->disposition = s3_content_disposition(j->doc.filename);
         m->inflight++;
         count(m, &m->st.claimed);
-        submit_copy(m, j);
+        if (j->doc.state == DOC_DELETED)
+            submit_remove(m, j);
+        else
+            submit_copy(m, j);
     }
     pgstore_claim_clear(&c);
 }
@@ -480,10 +606,20 @@ mirror *mirror_start(const struct mirror_opts *o, s3_client *s3, xfer_engine *e,
     m->e = e;
     m->legacy = legacy;
     m->store = pgstore_open(m->url);
+    struct worker_opts wo = {.name = "remover", .threads = 1, .queue_max = 65536};
+    m->remover = worker_pool_start(&wo, err);
+    if (!m->remover) {
+        pgstore_free(m->store);
+        free(m->url);
+        free(m->owner);
+        free(m);
+        return NULL;
+    }
     pthread_mutex_init(&m->mu, NULL);
     pthread_cond_init(&m->cv, NULL);
     if (pthread_create(&m->thread, NULL, mirror_main, m) != 0) {
         err_set(err, CUT_EIO, "mirror", "cannot start the mirror thread");
+        worker_pool_free(m->remover);
         pgstore_free(m->store);
         pthread_mutex_destroy(&m->mu);
         pthread_cond_destroy(&m->cv);
@@ -514,6 +650,7 @@ void mirror_free(mirror *m)
     pthread_cond_signal(&m->cv);
     pthread_mutex_unlock(&m->mu);
     pthread_join(m->thread, NULL);
+    worker_pool_free(m->remover);
     pgstore_free(m->store);
     pthread_mutex_destroy(&m->mu);
     pthread_cond_destroy(&m->cv);

@@ -9,6 +9,10 @@
  * hashes recorded with the document; when the file is gone or its bytes differ, the raw
  * original is streamed from the legacy store instead. Any number of mirrors (sidecars,
  * backfill jobs) share one queue.
+ *
+ * Deletes are work of the same queue: a `deleted` document whose S3 object is not recorded as
+ * removed is claimed, its object deleted and the removal recorded, retried like a copy. A copy
+ * that lands after its document was deleted or recorded again never stays: see mirror.c.
  */
 #ifndef CUTOVER_MIRROR_H
 #define CUTOVER_MIRROR_H
@@ -30,8 +34,8 @@ struct mirror_opts {
     bool keep_spool;          /* leave spool files after verification (tests) */
 };
 
-/* Starts the mirror's thread. s3 and e (required: the engine copies, s3 removes the late
- * copy of a deleted document) and legacy (may be NULL: no fallback) are borrowed and must
+/* Starts the mirror's thread. s3 and e (required: the engine copies, s3 removes the objects
+ * of deleted documents) and legacy (may be NULL: no fallback) are borrowed and must
  * outlive the mirror. Returns a new mirror (mirror_free()) or NULL with err set. */
 mirror *mirror_start(const struct mirror_opts *o, s3_client *s3, xfer_engine *e,
                      legacy_store *legacy, cut_err *err) CUT_MUST_USE;
@@ -51,6 +55,8 @@ struct mirror_stats {
     uint64_t retried;     /* attempts that failed and were rescheduled */
     uint64_t failed;      /* documents that reached `failed` */
     uint64_t lost_leases; /* outcomes refused because the lease was no longer ours */
+    uint64_t removed;     /* S3 objects of deleted documents removed and recorded */
+    uint64_t requeued;    /* documents put back to work because S3 may hold other bytes */
     int inflight;
 };
 void mirror_stats_get(mirror *m, struct mirror_stats *out);

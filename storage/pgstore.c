@@ -573,8 +573,9 @@ static bool write_transition(pgstore *st, const char *key, enum doc_state from, 
         "  mismatch_at = CASE WHEN $2 = 'mismatch' THEN now() ELSE mismatch_at END,\n"
         "  failed_at = CASE WHEN $2 = 'failed' THEN now() ELSE failed_at END,\n"
         "  deleted_at = CASE WHEN $2 = 'deleted' THEN now() ELSE deleted_at END,\n"
-        "  attempts = CASE WHEN $2 = 'pending' THEN 0 ELSE attempts END,\n"
-        "  next_attempt_at = CASE WHEN $2 IN ('pending', 'mismatch') THEN now()\n"
+        "  attempts = CASE WHEN $2 IN ('pending', 'deleted') THEN 0 ELSE attempts END,\n"
+        "  last_error = CASE WHEN $2 = 'deleted' THEN NULL ELSE last_error END,\n"
+        "  next_attempt_at = CASE WHEN $2 IN ('pending', 'mismatch', 'deleted') THEN now()\n"
         "                    ELSE next_attempt_at END\n"
         "WHERE storage_key = $1";
     static const char ins[] = "INSERT INTO cutover.transitions (storage_key, from_state, "
@@ -716,7 +717,7 @@ int pgstore_claim(pgstore *st, const char *owner, size_t max, int lease_ms,
 {
     static const char sql[] =
         "WITH picked AS (SELECT storage_key AS k FROM cutover.documents\n"
-        "  WHERE state IN ('pending', 'mismatch') AND next_attempt_at <= now()\n"
+        "  WHERE state IN ('pending', 'mismatch', 'deleted') AND next_attempt_at <= now()\n"
         "    AND (lease_expires IS NULL OR lease_expires <= clock_timestamp())\n"
         "  ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED)\n"
         "UPDATE cutover.documents SET lease_owner = $1, lease_token = $2,\n"
@@ -903,6 +904,125 @@ int pgstore_fail(pgstore *st, const char *storage_key, const char *token, const 
         cur = DOC_FAILED;
     }
     if (!commit(st, "fail", err))
+        goto out;
+    if (state)
+        *state = (enum doc_state)cur;
+    rc = 0;
+out:
+    PQclear(r);
+    rollback(st);
+    return rc;
+}
+
+/* Inside a transaction, the row locked: a history row that records work without a state
+ * change (from = to). */
+static bool write_note(pgstore *st, const char *key, const char *state, const char *gen,
+                       const char *detail, cut_err *err)
+{
+    const char *p[5] = {key, state, state, detail, gen};
+    return run_ok(st, "note",
+                  "INSERT INTO cutover.transitions (storage_key, from_state, to_state, detail, "
+                  "generation) VALUES ($1, $2, $3, $4, $5)",
+                  5, p, err);
+}
+
+int pgstore_removed(pgstore *st, const char *storage_key, const char *token, const char *detail,
+                    cut_err *err)
+{
+    const char *p[1] = {storage_key};
+    PGresult *r = NULL;
+    int rc = -1;
+
+    if (!begin(st, "removed", err))
+        goto out;
+    r = lock_fenced(st, "removed", storage_key, token, err);
+    if (r == NULL)
+        goto out;
+    if (doc_state_parse(PQgetvalue(r, 0, 0)) != DOC_DELETED) {
+        err_set(err, CUT_ECONFLICT, "removed",
+                "the document is %s again: its object is not recorded as removed",
+                PQgetvalue(r, 0, 0));
+        goto out;
+    }
+    if (!run_ok(st, "removed",
+                "UPDATE cutover.documents SET next_attempt_at = 'infinity', lease_owner = NULL,\n"
+                "  lease_token = NULL, lease_expires = NULL, attempts = 0, last_error = NULL,\n"
+                "  updated_at = now() WHERE storage_key = $1",
+                1, p, err))
+        goto out;
+    if (!write_note(st, storage_key, "deleted", PQgetvalue(r, 0, 1),
+                    detail ? detail : "the S3 object was removed", err))
+        goto out;
+    if (!commit(st, "removed", err))
+        goto out;
+    rc = 0;
+out:
+    PQclear(r);
+    rollback(st);
+    return rc;
+}
+
+int pgstore_requeue(pgstore *st, const char *storage_key, int64_t generation, const char *detail,
+                    enum doc_state *state, cut_err *err)
+{
+    static const char again[] =
+        "UPDATE cutover.documents SET lease_owner = NULL, lease_token = NULL,\n"
+        "  lease_expires = NULL, next_attempt_at = now(), updated_at = now()\n"
+        "WHERE storage_key = $1";
+    const char *p[1] = {storage_key};
+    PGresult *r = NULL;
+    int cur, rc = -1;
+    int64_t gen;
+
+    if (!begin(st, "requeue", err))
+        goto out;
+    r = run(st, "requeue",
+            "SELECT state, generation FROM cutover.documents WHERE storage_key = $1 FOR UPDATE", 1,
+            p, err);
+    if (r == NULL)
+        goto out;
+    if (PQntuples(r) != 1) {
+        err_set(err, CUT_ENOTFOUND, "requeue", "no document with this storage key");
+        goto out;
+    }
+    cur = doc_state_parse(PQgetvalue(r, 0, 0));
+    gen = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+    if (detail == NULL)
+        detail = "work again";
+    switch (cur) {
+    case DOC_DELETED:
+        /* whatever the generation: the object must go */
+        if (!run_ok(st, "requeue", again, 1, p, err) ||
+            !write_note(st, storage_key, "deleted", PQgetvalue(r, 0, 1), detail, err))
+            goto out;
+        break;
+    case DOC_PENDING:
+    case DOC_MISMATCH:
+    case DOC_COPIED:
+    case DOC_VERIFIED:
+    case DOC_ACTIVE:
+        if (generation != 0 && generation != gen) {
+            err_set(err, CUT_ECONFLICT, "requeue",
+                    "generation %lld is stale: the document was re-recorded (generation %lld)",
+                    (long long)generation, (long long)gen);
+            goto out;
+        }
+        if (!run_ok(st, "requeue", again, 1, p, err))
+            goto out;
+        if (cur == DOC_PENDING || cur == DOC_MISMATCH) {
+            if (!write_note(st, storage_key, PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), detail, err))
+                goto out;
+        } else {
+            if (!write_transition(st, storage_key, (enum doc_state)cur, DOC_MISMATCH,
+                                  PQgetvalue(r, 0, 1), detail, err))
+                goto out;
+            cur = DOC_MISMATCH;
+        }
+        break;
+    default:
+        break; /* failed: retried on demand only */
+    }
+    if (!commit(st, "requeue", err))
         goto out;
     if (state)
         *state = (enum doc_state)cur;

@@ -136,9 +136,11 @@ struct pgstore_claim {
 };
 void pgstore_claim_clear(struct pgstore_claim *c);
 
-/* Claims up to max (1..PGSTORE_CLAIM_MAX) documents that need work (pending or mismatch,
- * next attempt due, no live lease) with FOR UPDATE SKIP LOCKED, so that concurrent claimers
- * never get the same document, and leases them to owner (a name for humans) for lease_ms
+/* Claims up to max (1..PGSTORE_CLAIM_MAX) documents that need work, next attempt due and no
+ * live lease: pending or mismatch (a copy to make), or deleted while their S3 object is not
+ * recorded as removed (a removal to make: the transition to `deleted` makes it due, and
+ * pgstore_removed() takes it off the queue). FOR UPDATE SKIP LOCKED, so that concurrent
+ * claimers never get the same document; leased to owner (a name for humans) for lease_ms
  * under a new token. out->n may be 0. */
 int pgstore_claim(pgstore *st, const char *owner, size_t max, int lease_ms,
                   struct pgstore_claim *out, cut_err *err) CUT_MUST_USE;
@@ -169,6 +171,24 @@ int pgstore_complete(pgstore *st, const char *storage_key, const char *token, en
 int pgstore_fail(pgstore *st, const char *storage_key, const char *token, const char *reason,
                  int max_attempts, int backoff_ms, enum doc_state *state,
                  cut_err *err) CUT_MUST_USE;
+
+/* Records that the S3 object of a claimed `deleted` document was removed (fenced like
+ * pgstore_complete): the document leaves the queue (next_attempt_at becomes 'infinity'), the
+ * lease is released, and a history row (deleted -> deleted, detail or "the S3 object was
+ * removed") says so. CUT_ECONFLICT when the lease is lost or the document is no longer
+ * deleted (the app recorded it again). */
+int pgstore_removed(pgstore *st, const char *storage_key, const char *token, const char *detail,
+                    cut_err *err) CUT_MUST_USE;
+
+/* S3 may hold other bytes than the document says (an older copy landed late, a removal ran
+ * after a newer copy): puts the document back to work at once, whoever holds its lease (the
+ * lease is voided, so a copy or removal in flight can no longer record its outcome). Deleted
+ * (any generation): its removal is due again. Else generation must be the current one (0:
+ * whichever is current; CUT_ECONFLICT when stale): pending and mismatch are due again,
+ * copied, verified and active go to `mismatch`. Failed is left alone. With a history row
+ * (detail). *state (may be NULL) receives the state after the call. */
+int pgstore_requeue(pgstore *st, const char *storage_key, int64_t generation, const char *detail,
+                    enum doc_state *state, cut_err *err) CUT_MUST_USE;
 
 /* ---- flags and audit ----------------------------------------------------------------------- */
 

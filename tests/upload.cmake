@@ -14,3 +14,8 @@ cutover_test(NAME test_spool SOURCES upload/test_spool.c LIBS cutover_storage cu
 cutover_test(NAME test_dual_write SOURCES upload/test_dual_write.c
   LIBS cutover_storage cutover_core PkgConfig::PQ PkgConfig::JANSSON PkgConfig::SSL
   LABELS e2e SERVICES TIMEOUT 300)
+# Dual-write's races: an overwrite or a delete while a copy is held in flight by a relay before
+# s3rver, and S3 refusing deletes.
+cutover_test(NAME test_dual_write_races SOURCES upload/test_dual_write_races.c
+  LIBS cutover_storage cutover_core PkgConfig::PQ PkgConfig::JANSSON PkgConfig::SSL
+  LABELS e2e SERVICES TIMEOUT 300)
