@@ -189,8 +189,6 @@ static enum proxy_body_result up_body(void *arg, void *state, proxy_exchange *x,
      * discarded, the rest of the body is not ours to keep */
     if (s->body_failed || !s->sf)
         return PROXY_BODY_FAIL;
-    if (!s->sf) /* the app refused before the body's end: the rest goes to it untee'd */
-        return PROXY_BODY_OK;
     if (s->mp) {
         if (!multipart_feed(s->mp, data, n, &err)) {
             body_fail(s, "multipart: %s", err.msg);
