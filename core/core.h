@@ -115,6 +115,9 @@ bool utf8_valid(const char *s, size_t n);
 
 /* Monotonic clock in microseconds. */
 uint64_t now_us(void);
+/* The realtime clock ms from now, for pthread_cond_timedwait(). */
+struct timespec;
+void deadline_after_ms(struct timespec *ts, uint64_t ms);
 /* Wall clock as ISO 8601 UTC with milliseconds into out (>= 32 bytes). */
 void now_iso8601(char *out, size_t n);
 /* Splits "host:port" ("[::1]:80" too); returns false when malformed. host is new, free(). */

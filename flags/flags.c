@@ -413,13 +413,7 @@ static void *reload_main(void *arg)
             log_msgf(LOG_WARN, "flags_reload", "flags kept as they were: %s", err.msg);
         }
         pthread_mutex_lock(&fs->stop_mu);
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += fs->period_ms / 1000;
-        ts.tv_nsec += (long)(fs->period_ms % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        deadline_after_ms(&ts, (uint64_t)fs->period_ms);
         if (!fs->stop)
             pthread_cond_timedwait(&fs->stop_cv, &fs->stop_mu, &ts);
     }

@@ -61,6 +61,7 @@ struct up {
 
     spool_file *sf; /* the loop's until finished or discarded */
     multipart *mp;
+    struct buf file; /* the file part's bytes of one body piece, written to the spool at once */
     bool body_failed;
     char body_why[640];
     char *content_type;
@@ -112,6 +113,7 @@ static void up_unref(struct up *s)
     if (atomic_fetch_sub(&s->refs, 1) != 1)
         return;
     multipart_free(s->mp);
+    buf_free(&s->file);
     free(s->content_type);
     free(s->storage_key);
     free(s->s3_key);
@@ -123,11 +125,12 @@ static void up_unref(struct up *s)
 
 /* ---- the tee ------------------------------------------------------------------------------ */
 
+/* The parser hands the file part over in runs (a CR that may start a delimiter comes on its
+ * own): they are gathered so that each body piece is one spool write. */
 static bool on_file_bytes(void *arg, const void *data, size_t n)
 {
     struct up *s = arg;
-    spool_write(s->sf, data, n);
-    return true;
+    return buf_append(&s->file, data, n);
 }
 
 static void body_fail(struct up *s, const char *fmt, const char *why)
@@ -160,6 +163,7 @@ static void *up_start(void *arg, proxy_exchange *x, const struct proxy_match *m)
     s->route = m->route;
     s->m = m;
     s->sf = spool_open(u->d.spool);
+    buf_init(&s->file, 0);
     /* a multipart body gives up its file part; any other body is the document itself, as
      * for a route without file_field */
     const char *ct = proxy_exchange_request_header(x, "Content-Type");
@@ -190,11 +194,12 @@ static enum proxy_body_result up_body(void *arg, void *state, proxy_exchange *x,
     if (s->body_failed || !s->sf)
         return PROXY_BODY_FAIL;
     if (s->mp) {
+        buf_reset(&s->file);
         if (!multipart_feed(s->mp, data, n, &err)) {
             body_fail(s, "multipart: %s", err.msg);
             return PROXY_BODY_FAIL;
         }
-        pending = spool_write(s->sf, NULL, 0);
+        pending = spool_write(s->sf, s->file.data, s->file.len);
     } else {
         pending = spool_write(s->sf, data, n);
     }

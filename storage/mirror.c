@@ -519,31 +519,26 @@ static void *mirror_main(void *arg)
 
         pthread_mutex_lock(&m->mu);
         for (;;) {
+            bool full = m->inflight >= m->o.max_inflight;
             if (m->done)
                 break;
-            if (m->stopping) {
-                if (m->inflight == 0)
+            if (m->stopping || full) {
+                /* nothing to claim: only a step that ends (or, stopping, the last one)
+                 * wakes the thread; a kick stays set for when there is room again */
+                if (m->stopping && m->inflight == 0)
                     break;
-                pthread_cond_wait(&m->cv, &m->mu); /* the copies in flight end */
+                pthread_cond_wait(&m->cv, &m->mu);
                 continue;
             }
             if (m->kicked || now_ms() >= next_poll)
                 break;
-            uint64_t wait_ms = next_poll - now_ms();
             struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += (time_t)(wait_ms / 1000);
-            ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
+            deadline_after_ms(&ts, next_poll - now_ms());
             pthread_cond_timedwait(&m->cv, &m->mu, &ts);
         }
         done = m->done;
         m->done = NULL;
         kicked = m->kicked;
-        m->kicked = false;
         stopping = m->stopping;
         pthread_mutex_unlock(&m->mu);
 
@@ -569,6 +564,9 @@ static void *mirror_main(void *arg)
         if ((kicked || now_ms() >= next_poll) && m->inflight < m->o.max_inflight) {
             int want = m->o.max_inflight - m->inflight;
             int before = m->inflight;
+            pthread_mutex_lock(&m->mu);
+            m->kicked = false; /* this claim answers the kicks so far */
+            pthread_mutex_unlock(&m->mu);
             claim_some(m, want);
             /* a full batch: there may be more waiting, look again at once */
             next_poll = now_ms() + (m->inflight - before >= want ? 0 : (uint64_t)m->o.poll_ms);
