@@ -122,13 +122,14 @@ static void count(mirror *m, uint64_t *field)
     pthread_mutex_unlock(&m->mu);
 }
 
-/* The attempt failed: recorded with its reason, rescheduled or `failed`. Frees j. */
-static void attempt_failed(mirror *m, struct job *j, const char *reason)
+/* The attempt failed: recorded with its reason, rescheduled or `failed` (at once when
+ * another attempt cannot succeed: max_attempts 1). Frees j. */
+static void attempt_failed_after(mirror *m, struct job *j, const char *reason, int max_attempts)
 {
     cut_err err = CUT_ERR_INIT;
     enum doc_state state = DOC_PENDING;
 
-    if (pgstore_fail(m->store, j->doc.storage_key, j->token, reason, m->o.max_attempts,
+    if (pgstore_fail(m->store, j->doc.storage_key, j->token, reason, max_attempts,
                      m->o.backoff_ms, &state, &err) != 0) {
         if (err.code == CUT_ECONFLICT)
             count(m, &m->st.lost_leases);
@@ -136,14 +137,18 @@ static void attempt_failed(mirror *m, struct job *j, const char *reason)
                  reason, err.msg);
     } else if (state == DOC_FAILED) {
         count(m, &m->st.failed);
-        log_msgf(LOG_ERROR, "mirror", "%s: failed after %d attempts: %s", j->doc.storage_key,
-                 m->o.max_attempts, reason);
+        log_msgf(LOG_ERROR, "mirror", "%s: failed: %s", j->doc.storage_key, reason);
     } else {
         count(m, &m->st.retried);
         log_msgf(LOG_WARN, "mirror", "%s: copy failed, will retry: %s", j->doc.storage_key, reason);
     }
     m->inflight--;
     job_free(j);
+}
+
+static void attempt_failed(mirror *m, struct job *j, const char *reason)
+{
+    attempt_failed_after(m, j, reason, m->o.max_attempts);
 }
 
 static void submit_copy(mirror *m, struct job *j)
@@ -334,7 +339,11 @@ static void advance(mirror *m, struct job *j)
                 submit_copy(m, j);
                 return;
             }
-            attempt_failed(m, j, j->err.msg);
+            /* the legacy store has no such document: asking again cannot help */
+            if (j->from_legacy && j->out.legacy.fail == LEGACY_NOT_FOUND)
+                attempt_failed_after(m, j, j->err.msg, 1);
+            else
+                attempt_failed(m, j, j->err.msg);
             return;
         }
         j->copy = j->out;
