@@ -410,6 +410,12 @@ static void *mirror_main(void *arg)
                 pthread_cond_wait(&m->cv, &m->mu); /* the copies in flight end */
                 continue;
             }
+            /* at max_inflight only a finished step (or a stop) can change anything: polling
+             * then would spin */
+            if (m->inflight >= m->o.max_inflight) {
+                pthread_cond_wait(&m->cv, &m->mu);
+                continue;
+            }
             if (m->kicked || now_ms() >= next_poll)
                 break;
             uint64_t wait_ms = next_poll - now_ms();
