@@ -58,6 +58,7 @@ struct run {
     struct backfill_enqueued enq;
     bool source_done;
     mirror *mirror;
+    uint64_t copied_here; /* documents this process copied and verified */
 };
 
 static void help(FILE *out)
@@ -89,9 +90,10 @@ static int64_t finished(const struct pgstore_origin_counts *c)
            c->counts[DOC_DELETED];
 }
 
+/* Documents still to be copied, or being marked verified right now. */
 static int64_t left(const struct pgstore_origin_counts *c)
 {
-    return c->counts[DOC_PENDING] + c->counts[DOC_MISMATCH];
+    return c->counts[DOC_PENDING] + c->counts[DOC_MISMATCH] + c->settling;
 }
 
 static void fmt_bytes(double b, char *out, size_t n)
@@ -146,9 +148,8 @@ static void progress(struct run *r, pgstore *st, bool force)
                           "total", (json_int_t)total, "done", (json_int_t)all_done, "verified",
                           (json_int_t)(r->now.counts[DOC_VERIFIED] + r->now.counts[DOC_ACTIVE]),
                           "failed", (json_int_t)r->now.counts[DOC_FAILED], "pending",
-                          (json_int_t)left(&r->now), "bytes", (json_int_t)bytes, "docs_per_s",
-                          rate, "enqueued", (json_int_t)r->enq.inserted, "source_done",
-                          r->source_done);
+                          (json_int_t)left(&r->now), "bytes", (json_int_t)bytes, "docs_per_s", rate,
+                          "enqueued", (json_int_t)r->enq.inserted, "source_done", r->source_done);
     if (eta >= 0 && r->source_done)
         json_object_set_new(o, "eta_s", json_real(eta));
     char *line = json_dumps(o, JSON_COMPACT);
@@ -177,8 +178,8 @@ static bool wait_signal(const sigset_t *set, uint64_t us)
 
 /* Reads the whole source into the queue. Returns 0, 1 when stopped by a signal, -1 with err
  * set when the source or the database failed. */
-static int enqueue_all(struct run *r, backfill_source *src, pgstore *st, size_t batch,
-                       double rate, const sigset_t *set, cut_err *err)
+static int enqueue_all(struct run *r, backfill_source *src, pgstore *st, size_t batch, double rate,
+                       const sigset_t *set, cut_err *err)
 {
     struct backfill_row *rows = xcalloc(batch, sizeof(*rows));
     struct backfill_bucket bucket;
@@ -222,15 +223,19 @@ out:
     return rc;
 }
 
-/* Waits until no backfill document is left to copy. Returns 0, 1 when stopped by a signal, -1
- * with err set when the database cannot be read. */
+/* Waits until no backfill document is left to copy and this process's copies are all
+ * recorded. Returns 0, 1 when stopped by a signal, -1 with err set when the database cannot be
+ * read. */
 static int wait_copied(struct run *r, pgstore *st, const sigset_t *set, cut_err *err)
 {
     for (;;) {
         struct pgstore_origin_counts c;
+        struct mirror_stats ms;
         if (pgstore_count_origin(st, "backfill", &c, err) != 0)
             return -1;
-        if (left(&c) == 0)
+        mirror_stats_get(r->mirror, &ms);
+        r->copied_here = ms.verified;
+        if (left(&c) == 0 && ms.inflight == 0)
             return 0;
         progress(r, st, false);
         if (wait_signal(set, 200000))
@@ -257,9 +262,9 @@ static void summary(struct run *r, pgstore *st, bool interrupted)
         json_object_set_new(states, doc_state_name((enum doc_state)s),
                             json_integer(r->now.counts[s]));
     for (size_t i = 0; i < nprobs; i++)
-        json_array_append_new(failures, json_pack("{s:s,s:s,s:s?}", "key", probs[i].storage_key,
-                                                  "state", doc_state_name(probs[i].state),
-                                                  "reason", probs[i].reason));
+        json_array_append_new(failures,
+                              json_pack("{s:s,s:s,s:s?}", "key", probs[i].storage_key, "state",
+                                        doc_state_name(probs[i].state), "reason", probs[i].reason));
     for (size_t i = 0; i < r->nbad; i++)
         json_array_append_new(bad, json_string(r->bad[i]));
     json_object_set_new(o, "event", json_string("backfill_summary"));
@@ -272,6 +277,7 @@ static void summary(struct run *r, pgstore *st, bool interrupted)
     json_object_set_new(o, "unusable", bad);
     json_object_set_new(o, "failures", failures);
     json_object_set_new(o, "finished_this_run", json_integer(done));
+    json_object_set_new(o, "copied_by_this_process", json_integer((json_int_t)r->copied_here));
     json_object_set_new(o, "bytes_this_run", json_integer(r->now.done_bytes - r->start_bytes));
     json_object_set_new(o, "elapsed_s", json_real(secs));
     json_object_set_new(o, "docs_per_s", json_real(rate));
@@ -285,8 +291,7 @@ static void summary(struct run *r, pgstore *st, bool interrupted)
         printf("  backfill documents:");
         for (int s = 0; s < DOC_NSTATES; s++)
             if (r->now.counts[s])
-                printf(" %s %lld", doc_state_name((enum doc_state)s),
-                       (long long)r->now.counts[s]);
+                printf(" %s %lld", doc_state_name((enum doc_state)s), (long long)r->now.counts[s]);
         printf("\n");
         for (size_t i = 0; i < nprobs; i++)
             printf("  %s %s: %s\n", doc_state_name(probs[i].state), probs[i].storage_key,
@@ -346,8 +351,7 @@ int cmd_backfill(int argc, char **argv)
                 return cli_usage_error("backfill", "--concurrency: an integer, 1..1024");
         } else if (strcmp(a, "--batch") == 0 && i + 1 < argc) {
             if (!parse_count(argv[++i], 1, BACKFILL_MAX_PAGE, &batch) || batch != (int)batch)
-                return cli_usage_error("backfill", "--batch: an integer, 1..%d",
-                                       BACKFILL_MAX_PAGE);
+                return cli_usage_error("backfill", "--batch: an integer, 1..%d", BACKFILL_MAX_PAGE);
         } else {
             return cli_usage_error("backfill", "unknown argument '%s'", a);
         }
@@ -448,23 +452,14 @@ int cmd_backfill(int argc, char **argv)
         fprintf(stderr, "cutover backfill: %s\n", err.msg);
         goto out;
     }
+    /* a failure of the source or the database ends the run: what was enqueued stays queued */
     int erc = enqueue_all(&r, src, st, (size_t)batch, rate, &set, &err);
-    if (erc < 0) {
-        fprintf(stderr, "%scutover backfill: %s\n", r.tty ? "\n" : "", err.msg);
-        /* what was enqueued still gets copied, but the run failed */
-    }
     r.source_done = erc == 0;
+    if (erc == 0)
+        erc = wait_copied(&r, st, &set, &err);
+    if (erc < 0)
+        fprintf(stderr, "%scutover backfill: %s\n", r.tty ? "\n" : "", err.msg);
     interrupted = erc == 1;
-    if (erc == 0) {
-        int wrc = wait_copied(&r, st, &set, &err);
-        if (wrc < 0)
-            fprintf(stderr, "%scutover backfill: %s\n", r.tty ? "\n" : "", err.msg);
-        interrupted = wrc == 1;
-        if (wrc == 0)
-            erc = 0;
-        else
-            erc = -1;
-    }
     /* the copies in flight end and are recorded; the rest stays queued for the next run */
     mirror_free(r.mirror);
     r.mirror = NULL;

@@ -129,8 +129,8 @@ static void attempt_failed_after(mirror *m, struct job *j, const char *reason, i
     cut_err err = CUT_ERR_INIT;
     enum doc_state state = DOC_PENDING;
 
-    if (pgstore_fail(m->store, j->doc.storage_key, j->token, reason, max_attempts,
-                     m->o.backoff_ms, &state, &err) != 0) {
+    if (pgstore_fail(m->store, j->doc.storage_key, j->token, reason, max_attempts, m->o.backoff_ms,
+                     &state, &err) != 0) {
         if (err.code == CUT_ECONFLICT)
             count(m, &m->st.lost_leases);
         log_msgf(LOG_WARN, "mirror", "%s: cannot record a failed copy (%s): %s", j->doc.storage_key,
@@ -459,6 +459,9 @@ static void *mirror_main(void *arg)
             int want = m->o.max_inflight - m->inflight;
             int before = m->inflight;
             claim_some(m, want);
+            pthread_mutex_lock(&m->mu);
+            m->st.inflight = m->inflight;
+            pthread_mutex_unlock(&m->mu);
             /* a full batch: there may be more waiting, look again at once */
             next_poll = now_ms() + (m->inflight - before >= want ? 0 : (uint64_t)m->o.poll_ms);
         }

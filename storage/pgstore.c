@@ -1088,22 +1088,23 @@ int pgstore_insert_missing(pgstore *st, const struct pgstore_doc_in *docs, size_
                         i ? ", " : "", 5 * i + 1, 5 * i + 2, 5 * i + 3, 5 * i + 4, 5 * i + 5);
     }
     ok = ok &&
-         buf_puts(&sql,
-                  "),\n"
-                  "u AS (SELECT DISTINCT ON (storage_key) * FROM v ORDER BY storage_key),\n"
-                  "ins AS (INSERT INTO cutover.documents (storage_key, s3_key, origin, vars, state,\n"
-                  "    last_error, failed_at)\n"
-                  "  SELECT storage_key, s3_key, coalesce(origin, 'upload'), coalesce(vars, '{}'),\n"
-                  "    CASE WHEN reason IS NULL THEN 'pending' ELSE 'failed' END, reason,\n"
-                  "    CASE WHEN reason IS NULL THEN NULL ELSE now() END\n"
-                  "  FROM u ORDER BY storage_key\n"
-                  "  ON CONFLICT (storage_key) DO NOTHING\n"
-                  "  RETURNING storage_key, state, last_error, generation, origin)\n"
-                  "INSERT INTO cutover.transitions (storage_key, from_state, to_state, detail, "
-                  "generation)\n"
-                  "SELECT storage_key, NULL, state, coalesce(last_error, 'recorded by ' || "
-                  "origin), generation FROM ins\n"
-                  "RETURNING to_state");
+         buf_puts(
+             &sql,
+             "),\n"
+             "u AS (SELECT DISTINCT ON (storage_key) * FROM v ORDER BY storage_key),\n"
+             "ins AS (INSERT INTO cutover.documents (storage_key, s3_key, origin, vars, state,\n"
+             "    last_error, failed_at)\n"
+             "  SELECT storage_key, s3_key, coalesce(origin, 'upload'), coalesce(vars, '{}'),\n"
+             "    CASE WHEN reason IS NULL THEN 'pending' ELSE 'failed' END, reason,\n"
+             "    CASE WHEN reason IS NULL THEN NULL ELSE now() END\n"
+             "  FROM u ORDER BY storage_key\n"
+             "  ON CONFLICT (storage_key) DO NOTHING\n"
+             "  RETURNING storage_key, state, last_error, generation, origin)\n"
+             "INSERT INTO cutover.transitions (storage_key, from_state, to_state, detail, "
+             "generation)\n"
+             "SELECT storage_key, NULL, state, coalesce(last_error, 'recorded by ' || "
+             "origin), generation FROM ins\n"
+             "RETURNING to_state");
     if (!ok) {
         err_set(err, CUT_ELIMIT, "insert missing", "the statement does not fit in memory");
         goto out;
@@ -1133,7 +1134,8 @@ int pgstore_count_origin(pgstore *st, const char *origin, struct pgstore_origin_
     memset(out, 0, sizeof(*out));
     r = run(st, "count origin",
             "SELECT state, count(*), coalesce(sum(size) FILTER (WHERE state IN ('verified', "
-            "'active')), 0) FROM cutover.documents WHERE origin = $1 GROUP BY state",
+            "'active')), 0), count(*) FILTER (WHERE state = 'copied' AND updated_at > now() - "
+            "interval '1 minute') FROM cutover.documents WHERE origin = $1 GROUP BY state",
             1, p, err);
     if (r == NULL)
         return -1;
@@ -1144,13 +1146,14 @@ int pgstore_count_origin(pgstore *st, const char *origin, struct pgstore_origin_
             out->counts[s] = c;
         out->total += c;
         out->done_bytes += strtoll(PQgetvalue(r, i, 2), NULL, 10);
+        out->settling += strtoll(PQgetvalue(r, i, 3), NULL, 10);
     }
     PQclear(r);
     return 0;
 }
 
-int pgstore_list_problems(pgstore *st, const char *origin, size_t max,
-                          struct pgstore_problem **out, size_t *n, cut_err *err)
+int pgstore_list_problems(pgstore *st, const char *origin, size_t max, struct pgstore_problem **out,
+                          size_t *n, cut_err *err)
 {
     char lim[24];
     const char *p[2] = {origin, lim};

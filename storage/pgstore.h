@@ -207,11 +207,14 @@ int pgstore_insert_missing(pgstore *st, const struct pgstore_doc_in *docs, size_
                            size_t *inserted, size_t *inserted_failed, cut_err *err) CUT_MUST_USE;
 
 /* Documents of one origin ("upload", "backfill") per state, and the bytes of those verified or
- * active (sizes as recorded by their copy). */
+ * active (sizes as recorded by their copy). settling: documents `copied` in the last minute,
+ * which their copier is most likely about to mark verified (an older `copied` one is stuck
+ * and waits for verification). */
 struct pgstore_origin_counts {
     int64_t counts[DOC_NSTATES];
     int64_t total;
     int64_t done_bytes;
+    int64_t settling;
 };
 int pgstore_count_origin(pgstore *st, const char *origin, struct pgstore_origin_counts *out,
                          cut_err *err) CUT_MUST_USE;
@@ -224,8 +227,8 @@ struct pgstore_problem {
 };
 /* Up to max documents of origin in state failed, mismatch or copied, by storage key. *out is
  * a new array (pgstore_problems_free()) of *n entries. */
-int pgstore_list_problems(pgstore *st, const char *origin, size_t max,
-                          struct pgstore_problem **out, size_t *n, cut_err *err) CUT_MUST_USE;
+int pgstore_list_problems(pgstore *st, const char *origin, size_t max, struct pgstore_problem **out,
+                          size_t *n, cut_err *err) CUT_MUST_USE;
 void pgstore_problems_free(struct pgstore_problem *p, size_t n);
 
 /* ---- schema -------------------------------------------------------------------------------- */
