@@ -11,12 +11,13 @@
  * is the only coordination, a second run (after a crash, a kill, a failed run) only adds what
  * is missing and copies what is left, and several runs at once share the work.
  *
- * Throttle: --rate N documents/s is a token bucket at enqueue time (storage/backfill.h): after
- * each batch the documents actually inserted are taken from the bucket, and the next batch
- * waits while it is in debt. Documents enter the queue no faster than N a second, so the
- * copies (by this process, or by any sidecar's mirror sharing the queue) follow at that pace.
- * Documents already known cost nothing; work left in the queue by an earlier run is copied
- * unthrottled (it was throttled when it was enqueued); each process has its own bucket.
+ * Throttle: --rate N documents/s is a token bucket at enqueue time (storage/backfill.h): a
+ * batch holds at most one second's worth (N rows), after each batch the documents actually
+ * inserted are taken from the bucket, and the next batch waits while it is in debt. Documents enter
+ * the queue no faster than N a second, so the copies (by this process, or by any sidecar's mirror
+ * sharing the queue) follow at that pace. Documents already known cost nothing; work left in the
+ * queue by an earlier run is copied unthrottled (it was throttled when it was enqueued); each
+ * process has its own bucket.
  *
  * Progress: on a terminal (stderr) a one-line bar redrawn every second; otherwise a JSON line
  * on stdout every 5 s. At the end a summary: documents of origin `backfill` per state, the
@@ -373,6 +374,9 @@ int cmd_backfill(int argc, char **argv)
     }
     if (rate < 0)
         rate = cfg->backfill.rate;
+    /* a batch is at most one second's worth, so that documents enter the queue smoothly */
+    if (rate > 0 && batch > rate)
+        batch = (double)(long long)rate < rate ? (double)(long long)rate + 1 : rate;
     if (conc < 0)
         conc = cfg->backfill.concurrency;
     r.cfg = cfg;

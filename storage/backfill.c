@@ -451,7 +451,7 @@ void backfill_bucket_init(struct backfill_bucket *b, double rate, uint64_t now)
 {
     b->rate = rate;
     b->burst = rate > 1 ? rate : 1;
-    b->tokens = b->burst;
+    b->tokens = 0; /* nothing saved at the start: the first batch goes, then the rate holds */
     b->last_us = now;
 }
 

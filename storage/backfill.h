@@ -91,8 +91,9 @@ int backfill_enqueue(pgstore *st, backfill_key_fn key_of, void *arg,
 /* ---- the documents/s throttle ---------------------------------------------------------- */
 
 /* A token bucket that lets debt build up: rate tokens a second, at most one second's worth
- * saved (burst), and a caller that takes more than there are leaves the bucket negative, to
- * wait until it has refilled. The backfill takes one token per document it *inserted* after
+ * saved (burst), empty at the start, and a caller that takes more than there are leaves the
+ * bucket negative, to wait until it has refilled. Over any span T from the start, at most
+ * rate * T + one batch pass. The backfill takes one token per document it *inserted* after
  * each batch and waits before the next, so documents already known cost nothing and a batch
  * never needs to be cut to the bucket's size. rate <= 0: no limit. */
 struct backfill_bucket {

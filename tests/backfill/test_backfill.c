@@ -15,6 +15,10 @@
  *   reason; exit status 1 with the failures listed.
  * - two processes at once: every document verified, each copied exactly once (one `copied`
  *   transition and one recording per document), the copies of both adding up to the total.
+ * - killed (SIGKILL) while copying, then run again: the second run takes over the dead run's
+ *   leases once they expire and finishes; every document verified and recorded copied once.
+ * - --rate: documents enter the queue no faster than the bucket allows (a lower bound on the
+ *   time the enqueueing took; a throttle can only make it slower, so this never flakes).
  */
 #include "core/core.h"
 #include "storage/creds.h"
@@ -40,6 +44,7 @@ struct env {
     s3_client *s3;
     /* per test */
     char *db_url, *config;
+    const char *workers; /* the configuration's "workers" object, or NULL */
     PGconn *pg;
 };
 
@@ -127,10 +132,11 @@ static void write_config(const char *source)
         "   \"file_field\": \"file\", \"key\": {\"response_json\": \"/storage_key\"},\n"
         "   \"vars\": {\"org\": {\"header\": \"X-Org-Id\"}},\n"
         "   \"s3_key\": \"backfilled/{org}/{key}\"}],\n"
+        " \"workers\": %s,\n"
         " \"backfill\": {\"source\": %s, \"rate\": 0, \"concurrency\": 8}}\n",
         testenv("APP_URL"), E.db_url, E.dir, testenv("S3_ENDPOINT"), testenv("S3_REGION"),
         testenv("S3_BUCKET"), testenv("S3_ACCESS_KEY"), testenv("S3_SECRET_KEY"),
-        testenv("APP_URL"), source);
+        testenv("APP_URL"), E.workers ? E.workers : "{}", source);
     assert_true(test_write_file(E.config, json, strlen(json)));
     free(json);
 }
@@ -284,6 +290,7 @@ static int teardown(void **state)
     (void)state;
     PQfinish(E.pg);
     E.pg = NULL;
+    E.workers = NULL;
     free(E.db_url);
     E.db_url = NULL;
     return 0;
@@ -503,6 +510,90 @@ static void test_two_processes_share(void **state)
     free(org);
 }
 
+#define NKILL 200
+
+static bool some_verified(void *arg)
+{
+    (void)arg;
+    return q_int("SELECT count(*) FROM cutover.documents WHERE state = 'verified'") >= 30;
+}
+
+static void test_killed_then_resumed(void **state)
+{
+    char *org = new_org(), *out = NULL;
+    json_t *sum;
+    (void)state;
+
+    seed(org, NKILL, 4000);
+    char *path = jsonl_of(org, NULL, NULL);
+    char *src = xasprintf("{\"jsonl\": \"%s\"}", path);
+    E.workers = "{\"lease_s\": 5}";
+    write_config(src);
+    char *log = xasprintf("%s/killed-%s.log", E.dir, org);
+    char *argv[] = {(char *)testenv_var("CUTOVER_BIN"),
+                    "backfill",
+                    "--config",
+                    E.config,
+                    "--concurrency",
+                    "2",
+                    "--batch",
+                    "50",
+                    NULL};
+    pid_t pid = test_spawn(argv, NULL, log);
+    assert_true(pid > 0);
+    assert_true(test_wait_until(some_verified, NULL, 60000));
+    int st = test_stop(pid, SIGKILL, 10000);
+    assert_true(WIFSIGNALED(st));
+    long long before = q_int("SELECT count(*) FROM cutover.documents WHERE state = 'verified'");
+    print_message("killed with %lld of %d verified\n", before, NKILL);
+
+    int rc = backfill(NULL, &out, &sum);
+    if (rc != 0)
+        fail_msg("second backfill exit %d:\n%s", rc, out);
+    assert_int_equal(jint(sum, "states", "verified"), NKILL);
+    assert_int_equal(jint(sum, "enqueued", NULL) + jint(sum, "already_known", NULL), NKILL);
+    assert_int_equal(q_int("SELECT count(*) FROM cutover.transitions WHERE to_state = 'copied'"),
+                     NKILL);
+    assert_int_equal(q_int("SELECT count(*) FROM cutover.transitions WHERE from_state IS NULL"),
+                     NKILL);
+    assert_true(compare_sample(org, 20) >= 10);
+    json_decref(sum);
+    free(out);
+    free(log);
+    free(src);
+    free(path);
+    free(org);
+}
+
+#define NRATE 300
+
+static void test_rate(void **state)
+{
+    char *org = new_org(), *out = NULL;
+    json_t *sum;
+    (void)state;
+
+    seed(org, NRATE, 100);
+    char *path = jsonl_of(org, NULL, NULL);
+    char *src = xasprintf("{\"jsonl\": \"%s\"}", path);
+    write_config(src);
+    /* 100/s in batches of 100 from an empty bucket: the last of 300 enters the queue >= 2 s
+     * after the first */
+    int rc = backfill("--rate 100", &out, &sum);
+    if (rc != 0)
+        fail_msg("backfill exit %d:\n%s", rc, out);
+    assert_int_equal(jint(sum, "states", "verified"), NRATE);
+    long long span_ms = q_int("SELECT (extract(epoch FROM max(created_at) - min(created_at)) * "
+                              "1000)::bigint FROM cutover.documents");
+    print_message("300 documents enqueued over %lld ms at --rate 100\n", span_ms);
+    assert_true(span_ms >= 1950);
+    json_decref(sum);
+    free(out);
+    free(src);
+    free(path);
+    free(org);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -510,6 +601,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sql_keyset_pages, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_rows_and_failures, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_processes_share, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_killed_then_resumed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rate, setup, teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
