@@ -3,3 +3,6 @@
 cutover_test(NAME test_backfill SOURCES backfill/test_backfill.c
   LIBS cutover_storage cutover_core PkgConfig::PQ PkgConfig::JANSSON PkgConfig::SSL
   LABELS e2e SERVICES TIMEOUT 300)
+# The mirror, all of its copies in flight, waits instead of polling (CPU over a window).
+cutover_test(NAME test_mirror_idle SOURCES backfill/test_mirror_idle.c
+  LIBS cutover_storage cutover_core LABELS pg s3 SERVICES TIMEOUT 120)
