@@ -354,6 +354,7 @@ int backfill_source_next(backfill_source *s, struct backfill_row *rows, size_t m
     *n = 0;
     if (max > BACKFILL_MAX_PAGE)
         max = BACKFILL_MAX_PAGE;
+    memset(rows, 0, max * sizeof(*rows));
     if (s->kind == BACKFILL_JSONL)
         return next_jsonl(s, rows, max, n, err);
     return next_sql(s, rows, max, n, err);

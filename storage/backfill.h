@@ -54,9 +54,10 @@ void backfill_source_free(backfill_source *s); /* NULL is fine */
 /* A name of the source for messages: the JSONL file's path, or "sql". Valid until free. */
 const char *backfill_source_name(const backfill_source *s);
 
-/* Reads up to max (1..BACKFILL_MAX_PAGE) rows into rows[0..*n) (the caller clears them with
- * backfill_rows_clear()). *n == 0 means the source is exhausted. Returns 0, or -1 with err
- * set when the source itself fails (a query error, a read error): rows are then empty. */
+/* Reads up to max (1..BACKFILL_MAX_PAGE) rows into rows[0..*n) (overwritten: clear the rows of
+ * the previous call first; the caller clears these with backfill_rows_clear()). *n == 0 means the
+ * source is exhausted. Returns 0, or -1 with err set when the source itself fails (a query error, a
+ * read error): rows are then empty. */
 int backfill_source_next(backfill_source *s, struct backfill_row *rows, size_t max, size_t *n,
                          cut_err *err) CUT_MUST_USE;
 
