@@ -230,13 +230,13 @@ out:
 static int wait_copied(struct run *r, pgstore *st, const sigset_t *set, cut_err *err)
 {
     for (;;) {
-        struct pgstore_origin_counts c;
         struct mirror_stats ms;
-        if (pgstore_count_origin(st, "backfill", &c, err) != 0)
+        bool busy;
+        if (pgstore_origin_busy(st, "backfill", &busy, err) != 0)
             return -1;
         mirror_stats_get(r->mirror, &ms);
         r->copied_here = ms.verified;
-        if (left(&c) == 0 && ms.inflight == 0)
+        if (!busy && ms.inflight == 0)
             return 0;
         progress(r, st, false);
         if (wait_signal(set, 200000))

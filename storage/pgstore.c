@@ -1152,6 +1152,22 @@ int pgstore_count_origin(pgstore *st, const char *origin, struct pgstore_origin_
     return 0;
 }
 
+int pgstore_origin_busy(pgstore *st, const char *origin, bool *busy, cut_err *err)
+{
+    const char *p[1] = {origin};
+    PGresult *r = run(st, "origin busy",
+                      "SELECT EXISTS (SELECT 1 FROM cutover.documents WHERE state IN ('pending', "
+                      "'mismatch') AND origin = $1) OR EXISTS (SELECT 1 FROM cutover.documents "
+                      "WHERE state = 'copied' AND origin = $1 AND updated_at > now() - "
+                      "interval '1 minute')",
+                      1, p, err);
+    if (r == NULL)
+        return -1;
+    *busy = PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+    PQclear(r);
+    return 0;
+}
+
 int pgstore_list_problems(pgstore *st, const char *origin, size_t max, struct pgstore_problem **out,
                           size_t *n, cut_err *err)
 {
