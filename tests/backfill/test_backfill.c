@@ -156,10 +156,19 @@ static int backfill(const char *args, char **out, json_t **summary)
         json_error_t jerr;
         *summary = json_loadb(s, strcspn(s, "\n"), 0, &jerr);
     }
-    if (!*summary)
-        fail_msg("no summary (exit %d):\n%s", rc, o ? o : "");
+    if (!*summary) {
+        fprintf(stderr, "no summary; the output:\n%s\n", o ? o : "");
+        fail_msg("no summary (exit %d)", rc);
+    }
     *out = o;
     return rc;
+}
+
+/* cmocka cuts a message at 1 KiB: the whole output goes to stderr first. */
+static void fail_with(const char *what, int rc, const char *out)
+{
+    fprintf(stderr, "%s: exit %d; its output:\n%s\n", what, rc, out ? out : "");
+    fail_msg("%s: exit %d (output above)", what, rc);
 }
 
 static long long jint(json_t *o, const char *path1, const char *path2)
@@ -312,7 +321,7 @@ static void test_jsonl_then_nothing_left(void **state)
     write_config(src);
     int rc = backfill("--concurrency 16", &out, &sum);
     if (rc != 0)
-        fail_msg("backfill exit %d:\n%s", rc, out);
+        fail_with("backfill", rc, out);
     assert_int_equal(jint(sum, "states", "verified"), NJSONL);
     assert_int_equal(jint(sum, "enqueued", NULL), NJSONL);
     assert_int_equal(jint(sum, "total", NULL), NJSONL);
@@ -326,7 +335,7 @@ static void test_jsonl_then_nothing_left(void **state)
     /* a second run finds every document known and copies nothing */
     rc = backfill(NULL, &out, &sum);
     if (rc != 0)
-        fail_msg("second backfill exit %d:\n%s", rc, out);
+        fail_with("second backfill", rc, out);
     assert_int_equal(jint(sum, "enqueued", NULL), 0);
     assert_int_equal(jint(sum, "already_known", NULL), NJSONL);
     assert_int_equal(jint(sum, "finished_this_run", NULL), 0);
@@ -367,7 +376,7 @@ static void test_sql_keyset_pages(void **state)
     write_config(src);
     int rc = backfill("--batch 50", &out, &sum);
     if (rc != 0)
-        fail_msg("backfill exit %d:\n%s", rc, out);
+        fail_with("backfill", rc, out);
     assert_int_equal(jint(sum, "enqueued", NULL), NSQL);
     assert_int_equal(jint(sum, "states", "verified"), NSQL);
     /* each row recorded exactly once, across three pages */
@@ -407,7 +416,7 @@ static void test_bad_rows_and_failures(void **state)
     write_config(src);
     int rc = backfill(NULL, &out, &sum);
     if (rc != 1)
-        fail_msg("backfill exit %d, not 1:\n%s", rc, out);
+        fail_with("backfill (expected to exit 1)", rc, out);
     char *l1 = xasprintf("%s:1: not JSON", path), *l2 = xasprintf("%s:2: no \"key\"", path);
     if (!strstr(out, l1) || !strstr(out, l2))
         fail_msg("bad lines not reported with their numbers:\n%s", out);
@@ -480,7 +489,7 @@ static void test_two_processes_share(void **state)
         int st = test_wait_exit(pids[i], 120000);
         char *log = test_read_file(logs[i], NULL);
         if (st < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
-            fail_msg("backfill %d: status %d:\n%s", i, st, log ? log : "");
+            fail_with("backfill", st, log);
         const char *s = strstr(log, "{\"event\":\"backfill_summary\"");
         assert_non_null(s);
         json_t *sum = json_loadb(s, strcspn(s, "\n"), 0, NULL);
@@ -549,7 +558,7 @@ static void test_killed_then_resumed(void **state)
 
     int rc = backfill(NULL, &out, &sum);
     if (rc != 0)
-        fail_msg("second backfill exit %d:\n%s", rc, out);
+        fail_with("second backfill", rc, out);
     assert_int_equal(jint(sum, "states", "verified"), NKILL);
     assert_int_equal(jint(sum, "enqueued", NULL) + jint(sum, "already_known", NULL), NKILL);
     assert_int_equal(q_int("SELECT count(*) FROM cutover.transitions WHERE to_state = 'copied'"),
@@ -581,7 +590,7 @@ static void test_rate(void **state)
      * after the first */
     int rc = backfill("--rate 100", &out, &sum);
     if (rc != 0)
-        fail_msg("backfill exit %d:\n%s", rc, out);
+        fail_with("backfill", rc, out);
     assert_int_equal(jint(sum, "states", "verified"), NRATE);
     long long span_ms = q_int("SELECT (extract(epoch FROM max(created_at) - min(created_at)) * "
                               "1000)::bigint FROM cutover.documents");
