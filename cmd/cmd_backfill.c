@@ -459,8 +459,23 @@ int cmd_backfill(int argc, char **argv)
     /* a failure of the source or the database ends the run: what was enqueued stays queued */
     int erc = enqueue_all(&r, src, st, (size_t)batch, rate, &set, &err);
     r.source_done = erc == 0;
-    if (erc == 0)
+    /* copies a killed run recorded but did not mark verified are checked against S3 (those that
+     * differ go back to the queue, hence a few rounds) */
+    for (int round = 0; erc == 0 && round < 3; round++) {
+        size_t nv = 0, nm = 0;
         erc = wait_copied(&r, st, &set, &err);
+        if (erc != 0 || backfill_settle_copied(st, s3, "backfill", &nv, &nm, &err) != 0) {
+            erc = erc != 0 ? erc : -1;
+            break;
+        }
+        if (nv + nm > 0)
+            log_msgf(LOG_INFO, "backfill",
+                     "interrupted copies checked against S3: %zu verified, %zu to copy again", nv,
+                     nm);
+        if (nm == 0)
+            break;
+        mirror_kick(r.mirror);
+    }
     if (erc < 0)
         fprintf(stderr, "%scutover backfill: %s\n", r.tty ? "\n" : "", err.msg);
     interrupted = erc == 1;

@@ -448,6 +448,75 @@ out:
     return rc;
 }
 
+/* Whether S3's answer to a HEAD agrees with what the copy recorded. */
+static bool head_agrees(const struct pgstore_doc *d, const struct s3_result *h)
+{
+    if (d->size < 0 || h->content_length != d->size)
+        return false;
+    if (!d->s3_etag || !h->etag[0] || strcmp(d->s3_etag, h->etag) != 0)
+        return false;
+    if (d->s3_sha256 && h->checksum_sha256[0] && strcmp(d->s3_sha256, h->checksum_sha256) != 0)
+        return false;
+    return true;
+}
+
+int backfill_settle_copied(pgstore *st, s3_client *s3, const char *origin, size_t *verified,
+                           size_t *mismatched, cut_err *err)
+{
+    struct pgstore_problem *p = NULL;
+    size_t n = 0;
+    int rc = -1;
+
+    *verified = *mismatched = 0;
+    if (pgstore_list_problems(st, origin, PGSTORE_CLAIM_MAX, &p, &n, err) != 0)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        struct pgstore_doc d = {0};
+        struct s3_result h;
+        cut_err herr = CUT_ERR_INIT, terr = CUT_ERR_INIT;
+
+        if (p[i].state != DOC_COPIED)
+            continue;
+        if (pgstore_doc_get(st, p[i].storage_key, &d, err) != 0) {
+            if (err->code == CUT_ENOTFOUND) {
+                err_clear(err);
+                continue;
+            }
+            goto out;
+        }
+        if (d.state != DOC_COPIED) {
+            pgstore_doc_clear(&d);
+            continue;
+        }
+        if (s3_head(s3, d.s3_key, &h, &herr) != 0 && herr.code != CUT_ENOTFOUND) {
+            /* S3 cannot say: left as it is for a later run or verification */
+            log_msgf(LOG_WARN, "backfill", "%s: copied, not checked: %s", d.storage_key, herr.msg);
+            pgstore_doc_clear(&d);
+            continue;
+        }
+        bool same = !err_isset(&herr) && head_agrees(&d, &h);
+        if (pgstore_transition(st, d.storage_key, d.generation, same ? DOC_VERIFIED : DOC_MISMATCH,
+                               same ? "S3 agrees on size and checksum (checked after an "
+                                      "interrupted copy)"
+                                    : "S3 does not hold what the interrupted copy recorded",
+                               &terr) == 0) {
+            if (same)
+                (*verified)++;
+            else
+                (*mismatched)++;
+        } else if (terr.code != CUT_ECONFLICT) {
+            *err = terr;
+            pgstore_doc_clear(&d);
+            goto out;
+        }
+        pgstore_doc_clear(&d);
+    }
+    rc = 0;
+out:
+    pgstore_problems_free(p, n);
+    return rc;
+}
+
 void backfill_bucket_init(struct backfill_bucket *b, double rate, uint64_t now)
 {
     b->rate = rate;

@@ -22,6 +22,7 @@
 #include "core/config.h"
 #include "core/core.h"
 #include "storage/pgstore.h"
+#include "storage/s3.h"
 
 #include <jansson.h>
 
@@ -88,6 +89,16 @@ typedef char *(*backfill_key_fn)(void *arg, const struct backfill_row *row, cut_
 int backfill_enqueue(pgstore *st, backfill_key_fn key_of, void *arg,
                      const struct backfill_row *rows, size_t n, struct backfill_enqueued *out,
                      cut_err *err) CUT_MUST_USE;
+
+/* Documents left `copied` by a copier that stopped between recording the copy and marking it
+ * verified (killed, or its database went away at that moment): the mirror never claims them
+ * again. For each such document of origin (up to PGSTORE_CLAIM_MAX), S3 is asked (HEAD) whether
+ * it holds what the copy recorded: the same size and ETag, and the same SHA-256 checksum when
+ * S3 reports one. Agreed: `verified`. Otherwise: `mismatch`, which the queue copies again.
+ * Call it when no copier can still be at work on them (after the queue has drained).
+ * *verified and *mismatched receive the counts. Returns 0 or -1 with err set. */
+int backfill_settle_copied(pgstore *st, s3_client *s3, const char *origin, size_t *verified,
+                           size_t *mismatched, cut_err *err) CUT_MUST_USE;
 
 /* ---- the documents/s throttle ---------------------------------------------------------- */
 

@@ -1135,7 +1135,7 @@ int pgstore_count_origin(pgstore *st, const char *origin, struct pgstore_origin_
     r = run(st, "count origin",
             "SELECT state, count(*), coalesce(sum(size) FILTER (WHERE state IN ('verified', "
             "'active')), 0), count(*) FILTER (WHERE state = 'copied' AND updated_at > now() - "
-            "interval '1 minute') FROM cutover.documents WHERE origin = $1 GROUP BY state",
+            "interval '10 seconds') FROM cutover.documents WHERE origin = $1 GROUP BY state",
             1, p, err);
     if (r == NULL)
         return -1;
@@ -1159,7 +1159,7 @@ int pgstore_origin_busy(pgstore *st, const char *origin, bool *busy, cut_err *er
                       "SELECT EXISTS (SELECT 1 FROM cutover.documents WHERE state IN ('pending', "
                       "'mismatch') AND origin = $1) OR EXISTS (SELECT 1 FROM cutover.documents "
                       "WHERE state = 'copied' AND origin = $1 AND updated_at > now() - "
-                      "interval '1 minute')",
+                      "interval '10 seconds')",
                       1, p, err);
     if (r == NULL)
         return -1;

@@ -207,7 +207,7 @@ int pgstore_insert_missing(pgstore *st, const struct pgstore_doc_in *docs, size_
                            size_t *inserted, size_t *inserted_failed, cut_err *err) CUT_MUST_USE;
 
 /* Documents of one origin ("upload", "backfill") per state, and the bytes of those verified or
- * active (sizes as recorded by their copy). settling: documents `copied` in the last minute,
+ * active (sizes as recorded by their copy). settling: documents `copied` in the last 10 seconds,
  * which their copier is most likely about to mark verified (an older `copied` one is stuck
  * and waits for verification). */
 struct pgstore_origin_counts {

@@ -16,7 +16,9 @@
  * - two processes at once: every document verified, each copied exactly once (one `copied`
  *   transition and one recording per document), the copies of both adding up to the total.
  * - killed (SIGKILL) while copying, then run again: the second run takes over the dead run's
- *   leases once they expire and finishes; every document verified and recorded copied once.
+ *   leases once they expire and finishes; every document verified and recorded copied once;
+ *   documents left `copied` by a killed copier are checked against S3 (verified when S3
+ *   agrees, copied again when it does not).
  * - --rate: documents enter the queue no faster than the bucket allows (a lower bound on the
  *   time the enqueueing took; a throttle can only make it slower, so this never flakes).
  */
@@ -555,14 +557,28 @@ static void test_killed_then_resumed(void **state)
     assert_true(WIFSIGNALED(st));
     long long before = q_int("SELECT count(*) FROM cutover.documents WHERE state = 'verified'");
     print_message("killed with %lld of %d verified\n", before, NKILL);
+    /* stand-ins for copiers killed between recording a copy and marking it verified: one whose
+     * object in S3 is what it recorded, one whose recorded ETag S3 does not have */
+    PQclear(q(E.pg, "UPDATE cutover.documents SET state = 'copied', updated_at = now() - "
+                    "interval '1 minute' WHERE storage_key = (SELECT min(storage_key) FROM "
+                    "cutover.documents WHERE state = 'verified')"));
+    PQclear(q(E.pg, "UPDATE cutover.documents SET state = 'copied', s3_etag = 'not-this-one', "
+                    "updated_at = now() - interval '1 minute' WHERE storage_key = (SELECT "
+                    "max(storage_key) FROM cutover.documents WHERE state = 'verified')"));
 
     int rc = backfill(NULL, &out, &sum);
     if (rc != 0)
         fail_with("second backfill", rc, out);
     assert_int_equal(jint(sum, "states", "verified"), NKILL);
     assert_int_equal(jint(sum, "enqueued", NULL) + jint(sum, "already_known", NULL), NKILL);
+    /* each copied once, but the one S3 did not agree with: twice */
     assert_int_equal(q_int("SELECT count(*) FROM cutover.transitions WHERE to_state = 'copied'"),
-                     NKILL);
+                     NKILL + 1);
+    assert_int_equal(q_int("SELECT count(*) FROM cutover.transitions WHERE to_state = 'mismatch'"),
+                     1);
+    /* at least the stand-in (the kill itself may have left one more) */
+    assert_true(q_int("SELECT count(*) FROM cutover.transitions WHERE detail LIKE "
+                      "'%interrupted copy%' AND to_state = 'verified'") >= 1);
     assert_int_equal(q_int("SELECT count(*) FROM cutover.transitions WHERE from_state IS NULL"),
                      NKILL);
     assert_true(compare_sample(org, 20) >= 10);
