@@ -14,6 +14,10 @@
  * The JSONL reader reads the file one line at a time with a ceiling on a line's length; blank
  * lines are skipped, and a line that is not a JSON object with a `key` becomes an error row
  * naming its line, never the end of the run.
+ *
+ * Settling: the mirror records a copy (`copied`) and then marks it `verified` in a second
+ * transaction; a copier killed in between leaves a document no queue claims again. Once the
+ * queue has drained, such documents are checked with a HEAD against what their copy recorded.
  */
 #include "storage/backfill.h"
 
