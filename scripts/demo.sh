@@ -200,7 +200,7 @@ if has_command backfill; then
     rc=0
     "$bin" backfill --config "$run/cutover.json" --rate 500 --concurrency 16 >"$run/backfill.out" 2>&1 || rc=$?
     grep -E '"event":"backfill_(progress|summary)"' "$run/backfill.out" | sed 's/^/     /'
-    info "exit status $rc"
+    info "exit status $rc; copied by the backfill itself: $(grep '"event":"backfill_summary"' "$run/backfill.out" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).copied_by_this_process))'), the rest by the sidecar's mirror (one queue, shared)"
     info "documents by origin and state:"
     psql -F ' | ' -c "SELECT origin, state, count(*) FROM cutover.documents GROUP BY 1, 2 ORDER BY 1, 2" | sed 's/^/     /'
     rc2=0
