@@ -16,6 +16,10 @@ const struct cli_command cli_commands[] = {
      cmd_migrate_db},
     {"proxy", "run the sidecar: reverse proxy on `listen`, admin port on `admin.listen`",
      cmd_proxy},
+    {"backfill",
+     "copy every document of backfill.source not yet copied (resumable, shared by\n"
+     "               several runs), verify each, summarise; --rate N, --concurrency N",
+     cmd_backfill},
     {"presign", "print an S3 presigned URL (GET or PUT) for an object key", cmd_presign},
     {"doctor",
      "check before a migration: the database and its schema, the application and the\n"

@@ -133,22 +133,22 @@ static void count(mirror *m, uint64_t *field)
     pthread_mutex_unlock(&m->mu);
 }
 
-/* The attempt failed: recorded with its reason, rescheduled or `failed`. Frees j. */
-static void attempt_failed(mirror *m, struct job *j, const char *reason)
+/* The attempt failed: recorded with its reason, rescheduled or `failed` (at once when
+ * another attempt cannot succeed: max_attempts 1). Frees j. */
+static void attempt_failed_after(mirror *m, struct job *j, const char *reason, int max_attempts)
 {
     cut_err err = CUT_ERR_INIT;
     enum doc_state state = DOC_PENDING;
 
-    if (pgstore_fail(m->store, j->doc.storage_key, j->token, reason, m->o.max_attempts,
-                     m->o.backoff_ms, &state, &err) != 0) {
+    if (pgstore_fail(m->store, j->doc.storage_key, j->token, reason, max_attempts, m->o.backoff_ms,
+                     &state, &err) != 0) {
         if (err.code == CUT_ECONFLICT)
             count(m, &m->st.lost_leases);
         log_msgf(LOG_WARN, "mirror", "%s: cannot record a failed copy (%s): %s", j->doc.storage_key,
                  reason, err.msg);
     } else if (state == DOC_FAILED) {
         count(m, &m->st.failed);
-        log_msgf(LOG_ERROR, "mirror", "%s: failed after %d attempts: %s", j->doc.storage_key,
-                 m->o.max_attempts, reason);
+        log_msgf(LOG_ERROR, "mirror", "%s: failed: %s", j->doc.storage_key, reason);
     } else {
         count(m, &m->st.retried);
         log_msgf(LOG_WARN, "mirror", "%s: attempt failed, will retry: %s", j->doc.storage_key,
@@ -156,6 +156,11 @@ static void attempt_failed(mirror *m, struct job *j, const char *reason)
     }
     m->inflight--;
     job_free(j);
+}
+
+static void attempt_failed(mirror *m, struct job *j, const char *reason)
+{
+    attempt_failed_after(m, j, reason, m->o.max_attempts);
 }
 
 static void submit_copy(mirror *m, struct job *j)
@@ -448,7 +453,11 @@ static void advance(mirror *m, struct job *j)
                 submit_copy(m, j);
                 return;
             }
-            attempt_failed(m, j, j->err.msg);
+            /* the legacy store has no such document: asking again cannot help */
+            if (j->from_legacy && j->out.legacy.fail == LEGACY_NOT_FOUND)
+                attempt_failed_after(m, j, j->err.msg, 1);
+            else
+                attempt_failed(m, j, j->err.msg);
             return;
         }
         j->copy = j->out;
@@ -530,6 +539,12 @@ static void *mirror_main(void *arg)
                 pthread_cond_wait(&m->cv, &m->mu);
                 continue;
             }
+            /* at max_inflight only a finished step (or a stop) can change anything: polling
+             * then would spin */
+            if (m->inflight >= m->o.max_inflight) {
+                pthread_cond_wait(&m->cv, &m->mu);
+                continue;
+            }
             if (m->kicked || now_ms() >= next_poll)
                 break;
             struct timespec ts;
@@ -568,6 +583,9 @@ static void *mirror_main(void *arg)
             m->kicked = false; /* this claim answers the kicks so far */
             pthread_mutex_unlock(&m->mu);
             claim_some(m, want);
+            pthread_mutex_lock(&m->mu);
+            m->st.inflight = m->inflight;
+            pthread_mutex_unlock(&m->mu);
             /* a full batch: there may be more waiting, look again at once */
             next_poll = now_ms() + (m->inflight - before >= want ? 0 : (uint64_t)m->o.poll_ms);
         }

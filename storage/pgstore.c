@@ -1164,3 +1164,164 @@ out:
     rollback(st);
     return rc;
 }
+
+/* ---- backfill: documents recorded in bulk --------------------------------------------------- */
+
+/* One statement, so a batch lands whole or not at all: the VALUES list (five parameters a row),
+ * one row per key (DISTINCT ON), inserted in key order so that two backfills inserting the same
+ * keys at once wait on each other instead of deadlocking, and a history row for each new one. */
+int pgstore_insert_missing(pgstore *st, const struct pgstore_doc_in *docs, size_t n,
+                           size_t *inserted, size_t *inserted_failed, cut_err *err)
+{
+    struct buf sql;
+    const char **p = NULL;
+    PGresult *r = NULL;
+    int rc = -1;
+
+    if (inserted)
+        *inserted = 0;
+    if (inserted_failed)
+        *inserted_failed = 0;
+    if (n == 0)
+        return 0;
+    if (n > PGSTORE_INSERT_MAX) {
+        err_set(err, CUT_EINVAL, "insert missing", "%zu rows in one batch (at most %d)", n,
+                PGSTORE_INSERT_MAX);
+        return -1;
+    }
+    buf_init(&sql, 0);
+    p = xcalloc(n * 5, sizeof(*p));
+    bool ok = buf_puts(&sql, "WITH v(storage_key, s3_key, origin, vars, reason) AS (VALUES ");
+    for (size_t i = 0; i < n && ok; i++) {
+        const struct pgstore_doc_in *d = &docs[i];
+        if (d->storage_key == NULL || d->s3_key == NULL) {
+            err_set(err, CUT_EINVAL, "insert missing",
+                    "a document needs a storage key and an S3 key");
+            goto out;
+        }
+        p[5 * i] = d->storage_key;
+        p[5 * i + 1] = d->s3_key;
+        p[5 * i + 2] = d->origin;
+        p[5 * i + 3] = d->vars;
+        p[5 * i + 4] = d->failed_reason;
+        ok = buf_printf(&sql, "%s($%zu::text, $%zu::text, $%zu::text, $%zu::jsonb, $%zu::text)",
+                        i ? ", " : "", 5 * i + 1, 5 * i + 2, 5 * i + 3, 5 * i + 4, 5 * i + 5);
+    }
+    ok = ok &&
+         buf_puts(
+             &sql,
+             "),\n"
+             "u AS (SELECT DISTINCT ON (storage_key) * FROM v ORDER BY storage_key),\n"
+             "ins AS (INSERT INTO cutover.documents (storage_key, s3_key, origin, vars, state,\n"
+             "    last_error, failed_at)\n"
+             "  SELECT storage_key, s3_key, coalesce(origin, 'upload'), coalesce(vars, '{}'),\n"
+             "    CASE WHEN reason IS NULL THEN 'pending' ELSE 'failed' END, reason,\n"
+             "    CASE WHEN reason IS NULL THEN NULL ELSE now() END\n"
+             "  FROM u ORDER BY storage_key\n"
+             "  ON CONFLICT (storage_key) DO NOTHING\n"
+             "  RETURNING storage_key, state, last_error, generation, origin)\n"
+             "INSERT INTO cutover.transitions (storage_key, from_state, to_state, detail, "
+             "generation)\n"
+             "SELECT storage_key, NULL, state, coalesce(last_error, 'recorded by ' || "
+             "origin), generation FROM ins\n"
+             "RETURNING to_state");
+    if (!ok) {
+        err_set(err, CUT_ELIMIT, "insert missing", "the statement does not fit in memory");
+        goto out;
+    }
+    r = run(st, "insert missing", sql.data, (int)(n * 5), p, err);
+    if (r == NULL)
+        goto out;
+    if (inserted)
+        *inserted = (size_t)PQntuples(r);
+    for (int i = 0; inserted_failed && i < PQntuples(r); i++)
+        if (strcmp(PQgetvalue(r, i, 0), "failed") == 0)
+            (*inserted_failed)++;
+    rc = 0;
+out:
+    PQclear(r);
+    free(p);
+    buf_free(&sql);
+    return rc;
+}
+
+int pgstore_count_origin(pgstore *st, const char *origin, struct pgstore_origin_counts *out,
+                         cut_err *err)
+{
+    const char *p[1] = {origin};
+    PGresult *r;
+
+    memset(out, 0, sizeof(*out));
+    r = run(st, "count origin",
+            "SELECT state, count(*), coalesce(sum(size) FILTER (WHERE state IN ('verified', "
+            "'active')), 0), count(*) FILTER (WHERE state = 'copied' AND updated_at > now() - "
+            "interval '10 seconds') FROM cutover.documents WHERE origin = $1 GROUP BY state",
+            1, p, err);
+    if (r == NULL)
+        return -1;
+    for (int i = 0; i < PQntuples(r); i++) {
+        int s = doc_state_parse(PQgetvalue(r, i, 0));
+        int64_t c = strtoll(PQgetvalue(r, i, 1), NULL, 10);
+        if (s >= 0)
+            out->counts[s] = c;
+        out->total += c;
+        out->done_bytes += strtoll(PQgetvalue(r, i, 2), NULL, 10);
+        out->settling += strtoll(PQgetvalue(r, i, 3), NULL, 10);
+    }
+    PQclear(r);
+    return 0;
+}
+
+int pgstore_origin_busy(pgstore *st, const char *origin, bool *busy, cut_err *err)
+{
+    const char *p[1] = {origin};
+    PGresult *r = run(st, "origin busy",
+                      "SELECT EXISTS (SELECT 1 FROM cutover.documents WHERE state IN ('pending', "
+                      "'mismatch') AND origin = $1) OR EXISTS (SELECT 1 FROM cutover.documents "
+                      "WHERE state = 'copied' AND origin = $1 AND updated_at > now() - "
+                      "interval '10 seconds')",
+                      1, p, err);
+    if (r == NULL)
+        return -1;
+    *busy = PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+    PQclear(r);
+    return 0;
+}
+
+int pgstore_list_problems(pgstore *st, const char *origin, size_t max, struct pgstore_problem **out,
+                          size_t *n, cut_err *err)
+{
+    char lim[24];
+    const char *p[2] = {origin, lim};
+    PGresult *r;
+
+    *out = NULL;
+    *n = 0;
+    snprintf(lim, sizeof(lim), "%zu", max);
+    r = run(st, "list problems",
+            "SELECT storage_key, state, last_error FROM cutover.documents WHERE origin = $1 "
+            "AND state IN ('failed', 'mismatch', 'copied') ORDER BY storage_key LIMIT $2::bigint",
+            2, p, err);
+    if (r == NULL)
+        return -1;
+    if (PQntuples(r) > 0) {
+        *out = xcalloc((size_t)PQntuples(r), sizeof(**out));
+        for (int i = 0; i < PQntuples(r); i++) {
+            (*out)[i].storage_key = dup_or_null(r, i, 0);
+            (*out)[i].state = (enum doc_state)doc_state_parse(PQgetvalue(r, i, 1));
+            (*out)[i].reason = dup_or_null(r, i, 2);
+        }
+        *n = (size_t)PQntuples(r);
+    }
+    PQclear(r);
+    return 0;
+}
+
+void pgstore_problems_free(struct pgstore_problem *p, size_t n)
+{
+    for (size_t i = 0; p && i < n; i++) {
+        free(p[i].storage_key);
+        free(p[i].reason);
+    }
+    free(p);
+}

@@ -211,6 +211,50 @@ int pgstore_flag_set(pgstore *st, const char *name, const char *value, const cha
 int pgstore_flags_init(pgstore *st, const json_t *values, const char *actor, int *written,
                        cut_err *err) CUT_MUST_USE;
 
+/* ---- backfill: documents recorded in bulk --------------------------------------------------- */
+
+/* Rows of one pgstore_insert_missing() call at most (5 parameters each). */
+#define PGSTORE_INSERT_MAX 1000
+
+/* Records the documents of docs[0..n) (n <= PGSTORE_INSERT_MAX) that are not known yet, in one
+ * multi-row INSERT ... ON CONFLICT DO NOTHING with their history rows: a storage key already
+ * present (recorded by dual-write, by an earlier run, deleted...) is left exactly as it is.
+ * Only storage_key, s3_key, origin, vars and failed_reason are read; each new row is `pending`,
+ * or `failed` with failed_reason. A key repeated inside docs counts once. *inserted and
+ * *inserted_failed (each may be NULL) receive how many rows were new, and how many of those
+ * were recorded `failed`. Returns 0 or -1 with err set (nothing written). */
+int pgstore_insert_missing(pgstore *st, const struct pgstore_doc_in *docs, size_t n,
+                           size_t *inserted, size_t *inserted_failed, cut_err *err) CUT_MUST_USE;
+
+/* Documents of one origin ("upload", "backfill") per state, and the bytes of those verified or
+ * active (sizes as recorded by their copy). settling: documents `copied` in the last 10 seconds,
+ * which their copier is most likely about to mark verified (an older `copied` one is stuck
+ * and waits for verification). */
+struct pgstore_origin_counts {
+    int64_t counts[DOC_NSTATES];
+    int64_t total;
+    int64_t done_bytes;
+    int64_t settling;
+};
+int pgstore_count_origin(pgstore *st, const char *origin, struct pgstore_origin_counts *out,
+                         cut_err *err) CUT_MUST_USE;
+
+/* Whether any document of origin is still to be copied (pending, mismatch) or settling (see
+ * above): a cheap look through the queue's and the state's indexes, for polling. */
+int pgstore_origin_busy(pgstore *st, const char *origin, bool *busy, cut_err *err) CUT_MUST_USE;
+
+/* A document that did not end verified, and why. */
+struct pgstore_problem {
+    char *storage_key;
+    enum doc_state state;
+    char *reason; /* last_error, or NULL */
+};
+/* Up to max documents of origin in state failed, mismatch or copied, by storage key. *out is
+ * a new array (pgstore_problems_free()) of *n entries. */
+int pgstore_list_problems(pgstore *st, const char *origin, size_t max, struct pgstore_problem **out,
+                          size_t *n, cut_err *err) CUT_MUST_USE;
+void pgstore_problems_free(struct pgstore_problem *p, size_t n);
+
 /* ---- schema -------------------------------------------------------------------------------- */
 
 /* The numbered migrations (migrations.c). */
