@@ -539,12 +539,6 @@ static void *mirror_main(void *arg)
                 pthread_cond_wait(&m->cv, &m->mu);
                 continue;
             }
-            /* at max_inflight only a finished step (or a stop) can change anything: polling
-             * then would spin */
-            if (m->inflight >= m->o.max_inflight) {
-                pthread_cond_wait(&m->cv, &m->mu);
-                continue;
-            }
             if (m->kicked || now_ms() >= next_poll)
                 break;
             struct timespec ts;
