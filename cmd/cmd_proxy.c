@@ -109,6 +109,7 @@ static bool dual_write_start(const struct config *cfg, proxy *px, struct dual_wr
         .max_inflight = 4 * cfg->workers.mirror,
         .lease_ms = cfg->workers.lease_s * 1000,
         .max_attempts = cfg->workers.max_attempts,
+        .max_backoff_ms = cfg->workers.max_backoff_s * 1000,
     };
     dw->mirror = mirror_start(&mo, dw->s3, engine, dw->legacy, err);
     if (!dw->mirror)
