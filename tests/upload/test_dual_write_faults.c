@@ -6,7 +6,9 @@
  *   PostgreSQL stopped in the middle of a stream of uploads: every upload gets the app's 201,
  *   the records go to the journal in spool_dir (counted while the database is away), and once
  *   it is back the journal is replayed, emptied, and every document ends verified with the
- *   bytes uploaded (read back from S3 and compared).
+ *   bytes uploaded (read back from S3 and compared). A key kept in the journal and uploaded
+ *   again right after the database is back ends with the second upload's bytes (the replay
+ *   of the older record must not overwrite the newer one).
  *
  *   s3rver killed in the middle of a stream: no client error; while S3 is away the retries
  *   never wait longer than workers.max_backoff_s (read from the rows' next_attempt_at); all
@@ -27,7 +29,8 @@
  *
  * The outages here last a few seconds rather than the 30 s of the issue: the behaviour is
  * the same (uploads recorded or journaled, retries bounded by the ceiling) and the suite
- * stays fast. Every wait is a condition polled with a deadline.
+ * stays fast. Every wait is a condition polled with a deadline. With CUTOVER_TEST_KEEP set,
+ * the temporary directory (cutover's logs, the services' logs) is kept for a look.
  */
 #include "core/core.h"
 #include "storage/journal.h"
@@ -88,16 +91,23 @@ static void sha256_hex(const void *p, size_t n, char out[65])
 
 /* ---- the private services ------------------------------------------------------------------ */
 
-static void services(const char *sub)
+static int services_rc(const char *sub)
 {
     char *out = NULL;
     char *cmd = xasprintf("'%s/tests/harness/services.sh' %s '%s'",
                           testenv_var("CUTOVER_SOURCE_DIR"), sub, G_services);
     int rc = test_run(cmd, &out);
     if (rc != 0)
-        fail_msg("services.sh %s: exit %d: %s", sub, rc, out ? out : "");
+        fprintf(stderr, "services.sh %s: exit %d: %s\n", sub, rc, out ? out : "");
     free(out);
     free(cmd);
+    return rc;
+}
+
+static void services(const char *sub)
+{
+    if (services_rc(sub) != 0)
+        fail_msg("services.sh %s failed", sub);
 }
 
 static int group_setup(void **state)
@@ -141,18 +151,45 @@ static int group_teardown(void **state)
     s3_client_free(G_s3);
     creds_provider_free(G_creds);
     services("stop");
-    test_rmtree(G_dir);
+    if (getenv("CUTOVER_TEST_KEEP"))
+        fprintf(stderr, "kept %s (CUTOVER_TEST_KEEP)\n", G_dir);
+    else
+        test_rmtree(G_dir);
     free(G_services);
     free(G_dir);
     return 0;
 }
 
+struct inst;
+static void inst_free(struct inst *I);
+static struct inst *G_cur;
+
+/* After each scenario, passed or not: its cutover stopped, and PostgreSQL and s3rver up
+ * again, so that one failure does not fail the scenarios after it. */
+static int scenario_teardown(void **state)
+{
+    int rc = 0;
+    char *s3 = xasprintf("%s/", testenv("S3_ENDPOINT"));
+    (void)state;
+    if (G_cur)
+        inst_free(G_cur);
+    if (PQping(testenv("PG_URL")) != PQPING_OK && services_rc("pg-start") != 0)
+        rc = -1;
+    if (!test_wait_http(s3, 200) && services_rc("s3-start") != 0)
+        rc = -1;
+    free(s3);
+    return rc;
+}
+
 /* ---- one cutover ------------------------------------------------------------------------------
  */
 
-static void inst_init(struct inst *I, const char *tag)
+/* The scenario's instance, freed by scenario_teardown() even when the scenario failed. */
+
+static struct inst *inst_new(const char *tag)
 {
-    memset(I, 0, sizeof(*I));
+    struct inst *I = xcalloc(1, sizeof(*I));
+    G_cur = I;
     snprintf(I->tag, sizeof(I->tag), "%s", tag);
     snprintf(I->org, sizeof(I->org), "%s-%ld", tag, (long)getpid());
     I->db_url = test_fresh_db(tag);
@@ -164,6 +201,7 @@ static void inst_init(struct inst *I, const char *tag)
     I->log = xasprintf("%s/cutover.log", I->dir);
     I->port = test_free_port();
     I->admin = test_free_port();
+    return I;
 }
 
 /* Writes the config, migrates the database and starts cutover. */
@@ -246,6 +284,9 @@ static void inst_free(struct inst *I)
     free(I->spool);
     free(I->config);
     free(I->log);
+    if (G_cur == I)
+        G_cur = NULL;
+    free(I);
 }
 
 /* A query on this instance's database, reconnecting after a restart of PostgreSQL. NULL
@@ -419,6 +460,16 @@ static void wait_done(struct stream *s, int want)
         fail_msg("the uploads stalled at %d of %d", atomic_load(&s->done), want);
 }
 
+/* The latest acknowledged upload of key, else the latest upload of it; NULL: none. */
+static struct doc *latest(struct doc *docs, int n, const char *key)
+{
+    struct doc *d = NULL;
+    for (int i = 0; i < n; i++)
+        if (strcmp(docs[i].key, key) == 0 && (!d || docs[i].status == 201 || d->status != 201))
+            d = &docs[i];
+    return d;
+}
+
 /* ---- checks ------------------------------------------------------------------------------------
  */
 
@@ -428,36 +479,46 @@ struct verified_arg {
     int n;
 };
 
-/* Every acknowledged document is verified. */
+/* Every acknowledged document is verified, with the bytes of its key's latest upload. */
 static bool acked_verified(void *arg)
 {
     struct verified_arg *v = arg;
     const char *p[1] = {v->I->org};
     PGresult *r = try_q(v->I,
-                        "SELECT storage_key FROM cutover.documents WHERE state = 'verified' "
-                        "AND vars->>'org' = $1",
+                        "SELECT storage_key, sha256 FROM cutover.documents "
+                        "WHERE state = 'verified' AND vars->>'org' = $1",
                         1, p);
     bool all = r != NULL;
     for (int i = 0; all && i < v->n; i++) {
-        bool found = v->docs[i].status != 201;
+        const struct doc *d = latest(v->docs, v->n, v->docs[i].key);
+        bool found = d->status != 201;
         for (int k = 0; !found && k < PQntuples(r); k++)
-            found = strcmp(PQgetvalue(r, k, 0), v->docs[i].key) == 0;
+            found = strcmp(PQgetvalue(r, k, 0), d->key) == 0 &&
+                    strcmp(PQgetvalue(r, k, 1), d->sha256) == 0;
         all = found;
     }
     PQclear(r);
     return all;
 }
 
-static void dump_rows(struct inst *I)
+/* Prints the rows that are not verified, or not with their latest upload's bytes. */
+static void dump_rows(struct inst *I, struct doc *docs, int n)
 {
     const char *p[1] = {I->org};
     PGresult *r = try_q(I,
-                        "SELECT storage_key, state, attempts, last_error FROM cutover.documents "
-                        "WHERE vars->>'org' = $1 AND state <> 'verified'",
+                        "SELECT storage_key, state, attempts, last_error, sha256, generation "
+                        "FROM cutover.documents WHERE vars->>'org' = $1",
                         1, p);
-    for (int i = 0; r && i < PQntuples(r); i++)
-        fprintf(stderr, "not verified: %s %s attempts=%s %s\n", PQgetvalue(r, i, 0),
-                PQgetvalue(r, i, 1), PQgetvalue(r, i, 2), PQgetvalue(r, i, 3));
+    for (int i = 0; r && i < PQntuples(r); i++) {
+        const struct doc *d = latest(docs, n, PQgetvalue(r, i, 0));
+        bool ok = strcmp(PQgetvalue(r, i, 1), "verified") == 0 && d &&
+                  strcmp(PQgetvalue(r, i, 4), d->sha256) == 0;
+        if (!ok)
+            fprintf(stderr, "%s: %s generation %s, attempts %s, sha256 %s (latest upload %s) %s\n",
+                    PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), PQgetvalue(r, i, 5),
+                    PQgetvalue(r, i, 2), PQgetvalue(r, i, 4), d ? d->sha256 : "none",
+                    PQgetvalue(r, i, 3));
+    }
     PQclear(r);
 }
 
@@ -467,7 +528,7 @@ static uint64_t wait_verified(struct inst *I, struct doc *docs, int n, int timeo
     struct verified_arg v = {I, docs, n};
     uint64_t t0 = now_us();
     if (!test_wait_until(acked_verified, &v, timeout_ms)) {
-        dump_rows(I);
+        dump_rows(I, docs, n);
         fail_msg("not every acknowledged document was verified within %d ms (log %s)", timeout_ms,
                  I->log);
     }
@@ -509,10 +570,7 @@ static int check_rows(struct inst *I, struct doc *docs, int n)
     int rows = PQntuples(r);
     for (int k = 0; k < rows; k++) {
         const char *key = PQgetvalue(r, k, 0);
-        struct doc *d = NULL;
-        for (int i = 0; i < n && !d; i++)
-            if (strcmp(docs[i].key, key) == 0)
-                d = &docs[i];
+        struct doc *d = latest(docs, n, key);
         if (!d)
             fail_msg("a row for a key never uploaded: %s", key);
         if (strcmp(PQgetvalue(r, k, 1), "verified") != 0)
@@ -548,14 +606,18 @@ static bool count_record(void *arg, const void *payload, size_t n)
     return true;
 }
 
+/* Records waiting in the journal: journal.log and the file a failed replay left aside. */
 static uint64_t journal_records(const struct inst *I)
 {
-    char *path = journal_path(I, "journal.log");
+    static const char *const names[] = {"journal.log", "journal.replay"};
     uint64_t n = 0;
-    cut_err err = CUT_ERR_INIT;
-    if (!journal_read_file(path, 1ull << 30, count_record, &n, NULL, &err))
-        fail_msg("%s", err.msg);
-    free(path);
+    for (size_t i = 0; i < 2; i++) {
+        char *path = journal_path(I, names[i]);
+        cut_err err = CUT_ERR_INIT;
+        if (!journal_read_file(path, 1ull << 30, count_record, &n, NULL, &err))
+            fail_msg("%s", err.msg);
+        free(path);
+    }
     return n;
 }
 
@@ -591,46 +653,58 @@ static int acked(const struct doc *docs, int n)
  */
 
 #define PG_DOCS 36
+#define PG_FIRST 24 /* uploads before PostgreSQL is back */
+#define PG_OUTAGE_MS 3000
 
 static void test_postgres_outage(void **state)
 {
-    struct inst I;
-    struct doc docs[PG_DOCS];
+    struct inst *I;
+    static struct doc docs[PG_DOCS];
     struct stream s;
     (void)state;
 
-    inst_init(&I, "pgout");
-    inst_configure(&I);
-    inst_start(&I);
-    docs_make(&I, docs, PG_DOCS, 12, 1u << 20);
-    stream_start(&s, &I, docs, PG_DOCS, 1, false);
+    I = inst_new("pgout");
+    inst_configure(I);
+    inst_start(I);
+    docs_make(I, docs, PG_DOCS, 12, 1u << 20);
+    /* the first upload after PostgreSQL is back replaces one kept in the journal: the replay
+     * must not put the older one over it */
+    memcpy(docs[PG_FIRST].key, docs[PG_FIRST - 1].key, sizeof(docs[PG_FIRST].key));
+    /* a stream of uploads, PostgreSQL stopped after the first 8 */
+    stream_start(&s, I, docs, PG_FIRST, 1, false);
     wait_done(&s, 8);
     services("pg-stop");
+    uint64_t t_stop = now_us();
     /* uploads started from here on find the database away */
     int s0 = atomic_load(&s.started);
-    wait_done(&s, s0 + 12);
-    int d1 = atomic_load(&s.done);
-    uint64_t journaled = journal_records(&I);
-    if (journaled < (uint64_t)(d1 - s0))
+    stream_join(&s);
+    /* the outage lasts at least PG_OUTAGE_MS: flags reloads, claims and journal replays fail
+     * meanwhile */
+    while (now_us() - t_stop < PG_OUTAGE_MS * 1000ull)
+        usleep(20000);
+    uint64_t journaled = journal_records(I);
+    if (journaled < (uint64_t)(PG_FIRST - s0))
         fail_msg("%d uploads answered while PostgreSQL was away, %llu records in the journal",
-                 d1 - s0, (unsigned long long)journaled);
+                 PG_FIRST - s0, (unsigned long long)journaled);
+    /* PostgreSQL back; the stream goes on while the journal is replayed */
     services("pg-start");
+    stream_start(&s, I, docs + PG_FIRST, PG_DOCS - PG_FIRST, 1, false);
     stream_join(&s);
     for (int i = 0; i < PG_DOCS; i++)
         if (docs[i].status != 201)
             fail_msg("upload %d got HTTP %ld", i, docs[i].status);
-    uint64_t ms = wait_verified(&I, docs, PG_DOCS, 60000);
-    if (!test_wait_until(journal_empty, &I, 20000))
+    uint64_t ms = wait_verified(I, docs, PG_DOCS, 60000);
+    if (!test_wait_until(journal_empty, I, 20000))
         fail_msg("the journal was not emptied after the replay");
-    assert_true(log_has(&I, "records replayed into the database"));
-    assert_int_equal(check_rows(&I, docs, PG_DOCS), PG_DOCS);
+    assert_true(log_has(I, "records replayed into the database"));
+    assert_int_equal(check_rows(I, docs, PG_DOCS), PG_DOCS - 1);
     fprintf(stderr,
             "postgres outage: %llu records journaled, all verified %llu ms after the "
             "restart\n",
             (unsigned long long)journaled, (unsigned long long)ms);
-    inst_stop(&I);
+    inst_stop(I);
     docs_free(docs, PG_DOCS);
-    inst_free(&I);
+    inst_free(I);
 }
 
 #define S3_DOCS 30
@@ -658,31 +732,31 @@ static bool retried(void *arg)
 
 static void test_s3_outage(void **state)
 {
-    struct inst I;
+    struct inst *I;
     struct doc docs[S3_DOCS];
     struct stream s;
     struct retried_arg ra;
     (void)state;
 
-    inst_init(&I, "s3out");
-    inst_configure(&I);
-    inst_start(&I);
-    docs_make(&I, docs, S3_DOCS, 10, 512u << 10);
-    stream_start(&s, &I, docs, S3_DOCS, 1, false);
+    I = inst_new("s3out");
+    inst_configure(I);
+    inst_start(I);
+    docs_make(I, docs, S3_DOCS, 10, 512u << 10);
+    stream_start(&s, I, docs, S3_DOCS, 1, false);
     wait_done(&s, 6);
     services("s3-stop");
     wait_done(&s, 24);
     /* retried past the point where doubling alone (1 s, 2 s, 4 s...) would exceed the
      * ceiling of 2 s */
-    ra.I = &I;
+    ra.I = I;
     ra.want = 3;
     if (!test_wait_until(retried, &ra, 60000)) {
-        dump_rows(&I);
+        dump_rows(I, docs, S3_DOCS);
         fail_msg("no copy was retried 3 times while S3 was away");
     }
     {
-        const char *p[1] = {I.org};
-        PGresult *r = q(&I,
+        const char *p[1] = {I->org};
+        PGresult *r = q(I,
                         "SELECT coalesce(max(extract(epoch FROM next_attempt_at - updated_at)), 0),"
                         " count(*) FILTER (WHERE state = 'failed')"
                         " FROM cutover.documents WHERE vars->>'org' = $1 AND attempts > 0",
@@ -700,75 +774,75 @@ static void test_s3_outage(void **state)
         if (docs[i].status != 201)
             fail_msg("upload %d got HTTP %ld", i, docs[i].status);
     /* the issue's bound: all verified within 30 s after S3 is back */
-    uint64_t ms = wait_verified(&I, docs, S3_DOCS, 30000);
-    assert_int_equal(check_rows(&I, docs, S3_DOCS), S3_DOCS);
+    uint64_t ms = wait_verified(I, docs, S3_DOCS, 30000);
+    assert_int_equal(check_rows(I, docs, S3_DOCS), S3_DOCS);
     fprintf(stderr, "s3 outage: all verified %llu ms after S3 was back\n", (unsigned long long)ms);
-    inst_stop(&I);
+    inst_stop(I);
     docs_free(docs, S3_DOCS);
-    inst_free(&I);
+    inst_free(I);
 }
 
 #define KILL_DOCS 40
 
 static void test_sigkill_restart(void **state)
 {
-    struct inst I;
-    struct doc docs[KILL_DOCS];
+    struct inst *I;
+    static struct doc docs[KILL_DOCS];
     struct stream s;
     (void)state;
 
-    inst_init(&I, "kill");
-    inst_configure(&I);
-    inst_start(&I);
-    docs_make(&I, docs, KILL_DOCS, 8, 2u << 20);
-    stream_start(&s, &I, docs, KILL_DOCS, 2, true);
+    I = inst_new("kill");
+    inst_configure(I);
+    inst_start(I);
+    docs_make(I, docs, KILL_DOCS, 8, 2u << 20);
+    stream_start(&s, I, docs, KILL_DOCS, 2, true);
     wait_done(&s, 12);
-    inst_kill(&I);
-    inst_start(&I);
+    inst_kill(I);
+    inst_start(I);
     atomic_fetch_add(&s.restarts, 1);
     stream_join(&s);
     int n = acked(docs, KILL_DOCS);
     /* each stream loses at most the upload in flight at the kill, or the next one */
     if (n < KILL_DOCS - 2)
         fail_msg("only %d of %d uploads were answered", n, KILL_DOCS);
-    uint64_t ms = wait_verified(&I, docs, KILL_DOCS, 60000);
-    int rows = check_rows(&I, docs, KILL_DOCS);
+    uint64_t ms = wait_verified(I, docs, KILL_DOCS, 60000);
+    int rows = check_rows(I, docs, KILL_DOCS);
     assert_true(rows >= n);
     fprintf(stderr,
             "sigkill: %d of %d answered, %d recorded, all verified %llu ms after the "
             "restart\n",
             n, KILL_DOCS, rows, (unsigned long long)ms);
-    inst_stop(&I);
+    inst_stop(I);
     docs_free(docs, KILL_DOCS);
-    inst_free(&I);
+    inst_free(I);
 }
 
 #define JOURNAL_DOCS 8
 
 static void test_sigkill_while_journaling(void **state)
 {
-    struct inst I;
-    struct doc docs[JOURNAL_DOCS];
+    struct inst *I;
+    static struct doc docs[JOURNAL_DOCS];
     static const char torn[] = "{\"storage_key\":\"torn/never-acknowledged\",\"s3_key\":\"x\"}";
     unsigned char rec[JOURNAL_HEADER + sizeof(torn)];
     (void)state;
 
-    inst_init(&I, "journal");
-    inst_configure(&I);
-    inst_start(&I);
-    docs_make(&I, docs, JOURNAL_DOCS, 0, 0);
+    I = inst_new("journal");
+    inst_configure(I);
+    inst_start(I);
+    docs_make(I, docs, JOURNAL_DOCS, 0, 0);
     services("pg-stop");
     for (int i = 0; i < JOURNAL_DOCS; i++) {
-        docs[i].status = upload(&I, &docs[i]);
+        docs[i].status = upload(I, &docs[i]);
         if (docs[i].status != 201)
             fail_msg("upload %d with PostgreSQL away: HTTP %ld", i, docs[i].status);
     }
-    assert_int_equal(journal_records(&I), JOURNAL_DOCS);
-    inst_kill(&I);
+    assert_int_equal(journal_records(I), JOURNAL_DOCS);
+    inst_kill(I);
     /* what a kill in the middle of an append leaves: the start of a record */
     {
         size_t len = journal_encode(torn, sizeof(torn) - 1, rec);
-        char *path = journal_path(&I, "journal.log");
+        char *path = journal_path(I, "journal.log");
         int fd = open(path, O_WRONLY | O_APPEND);
         assert_true(fd >= 0);
         assert_int_equal(write(fd, rec, len / 2), (ssize_t)(len / 2));
@@ -776,30 +850,30 @@ static void test_sigkill_while_journaling(void **state)
         free(path);
     }
     services("pg-start");
-    inst_start(&I);
-    uint64_t ms = wait_verified(&I, docs, JOURNAL_DOCS, 60000);
-    if (!test_wait_until(journal_empty, &I, 20000))
+    inst_start(I);
+    uint64_t ms = wait_verified(I, docs, JOURNAL_DOCS, 60000);
+    if (!test_wait_until(journal_empty, I, 20000))
         fail_msg("the journal was not emptied after the replay");
-    assert_true(log_has(&I, "torn tail"));
-    assert_int_equal(check_rows(&I, docs, JOURNAL_DOCS), JOURNAL_DOCS);
+    assert_true(log_has(I, "torn tail"));
+    assert_int_equal(check_rows(I, docs, JOURNAL_DOCS), JOURNAL_DOCS);
     fprintf(stderr, "journal: %d records replayed at start, all verified within %llu ms\n",
             JOURNAL_DOCS, (unsigned long long)ms);
-    inst_stop(&I);
+    inst_stop(I);
     docs_free(docs, JOURNAL_DOCS);
-    inst_free(&I);
+    inst_free(I);
 }
 
 #define FULL_DOCS 6
 
 static void test_spool_disk_full(void **state)
 {
-    struct inst I;
-    struct doc docs[FULL_DOCS];
+    struct inst *I;
+    static struct doc docs[FULL_DOCS];
     char *cmd, *out = NULL, *filler;
     (void)state;
 
-    inst_init(&I, "diskfull");
-    cmd = xasprintf("mount -t tmpfs -o size=256k,mode=0700 tmpfs '%s'", I.spool);
+    I = inst_new("diskfull");
+    cmd = xasprintf("mount -t tmpfs -o size=256k,mode=0700 tmpfs '%s'", I->spool);
     if (test_run(cmd, &out) != 0) {
         fprintf(stderr,
                 "SKIPPED: the spool disk-full test needs to mount a tmpfs (root with "
@@ -807,17 +881,17 @@ static void test_spool_disk_full(void **state)
                 out ? out : "");
         free(out);
         free(cmd);
-        inst_free(&I);
+        inst_free(I);
         skip();
         return;
     }
     free(out);
     free(cmd);
-    I.mounted = true;
-    inst_configure(&I);
-    inst_start(&I);
+    I->mounted = true;
+    inst_configure(I);
+    inst_start(I);
     /* fill the disk up (journal.log is already there) */
-    filler = xasprintf("%s/filler", I.spool);
+    filler = xasprintf("%s/filler", I->spool);
     {
         static char block[4096];
         int fd = open(filler, O_WRONLY | O_CREAT | O_TRUNC, 0600);
@@ -829,15 +903,15 @@ static void test_spool_disk_full(void **state)
         assert_int_equal(errno, ENOSPC);
         close(fd);
     }
-    docs_make(&I, docs, FULL_DOCS, 2, 48u << 10);
+    docs_make(I, docs, FULL_DOCS, 2, 48u << 10);
     for (int i = 0; i < FULL_DOCS; i++) {
-        docs[i].status = upload(&I, &docs[i]);
+        docs[i].status = upload(I, &docs[i]);
         if (docs[i].status != 201)
             fail_msg("upload %d with the spool disk full: HTTP %ld", i, docs[i].status);
     }
     {
-        const char *p[1] = {I.org};
-        PGresult *r = q(&I,
+        const char *p[1] = {I->org};
+        PGresult *r = q(I,
                         "SELECT count(*) FROM cutover.documents WHERE vars->>'org' = $1 "
                         "AND spool_path IS NULL",
                         1, p);
@@ -845,24 +919,26 @@ static void test_spool_disk_full(void **state)
         assert_int_equal(atoi(PQgetvalue(r, 0, 0)), FULL_DOCS);
         PQclear(r);
     }
-    uint64_t ms = wait_verified(&I, docs, FULL_DOCS, 60000);
-    assert_int_equal(check_rows(&I, docs, FULL_DOCS), FULL_DOCS);
-    assert_true(log_has(&I, "recorded for a copy from the legacy store"));
+    uint64_t ms = wait_verified(I, docs, FULL_DOCS, 60000);
+    assert_int_equal(check_rows(I, docs, FULL_DOCS), FULL_DOCS);
+    assert_true(log_has(I, "recorded for a copy from the legacy store"));
     fprintf(stderr, "disk full: %d uploads copied from the legacy store, verified within %llu ms\n",
             FULL_DOCS, (unsigned long long)ms);
-    inst_stop(&I);
+    inst_stop(I);
     unlink(filler);
     free(filler);
     docs_free(docs, FULL_DOCS);
-    inst_free(&I);
+    inst_free(I);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_postgres_outage), cmocka_unit_test(test_s3_outage),
-        cmocka_unit_test(test_sigkill_restart), cmocka_unit_test(test_sigkill_while_journaling),
-        cmocka_unit_test(test_spool_disk_full),
+        cmocka_unit_test_teardown(test_postgres_outage, scenario_teardown),
+        cmocka_unit_test_teardown(test_s3_outage, scenario_teardown),
+        cmocka_unit_test_teardown(test_sigkill_restart, scenario_teardown),
+        cmocka_unit_test_teardown(test_sigkill_while_journaling, scenario_teardown),
+        cmocka_unit_test_teardown(test_spool_disk_full, scenario_teardown),
     };
     curl_global_init(CURL_GLOBAL_DEFAULT);
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
