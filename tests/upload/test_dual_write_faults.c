@@ -519,6 +519,14 @@ static void dump_rows(struct inst *I, struct doc *docs, int n)
                     PQgetvalue(r, i, 2), PQgetvalue(r, i, 4), d ? d->sha256 : "none",
                     PQgetvalue(r, i, 3));
     }
+    for (int i = 0; r && i < n; i++) {
+        bool found = false;
+        for (int k = 0; k < PQntuples(r) && !found; k++)
+            found = strcmp(PQgetvalue(r, k, 0), docs[i].key) == 0;
+        if (!found)
+            fprintf(stderr, "%s: no row (upload %d answered %ld)\n", docs[i].key, i,
+                    docs[i].status);
+    }
     PQclear(r);
 }
 
@@ -941,5 +949,7 @@ int main(void)
         cmocka_unit_test_teardown(test_spool_disk_full, scenario_teardown),
     };
     curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (getenv("CUTOVER_TEST_FILTER")) /* one scenario, e.g. "test_s3_outage" */
+        cmocka_set_test_filter(getenv("CUTOVER_TEST_FILTER"));
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
