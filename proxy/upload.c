@@ -673,7 +673,8 @@ static void del_done(void *arg, void *state, const struct proxy_outcome *o)
 struct replay {
     upload *u;
     pgstore *db;
-    long n;
+    long n;       /* records written */
+    long skipped; /* records the database cannot take */
     cut_err err;
 };
 
@@ -684,22 +685,38 @@ static bool replay_one(void *arg, const void *payload, size_t n)
     json_t *o = json_loadb(payload, n, 0, &je);
     const char *key = json_string_value(json_object_get(o, "storage_key"));
     json_t *size = json_object_get(o, "size");
+    cut_err err = CUT_ERR_INIT, probe = CUT_ERR_INIT;
     if (!key) {
         log_msgf(LOG_ERROR, "journal", "a journal record without a storage key is skipped");
         json_decref(o);
+        r->skipped++;
         return true;
     }
 #define STR(k) json_string_value(json_object_get(o, k))
     int rc = write_record(r->db, key, STR("s3_key"), STR("vars"), STR("spool_path"),
                           json_is_integer(size) ? (int64_t)json_integer_value(size) : -1,
                           STR("md5"), STR("sha256"), STR("content_type"), STR("filename"),
-                          STR("unmirrorable"), &r->err);
+                          STR("unmirrorable"), &err);
 #undef STR
+    if (rc != 0 && pgstore_schema_version(r->db, &probe) >= 0) {
+        /* the database answers but refuses this record: skipped, or it would hold back every
+         * record behind it for ever */
+        log_msgf(LOG_ERROR, "upload_lost",
+                 "%s: NOT RECORDED: the database refuses its journal record (%s); "
+                 "a backfill will find it",
+                 key, err.msg);
+        pthread_mutex_lock(&r->u->mu);
+        r->u->st.lost++;
+        pthread_mutex_unlock(&r->u->mu);
+        r->skipped++;
+        rc = 0;
+    } else if (rc != 0) {
+        r->err = err;
+    } else {
+        r->n++;
+    }
     json_decref(o);
-    if (rc != 0)
-        return false;
-    r->n++;
-    return true;
+    return rc == 0;
 }
 
 static long file_size(const char *path)
@@ -739,7 +756,7 @@ long upload_replay_journal(upload *u, pgstore *db, cut_err *err)
         if (!journal_read_file(aside, 1ull << 32, replay_one, &r, &scan, err))
             goto out;
         total += r.n;
-        if (err_isset(&r.err) || scan.records != (uint64_t)r.n) {
+        if (err_isset(&r.err) || scan.records != (uint64_t)(r.n + r.skipped)) {
             err_set(err, r.err.code ? r.err.code : CUT_EDB, "journal",
                     "replay stopped after %ld: %s", r.n, r.err.msg);
             goto out;

@@ -19,9 +19,10 @@
  *   than the upload of its key (unanswered uploads may be absent).
  *
  *   cutover SIGKILLed while records go to the journal (PostgreSQL away), the journal left with
- *   a torn record at its end (what a kill inside an append leaves): restarted with the
- *   database back, it replays the journal at start, ignores the torn record, and every
- *   acknowledged document ends verified.
+ *   a torn record at its end (what a kill inside an append leaves), after two records the
+ *   database cannot take: restarted with the database back, it replays the journal at start,
+ *   skips those (logged) and the torn record, empties the journal, and every acknowledged
+ *   document ends verified.
  *
  *   The spool on a full disk (a small tmpfs, filled up; skipped when mounting is refused):
  *   uploads still get the app's 201, the documents are recorded without a spool file, copied
@@ -832,7 +833,10 @@ static void test_sigkill_while_journaling(void **state)
     struct inst *I;
     static struct doc docs[JOURNAL_DOCS];
     static const char torn[] = "{\"storage_key\":\"torn/never-acknowledged\",\"s3_key\":\"x\"}";
-    unsigned char rec[JOURNAL_HEADER + sizeof(torn)];
+    static const char nokey[] = "{\"s3_key\":\"faults/no-key\"}";
+    static const char poison[] = "{\"storage_key\":\"poison\",\"s3_key\":\"faults/poison\","
+                                 "\"vars\":\"{not json\"}";
+    unsigned char rec[JOURNAL_HEADER + 256];
     (void)state;
 
     I = inst_new("journal");
@@ -847,12 +851,19 @@ static void test_sigkill_while_journaling(void **state)
     }
     assert_int_equal(journal_records(I), JOURNAL_DOCS);
     inst_kill(I);
-    /* what a kill in the middle of an append leaves: the start of a record */
     {
-        size_t len = journal_encode(torn, sizeof(torn) - 1, rec);
         char *path = journal_path(I, "journal.log");
         int fd = open(path, O_WRONLY | O_APPEND);
+        size_t len;
         assert_true(fd >= 0);
+        /* records the database cannot take (no key; vars that are not JSON) must not hold
+         * back the others */
+        len = journal_encode(nokey, sizeof(nokey) - 1, rec);
+        assert_int_equal(write(fd, rec, len), (ssize_t)len);
+        len = journal_encode(poison, sizeof(poison) - 1, rec);
+        assert_int_equal(write(fd, rec, len), (ssize_t)len);
+        /* what a kill in the middle of an append leaves: the start of a record */
+        len = journal_encode(torn, sizeof(torn) - 1, rec);
         assert_int_equal(write(fd, rec, len / 2), (ssize_t)(len / 2));
         close(fd);
         free(path);
@@ -863,6 +874,7 @@ static void test_sigkill_while_journaling(void **state)
     if (!test_wait_until(journal_empty, I, 20000))
         fail_msg("the journal was not emptied after the replay");
     assert_true(log_has(I, "torn tail"));
+    assert_true(log_has(I, "poison: NOT RECORDED: the database refuses its journal record"));
     assert_int_equal(check_rows(I, docs, JOURNAL_DOCS), JOURNAL_DOCS);
     fprintf(stderr, "journal: %d records replayed at start, all verified within %llu ms\n",
             JOURNAL_DOCS, (unsigned long long)ms);
