@@ -28,10 +28,13 @@
  *   uploads still get the app's 201, the documents are recorded without a spool file, copied
  *   from the legacy store and verified; the condition is logged.
  *
- * The outages here last a few seconds rather than the 30 s of the issue: the behaviour is
- * the same (uploads recorded or journaled, retries bounded by the ceiling) and the suite
- * stays fast. Every wait is a condition polled with a deadline. With CUTOVER_TEST_KEEP set,
- * the temporary directory (cutover's logs, the services' logs) is kept for a look.
+ * The outages here last a few seconds (PostgreSQL at least 3 s, S3 until copies were retried
+ * three times) rather than the 30 s of the issue: the behaviour is the same (uploads recorded
+ * or journaled, retries bounded by the ceiling) and the suite stays fast. Leases are 5 s
+ * (workers.lease_s): a copy whose outcome could not be recorded (database away, process
+ * killed) is taken up again after its lease, 300 s by default. Every wait is a condition
+ * polled with a deadline. CUTOVER_TEST_FILTER=<scenario> runs one scenario; with
+ * CUTOVER_TEST_KEEP set, the temporary directory (cutover's and the services' logs) is kept.
  */
 #include "core/core.h"
 #include "storage/journal.h"
@@ -161,8 +164,8 @@ static int group_teardown(void **state)
     return 0;
 }
 
-struct inst;
 static void inst_free(struct inst *I);
+/* The scenario's instance, freed by scenario_teardown() even when the scenario failed. */
 static struct inst *G_cur;
 
 /* After each scenario, passed or not: its cutover stopped, and PostgreSQL and s3rver up
@@ -182,11 +185,9 @@ static int scenario_teardown(void **state)
     return rc;
 }
 
-/* ---- one cutover ------------------------------------------------------------------------------
- */
+/* ---- one cutover ---------------------------------------------------------------------------- */
 
-/* The scenario's instance, freed by scenario_teardown() even when the scenario failed. */
-
+/* A new instance (inst_free()) with a fresh database and its own directories, not started. */
 static struct inst *inst_new(const char *tag)
 {
     struct inst *I = xcalloc(1, sizeof(*I));
@@ -471,8 +472,7 @@ static struct doc *latest(struct doc *docs, int n, const char *key)
     return d;
 }
 
-/* ---- checks ------------------------------------------------------------------------------------
- */
+/* ---- checks ------------------------------------------------------------------------------- */
 
 struct verified_arg {
     struct inst *I;
@@ -658,8 +658,7 @@ static int acked(const struct doc *docs, int n)
     return k;
 }
 
-/* ---- scenarios ---------------------------------------------------------------------------------
- */
+/* ---- scenarios ---------------------------------------------------------------------------- */
 
 #define PG_DOCS 36
 #define PG_FIRST 24 /* uploads before PostgreSQL is back */
