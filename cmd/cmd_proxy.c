@@ -7,7 +7,7 @@
  * With a database and an S3 bucket configured, it also wires dual-write: the spool writer,
  * the recorders, the journal, the flags (reloaded every second), the transfer engine, the
  * legacy store and the mirror; between signals, this thread replays the journal into the
- * database when there is one to replay.
+ * database when there is one to replay (every 500 ms: a stat() when there is none).
  */
 #include "cmd/cli.h"
 #include "flags/flags.h"
@@ -109,6 +109,7 @@ static bool dual_write_start(const struct config *cfg, proxy *px, struct dual_wr
         .max_inflight = 4 * cfg->workers.mirror,
         .lease_ms = cfg->workers.lease_s * 1000,
         .max_attempts = cfg->workers.max_attempts,
+        .max_backoff_ms = cfg->workers.max_backoff_s * 1000,
     };
     dw->mirror = mirror_start(&mo, dw->s3, engine, dw->legacy, err);
     if (!dw->mirror)
@@ -222,7 +223,8 @@ int cmd_proxy(int argc, char **argv)
     }
     int sig = 0;
     for (;;) {
-        struct timespec ts = {.tv_sec = 2};
+        /* the journal's backlog holds new records too (upload.h): replay it often */
+        struct timespec ts = {.tv_nsec = 500 * 1000000L};
         replay(&dw);
         sig = sigtimedwait(&set, NULL, &ts);
         if (sig > 0)

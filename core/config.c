@@ -150,6 +150,9 @@ static const struct field workers_fields[] = {
      "a claimed job returns to the queue after this time if its worker died"},
     {"max_attempts", FT_INT, OFF(workers.max_attempts), 0, "10", 1, 1000, NULL,
      "copies tried before a document is `failed`"},
+    {"max_backoff_s", FT_INT, OFF(workers.max_backoff_s), 0, "10", 1, 3600, NULL,
+     "longest wait between two copy attempts (1 s, then doubling up to this): documents are "
+     "verified this soon after S3 is back from an outage"},
     {NULL, 0, 0, 0, NULL, 0, 0, NULL, NULL},
 };
 

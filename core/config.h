@@ -127,6 +127,8 @@ struct cfg_workers {
     int mirror;       /* mirror worker threads; default 4 */
     int lease_s;      /* queue lease; default 300 */
     int max_attempts; /* per document before `failed`; default 10 */
+    /* the longest wait between two copy attempts of a document; default 10 */
+    int max_backoff_s;
 };
 
 struct config {

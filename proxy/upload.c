@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define UP_HIGH (1u << 20)    /* bytes waiting for the spool before the body pauses */
@@ -44,6 +45,11 @@
 struct upload {
     const struct config *cfg;
     struct upload_deps d;
+    /* backlog: the journal may hold records the database has not taken yet. While it does,
+     * new records go to the journal behind them, so that a replay never puts an older record
+     * of a key over a newer one. jmu orders appends against the replay's rotation. */
+    pthread_mutex_t jmu;
+    bool backlog;
     pthread_mutex_t mu;
     flags_reader *readers[UP_MAX_READERS];
     size_t nreaders;
@@ -385,22 +391,61 @@ static int write_record(pgstore *db, const char *storage_key, const char *s3_key
     return pgstore_upsert(db, &d, NULL, err);
 }
 
+/* Appends a record to the journal (marking the backlog); false with err set when it fails. */
+static bool journal_keep(upload *u, const char *text, cut_err *err)
+{
+    bool ok;
+    pthread_mutex_lock(&u->jmu);
+    ok = journal_append(u->d.journal, text, strlen(text), err);
+    if (ok)
+        u->backlog = true;
+    pthread_mutex_unlock(&u->jmu);
+    return ok;
+}
+
+static bool has_backlog(upload *u)
+{
+    bool b;
+    pthread_mutex_lock(&u->jmu);
+    b = u->backlog;
+    pthread_mutex_unlock(&u->jmu);
+    return b;
+}
+
 static void record_job(worker_ctx *ctx, void *arg)
 {
     struct up *s = arg;
     upload *u = s->u;
     cut_err err = CUT_ERR_INIT;
     const char *unm = s->unmirrorable[0] ? s->unmirrorable : NULL;
+    bool done = false;
 
     if (!s->spool_ok && !unm) {
         stat_add(u, &u->st.spool_failed);
         log_msgf(LOG_WARN, "upload_spool", "%s: recorded for a copy from the legacy store: %s",
                  s->storage_key, s->spool_why[0] ? s->spool_why : "no spool file");
     }
-    if (write_record(worker_store(ctx), s->storage_key, s->s3_key, s->vars,
-                     s->spool_ok ? s->spool_path : NULL, s->spool_ok ? (int64_t)s->size : -1,
-                     s->spool_ok ? s->md5 : NULL, s->spool_ok ? s->sha256 : NULL, s->content_type,
-                     s->filename, unm, &err) == 0) {
+    if (u->d.journal && has_backlog(u)) {
+        /* earlier records wait in the journal: this one goes behind them */
+        char *text = record_json(s);
+        cut_err jerr = CUT_ERR_INIT;
+        if (journal_keep(u, text, &jerr)) {
+            stat_add(u, &u->st.journaled);
+            done = true;
+        } else {
+            log_msgf(LOG_WARN, "upload_journal",
+                     "%s: the journal failed (%s): recorded in the database ahead of older "
+                     "journal records",
+                     s->storage_key, jerr.msg);
+        }
+        free(text);
+    }
+    if (done) {
+        /* replayed by upload_replay_journal() */
+    } else if (write_record(worker_store(ctx), s->storage_key, s->s3_key, s->vars,
+                            s->spool_ok ? s->spool_path : NULL, s->spool_ok ? (int64_t)s->size : -1,
+                            s->spool_ok ? s->md5 : NULL, s->spool_ok ? s->sha256 : NULL,
+                            s->content_type, s->filename, unm, &err) == 0) {
         stat_add(u, unm ? &u->st.unmirrorable : &u->st.recorded);
         if (unm)
             log_msgf(LOG_WARN, "upload_unmirrorable", "%s: recorded as failed: %s", s->storage_key,
@@ -409,7 +454,7 @@ static void record_job(worker_ctx *ctx, void *arg)
     } else {
         char *text = record_json(s);
         cut_err jerr = CUT_ERR_INIT;
-        if (u->d.journal && journal_append(u->d.journal, text, strlen(text), &jerr)) {
+        if (u->d.journal && journal_keep(u, text, &jerr)) {
             stat_add(u, &u->st.journaled);
             log_msgf(LOG_WARN, "upload_journaled",
                      "%s: the database is away (%s): kept in the journal", s->storage_key, err.msg);
@@ -454,7 +499,7 @@ static void spooled(void *arg, const struct spool_result *r)
         spool_hex(r->sha256, 32, s->sha256);
     } else {
         snprintf(s->spool_why, sizeof(s->spool_why), "%s", r->err.msg);
-        stat_add(s->u, &s->u->st.spool_failed);
+        /* counted by record_job() */
     }
     join_one(s);
 }
@@ -642,7 +687,8 @@ static void del_done(void *arg, void *state, const struct proxy_outcome *o)
 struct replay {
     upload *u;
     pgstore *db;
-    long n;
+    long n;       /* records written */
+    long skipped; /* records the database cannot take */
     cut_err err;
 };
 
@@ -653,72 +699,96 @@ static bool replay_one(void *arg, const void *payload, size_t n)
     json_t *o = json_loadb(payload, n, 0, &je);
     const char *key = json_string_value(json_object_get(o, "storage_key"));
     json_t *size = json_object_get(o, "size");
+    cut_err err = CUT_ERR_INIT, probe = CUT_ERR_INIT;
     if (!key) {
         log_msgf(LOG_ERROR, "journal", "a journal record without a storage key is skipped");
         json_decref(o);
+        r->skipped++;
         return true;
     }
 #define STR(k) json_string_value(json_object_get(o, k))
     int rc = write_record(r->db, key, STR("s3_key"), STR("vars"), STR("spool_path"),
                           json_is_integer(size) ? (int64_t)json_integer_value(size) : -1,
                           STR("md5"), STR("sha256"), STR("content_type"), STR("filename"),
-                          STR("unmirrorable"), &r->err);
+                          STR("unmirrorable"), &err);
 #undef STR
+    if (rc != 0 && pgstore_schema_version(r->db, &probe) >= 0) {
+        /* the database answers but refuses this record: skipped, or it would hold back every
+         * record behind it for ever */
+        log_msgf(LOG_ERROR, "upload_lost",
+                 "%s: NOT RECORDED: the database refuses its journal record (%s); "
+                 "a backfill will find it",
+                 key, err.msg);
+        pthread_mutex_lock(&r->u->mu);
+        r->u->st.lost++;
+        pthread_mutex_unlock(&r->u->mu);
+        r->skipped++;
+        rc = 0;
+    } else if (rc != 0) {
+        r->err = err;
+    } else {
+        r->n++;
+    }
     json_decref(o);
-    if (rc != 0)
-        return false;
-    r->n++;
-    return true;
+    return rc == 0;
+}
+
+static long file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (long)st.st_size : -1;
 }
 
 long upload_replay_journal(upload *u, pgstore *db, cut_err *err)
 {
     char *path, *aside;
-    struct replay r = {.u = u, .db = db};
-    struct journal_scan scan;
-    long done = -1;
+    long total = 0, done = -1;
 
     if (!u->d.journal)
         return 0;
     path = xasprintf("%s/journal.log", u->cfg->spool_dir);
     aside = xasprintf("%s/journal.replay", u->cfg->spool_dir);
-    /* an aside file left by an earlier replay goes first */
-    if (access(aside, F_OK) != 0) {
-        struct stat_probe;
-        FILE *f = fopen(path, "rb");
-        long size = 0;
-        if (f) {
-            fseek(f, 0, SEEK_END);
-            size = ftell(f);
-            fclose(f);
+    /* a few rounds: records appended behind the backlog during a replay are taken at once */
+    for (int round = 0; round < 4; round++) {
+        struct replay r = {.u = u, .db = db};
+        struct journal_scan scan;
+
+        pthread_mutex_lock(&u->jmu);
+        /* an aside file left by an earlier replay goes first */
+        if (access(aside, F_OK) != 0) {
+            if (file_size(path) <= 0) {
+                u->backlog = false; /* everything appended is in the database */
+                pthread_mutex_unlock(&u->jmu);
+                break;
+            }
+            if (!journal_rotate(u->d.journal, aside, err)) {
+                pthread_mutex_unlock(&u->jmu);
+                goto out;
+            }
         }
-        if (size <= 0) {
-            done = 0;
+        pthread_mutex_unlock(&u->jmu);
+        if (!journal_read_file(aside, 1ull << 32, replay_one, &r, &scan, err))
+            goto out;
+        total += r.n;
+        if (err_isset(&r.err) || scan.records != (uint64_t)(r.n + r.skipped)) {
+            err_set(err, r.err.code ? r.err.code : CUT_EDB, "journal",
+                    "replay stopped after %ld: %s", r.n, r.err.msg);
             goto out;
         }
-        if (!journal_rotate(u->d.journal, aside, err))
-            goto out;
+        if (scan.skipped_bytes)
+            log_msgf(LOG_WARN, "journal", "replay skipped %llu damaged bytes (%llu of a torn tail)",
+                     (unsigned long long)scan.skipped_bytes, (unsigned long long)scan.torn_tail);
+        unlink(aside);
     }
-    if (!journal_read_file(aside, 1ull << 32, replay_one, &r, &scan, err))
-        goto out;
-    if (err_isset(&r.err) || scan.records != (uint64_t)r.n) {
-        err_set(err, r.err.code ? r.err.code : CUT_EDB, "journal", "replay stopped after %ld: %s",
-                r.n, r.err.msg);
-        goto out;
-    }
-    if (scan.skipped_bytes)
-        log_msgf(LOG_WARN, "journal", "replay skipped %llu damaged bytes (%llu of a torn tail)",
-                 (unsigned long long)scan.skipped_bytes, (unsigned long long)scan.torn_tail);
-    unlink(aside);
-    done = r.n;
-    if (r.n) {
+    done = total;
+out:
+    if (total) {
         pthread_mutex_lock(&u->mu);
-        u->st.replayed += (uint64_t)r.n;
+        u->st.replayed += (uint64_t)total;
         pthread_mutex_unlock(&u->mu);
-        log_msgf(LOG_INFO, "journal", "%ld records replayed into the database", r.n);
+        log_msgf(LOG_INFO, "journal", "%ld records replayed into the database", total);
         mirror_kick(u->d.mirror);
     }
-out:
     free(path);
     free(aside);
     return done;
@@ -739,6 +809,15 @@ upload *upload_new(const struct config *cfg, const struct upload_deps *d, cut_er
     if (!u->d.record_wait_ms)
         u->d.record_wait_ms = 5000;
     pthread_mutex_init(&u->mu, NULL);
+    pthread_mutex_init(&u->jmu, NULL);
+    if (u->d.journal) {
+        /* records of an earlier run wait for their replay: new ones go behind them */
+        char *path = xasprintf("%s/journal.log", cfg->spool_dir);
+        char *aside = xasprintf("%s/journal.replay", cfg->spool_dir);
+        u->backlog = file_size(path) > 0 || access(aside, F_OK) == 0;
+        free(path);
+        free(aside);
+    }
     return u;
 }
 
@@ -769,6 +848,7 @@ void upload_free(upload *u)
     for (size_t i = 0; i < u->nreaders; i++)
         flags_reader_free(u->readers[i]);
     pthread_mutex_destroy(&u->mu);
+    pthread_mutex_destroy(&u->jmu);
     free(u);
 }
 

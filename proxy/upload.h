@@ -45,9 +45,12 @@ upload *upload_new(const struct config *cfg, const struct upload_deps *d,
 /* Registers its handlers for upload and delete routes. Before proxy_start(). */
 bool upload_register(upload *u, proxy *px, cut_err *err) CUT_MUST_USE;
 /* Replays the journal into the database (at start, and whenever PostgreSQL is back): the
- * journal is moved aside, each record upserted, and the aside file removed once every record
- * is in. Blocking: from a worker or the command's thread. Returns the records replayed, or
- * -1 with err set (the records stay for the next replay). */
+ * journal is moved aside, each record upserted in order, and the aside file removed once
+ * every record is in. While the journal holds records not yet replayed (from this run or an
+ * earlier one), new records are appended behind them rather than written to the database,
+ * so that a replay never puts an older upload of a key over a newer one; call this often
+ * (cmd_proxy: every 500 ms). Blocking: from a worker or the command's thread. Returns the
+ * records replayed, or -1 with err set (the records stay for the next replay). */
 long upload_replay_journal(upload *u, pgstore *db, cut_err *err);
 /* After proxy_free(): frees. NULL is fine. */
 void upload_free(upload *u);

@@ -140,8 +140,8 @@ static void attempt_failed_after(mirror *m, struct job *j, const char *reason, i
     cut_err err = CUT_ERR_INIT;
     enum doc_state state = DOC_PENDING;
 
-    if (pgstore_fail(m->store, j->doc.storage_key, j->token, reason, max_attempts, m->o.backoff_ms,
-                     &state, &err) != 0) {
+    if (pgstore_fail_backoff(m->store, j->doc.storage_key, j->token, reason, max_attempts,
+                             m->o.backoff_ms, m->o.max_backoff_ms, &state, &err) != 0) {
         if (err.code == CUT_ECONFLICT)
             count(m, &m->st.lost_leases);
         log_msgf(LOG_WARN, "mirror", "%s: cannot record a failed copy (%s): %s", j->doc.storage_key,
@@ -606,6 +606,8 @@ mirror *mirror_start(const struct mirror_opts *o, s3_client *s3, xfer_engine *e,
         m->o.max_attempts = 10;
     if (m->o.backoff_ms <= 0)
         m->o.backoff_ms = 1000;
+    if (m->o.max_backoff_ms <= 0)
+        m->o.max_backoff_ms = 10000;
     if (m->o.poll_ms <= 0)
         m->o.poll_ms = 1000;
     m->url = xstrdup(o->database_url);

@@ -30,6 +30,10 @@ struct mirror_opts {
     int lease_ms;             /* default 300000 */
     int max_attempts;         /* default 10 */
     int backoff_ms;           /* first retry delay, doubling; default 1000 */
+    int max_backoff_ms;       /* longest retry delay; default 10000. A low ceiling is what
+                               * makes documents verified soon after an S3 outage ends: with
+                               * doubling alone, a 30 s outage would push the next attempt
+                               * 30 s or more past the end (an hour, uncapped) */
     int poll_ms;              /* how often the queue is looked at when idle; default 1000 */
     bool keep_spool;          /* leave spool files after verification (tests) */
 };

@@ -864,6 +864,14 @@ out:
 int pgstore_fail(pgstore *st, const char *storage_key, const char *token, const char *reason,
                  int max_attempts, int backoff_ms, enum doc_state *state, cut_err *err)
 {
+    return pgstore_fail_backoff(st, storage_key, token, reason, max_attempts, backoff_ms, 0, state,
+                                err);
+}
+
+int pgstore_fail_backoff(pgstore *st, const char *storage_key, const char *token,
+                         const char *reason, int max_attempts, int backoff_ms, int max_backoff_ms,
+                         enum doc_state *state, cut_err *err)
+{
     static const char upd[] =
         "UPDATE cutover.documents SET attempts = $2::int, last_error = $3,\n"
         "  lease_owner = NULL, lease_token = NULL, lease_expires = NULL,\n"
@@ -874,7 +882,7 @@ int pgstore_fail(pgstore *st, const char *storage_key, const char *token, const 
     char natt[16], delay[24];
     const char *p[4];
     int cur, attempts, rc = -1;
-    long long d;
+    long long d, cap = max_backoff_ms > 0 ? max_backoff_ms : 3600000;
 
     if (!begin(st, "fail", err))
         goto out;
@@ -884,10 +892,10 @@ int pgstore_fail(pgstore *st, const char *storage_key, const char *token, const 
     cur = doc_state_parse(PQgetvalue(r, 0, 0));
     attempts = atoi(PQgetvalue(r, 0, 2)) + 1;
     d = backoff_ms > 0 ? backoff_ms : 0;
-    for (int i = 1; i < attempts && d < 3600000; i++)
+    for (int i = 1; i < attempts && d < cap; i++)
         d *= 2;
-    if (d > 3600000)
-        d = 3600000;
+    if (d > cap)
+        d = cap;
     snprintf(natt, sizeof(natt), "%d", attempts);
     snprintf(delay, sizeof(delay), "%lld", d);
     p[0] = storage_key;

@@ -171,6 +171,11 @@ int pgstore_complete(pgstore *st, const char *storage_key, const char *token, en
 int pgstore_fail(pgstore *st, const char *storage_key, const char *token, const char *reason,
                  int max_attempts, int backoff_ms, enum doc_state *state,
                  cut_err *err) CUT_MUST_USE;
+/* pgstore_fail() with a chosen ceiling: the next attempt comes after
+ * min(backoff_ms * 2^(attempts-1), max_backoff_ms) (max_backoff_ms <= 0: an hour). */
+int pgstore_fail_backoff(pgstore *st, const char *storage_key, const char *token,
+                         const char *reason, int max_attempts, int backoff_ms, int max_backoff_ms,
+                         enum doc_state *state, cut_err *err) CUT_MUST_USE;
 
 /* Records that the S3 object of a claimed `deleted` document was removed (fenced like
  * pgstore_complete): the document leaves the queue (next_attempt_at becomes 'infinity'), the

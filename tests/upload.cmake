@@ -19,3 +19,8 @@ cutover_test(NAME test_dual_write SOURCES upload/test_dual_write.c
 cutover_test(NAME test_dual_write_races SOURCES upload/test_dual_write_races.c
   LIBS cutover_storage cutover_core PkgConfig::PQ PkgConfig::JANSSON PkgConfig::SSL
   LABELS e2e SERVICES TIMEOUT 300)
+# Dual-write under faults (PostgreSQL stopped, s3rver killed, cutover SIGKILLed, the spool
+# disk full), on a private instance of the services that the test starts and stops itself.
+cutover_test(NAME test_dual_write_faults SOURCES upload/test_dual_write_faults.c
+  LIBS cutover_storage cutover_core PkgConfig::PQ PkgConfig::SSL Threads::Threads
+  LABELS e2e TIMEOUT 300)

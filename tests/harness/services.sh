@@ -6,6 +6,13 @@
 #   tests/harness/services.sh start DIR   # writes DIR/env (KEY=VALUE lines) when all answer
 #   tests/harness/services.sh stop DIR    # stops whatever DIR/env says is running
 #
+# For fault tests, on a private instance only (never the shared fixture's, other tests use
+# it): one service stopped and started again on the same port, with its data kept.
+#   tests/harness/services.sh pg-stop DIR   # PostgreSQL stopped at once (-m immediate)
+#   tests/harness/services.sh pg-start DIR  # started again, returns once it takes connections
+#   tests/harness/services.sh s3-stop DIR   # s3rver killed (SIGKILL: an outage, not a drain)
+#   tests/harness/services.sh s3-start DIR  # started again; DIR/env gets the new S3_PID
+#
 # Needs: PostgreSQL 15 server binaries, node, and `npm ci` done in tests/harness/s3rver
 # (scripts/deps.sh does all of it). PostgreSQL refuses to run as root, so the cluster runs as
 # the `postgres` user in a directory that user owns.
@@ -13,7 +20,8 @@ set -euo pipefail
 
 cmd=${1:-}
 dir=${2:-}
-[ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start|stop DIR" >&2; exit 2; }
+usage="usage: $0 start|stop|pg-stop|pg-start|s3-stop|s3-start DIR"
+[ -n "$cmd" ] && [ -n "$dir" ] || { echo "$usage" >&2; exit 2; }
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 bucket=${CUTOVER_TEST_BUCKET:-cutover-test}
@@ -49,14 +57,61 @@ stop_all() {
     rm -f "$dir/env"
 }
 
+# Reads DIR/env of a running instance; fails when there is none.
+load_env() {
+    [ -f "$dir/env" ] || { echo "services: no $dir/env" >&2; exit 1; }
+    # shellcheck disable=SC1091
+    . "$dir/env"
+}
+
+pg_start() { # pg_start DATA PORT: the options every start of the cluster uses
+    local base
+    base=$(dirname "$1")
+    runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$1" -w -l "$base/server.log" \
+        -o "-c listen_addresses=127.0.0.1 -c port=$2 -c unix_socket_directories=$base -c fsync=off -c max_connections=200" \
+        start >>"$dir/pg_ctl.log" 2>&1
+}
+
+s3_start() { # s3_start PORT: s3rver on its data directory; prints its pid
+    : >"$dir/s3rver.log"
+    NODE_OPTIONS=--openssl-legacy-provider node "$here/s3rver/run.js" "$1" "$dir/s3data" \
+        "$bucket,cutover-demo,cutover-bench" >>"$dir/s3rver.log" 2>&1 &
+    echo $!
+}
+
 case "$cmd" in
 stop)
     stop_all
     exit 0
     ;;
+pg-stop)
+    load_env
+    runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PG_DATA" -m immediate -w stop >>"$dir/pg_ctl.log" 2>&1
+    exit 0
+    ;;
+pg-start)
+    load_env
+    pg_start "$PG_DATA" "$PG_PORT"
+    wait_for 30 "$PG_BIN/pg_isready" -h 127.0.0.1 -p "$PG_PORT"
+    exit 0
+    ;;
+s3-stop)
+    load_env
+    kill -9 "$S3_PID" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$S3_PID" 2>/dev/null || break; sleep 0.05; done
+    exit 0
+    ;;
+s3-start)
+    load_env
+    port=${S3_ENDPOINT##*:}
+    pid=$(s3_start "$port")
+    sed -i "s/^S3_PID=.*/S3_PID=$pid/" "$dir/env"
+    wait_for 30 grep -q ready "$dir/s3rver.log"
+    exit 0
+    ;;
 start) ;;
 *)
-    echo "usage: $0 start|stop DIR" >&2
+    echo "$usage" >&2
     exit 2
     ;;
 esac
@@ -75,9 +130,8 @@ chown postgres: "$pg_data"
 pg_port=$(free_port)
 runuser -u postgres -- "$pg_bin/initdb" -D "$pg_data/data" -U postgres -A trust -E UTF8 \
     --locale=C.UTF-8 -N >"$dir/initdb.log" 2>&1
-runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_data/data" -w -l "$pg_data/server.log" \
-    -o "-c listen_addresses=127.0.0.1 -c port=$pg_port -c unix_socket_directories=$pg_data -c fsync=off -c max_connections=200" \
-    start >"$dir/pg_ctl.log" 2>&1
+: >"$dir/pg_ctl.log"
+PG_BIN=$pg_bin pg_start "$pg_data/data" "$pg_port"
 cat >"$dir/env" <<ENV
 SERVICES_DIR=$dir
 PG_BIN=$pg_bin
@@ -91,9 +145,7 @@ wait_for 30 "$pg_bin/pg_isready" -h 127.0.0.1 -p "$pg_port"
 [ -d "$here/s3rver/node_modules/@20minutes/s3rver" ] || (cd "$here/s3rver" && npm ci --no-audit --no-fund >/dev/null)
 s3_port=$(free_port)
 rm -rf "$dir/s3data" && mkdir -p "$dir/s3data"
-NODE_OPTIONS=--openssl-legacy-provider node "$here/s3rver/run.js" "$s3_port" "$dir/s3data" \
-    "$bucket,cutover-demo,cutover-bench" >"$dir/s3rver.log" 2>&1 &
-s3_pid=$!
+s3_pid=$(s3_start "$s3_port")
 cat >>"$dir/env" <<ENV
 S3_PID=$s3_pid
 S3_ENDPOINT=http://127.0.0.1:$s3_port
