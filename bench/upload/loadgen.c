@@ -16,7 +16,10 @@
  * Every run is bounded: nothing is sent after the schedule ends, and whatever is still in
  * flight --timeout seconds later is counted as an error.
  *
- * Usage: loadgen --url URL --rate R --duration S --size BYTES [--warmup S]
+ * With --raw the body is the document itself (Content-Type application/octet-stream, its name
+ * in the query's filename) instead of a multipart form.
+ *
+ * Usage: loadgen --url URL --rate R --duration S --size BYTES [--warmup S] [--raw]
  *                [--header "Name: value"]... [--max-inflight N] [--timeout S]
  */
 #define _POSIX_C_SOURCE 200809L
@@ -105,9 +108,10 @@ static double pct(const double *v, size_t n, double p)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: loadgen --url URL --rate R --duration S --size BYTES [--warmup S]\n"
-                    "               [--header \"Name: value\"]... [--max-inflight N] "
-                    "[--timeout S]\n");
+    fprintf(stderr,
+            "usage: loadgen --url URL --rate R --duration S --size BYTES [--warmup S] [--raw]\n"
+            "               [--header \"Name: value\"]... [--max-inflight N] "
+            "[--timeout S]\n");
     exit(2);
 }
 
@@ -117,11 +121,15 @@ int main(int argc, char **argv)
     double rate = 0, duration = 0, warmup = 0, timeout = 30;
     unsigned long long size = 0;
     long max_inflight = 256;
-    struct curl_slist *headers = NULL;
-    int nheaders = 0;
+    struct curl_slist *headers = NULL, *raw_headers = NULL;
+    int nheaders = 0, raw = 0;
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        if (strcmp(a, "--raw") == 0) {
+            raw = 1;
+            continue;
+        }
         if (i + 1 >= argc)
             usage();
         const char *v = argv[++i];
@@ -139,9 +147,10 @@ int main(int argc, char **argv)
             size = strtoull(v, NULL, 10);
         else if (strcmp(a, "--max-inflight") == 0)
             max_inflight = strtol(v, NULL, 10);
-        else if (strcmp(a, "--header") == 0 && nheaders++ < MAX_HEADERS)
+        else if (strcmp(a, "--header") == 0 && nheaders++ < MAX_HEADERS) {
             headers = curl_slist_append(headers, v);
-        else
+            raw_headers = curl_slist_append(raw_headers, v);
+        } else
             usage();
     }
     if (!url || rate <= 0 || rate > 100000 || duration <= 0 || duration > 3600 || warmup < 0 ||
@@ -149,6 +158,8 @@ int main(int argc, char **argv)
         timeout <= 0 || timeout > 3600)
         usage();
     headers = curl_slist_append(headers, "Expect:");
+    raw_headers = curl_slist_append(raw_headers, "Expect:");
+    raw_headers = curl_slist_append(raw_headers, "Content-Type: application/octet-stream");
 
     body_len = (size_t)size;
     unsigned char *b = malloc(body_len);
@@ -194,17 +205,35 @@ int main(int argc, char **argv)
             if (t - r->due > 0.01)
                 late_start++;
             r->h = curl_easy_init();
-            r->mime = curl_mime_init(r->h);
-            curl_mimepart *part = curl_mime_addpart(r->mime);
             char fname[64];
             snprintf(fname, sizeof(fname), "bench-%zu.bin", next);
-            curl_mime_name(part, "file");
-            curl_mime_filename(part, fname);
-            curl_mime_type(part, "application/octet-stream");
-            curl_mime_data_cb(part, (curl_off_t)body_len, read_part, seek_part, NULL, r);
-            curl_easy_setopt(r->h, CURLOPT_URL, url);
-            curl_easy_setopt(r->h, CURLOPT_MIMEPOST, r->mime);
-            curl_easy_setopt(r->h, CURLOPT_HTTPHEADER, headers);
+            if (raw) {
+                char *u = malloc(strlen(url) + sizeof(fname) + 16);
+                if (!u) {
+                    fprintf(stderr, "loadgen: out of memory\n");
+                    return 1;
+                }
+                sprintf(u, "%s%sfilename=%s", url, strchr(url, '?') ? "&" : "?", fname);
+                curl_easy_setopt(r->h, CURLOPT_URL, u);
+                free(u); /* libcurl keeps its own copy */
+                curl_easy_setopt(r->h, CURLOPT_POST, 1L);
+                curl_easy_setopt(r->h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
+                curl_easy_setopt(r->h, CURLOPT_READFUNCTION, read_part);
+                curl_easy_setopt(r->h, CURLOPT_READDATA, r);
+                curl_easy_setopt(r->h, CURLOPT_SEEKFUNCTION, seek_part);
+                curl_easy_setopt(r->h, CURLOPT_SEEKDATA, r);
+                curl_easy_setopt(r->h, CURLOPT_HTTPHEADER, raw_headers);
+            } else {
+                r->mime = curl_mime_init(r->h);
+                curl_mimepart *part = curl_mime_addpart(r->mime);
+                curl_mime_name(part, "file");
+                curl_mime_filename(part, fname);
+                curl_mime_type(part, "application/octet-stream");
+                curl_mime_data_cb(part, (curl_off_t)body_len, read_part, seek_part, NULL, r);
+                curl_easy_setopt(r->h, CURLOPT_URL, url);
+                curl_easy_setopt(r->h, CURLOPT_MIMEPOST, r->mime);
+                curl_easy_setopt(r->h, CURLOPT_HTTPHEADER, headers);
+            }
             curl_easy_setopt(r->h, CURLOPT_WRITEFUNCTION, discard);
             curl_easy_setopt(r->h, CURLOPT_PRIVATE, r);
             curl_easy_setopt(r->h, CURLOPT_ERRORBUFFER, r->errbuf);
@@ -282,6 +311,7 @@ int main(int argc, char **argv)
            nlat ? lat[nlat - 1] * 1000 : 0, wall_window);
     curl_multi_cleanup(m);
     curl_slist_free_all(headers);
+    curl_slist_free_all(raw_headers);
     curl_global_cleanup();
     free(lat);
     free(reqs);

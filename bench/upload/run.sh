@@ -20,8 +20,10 @@
 # /proc) cover the measured window (and for `dw on` the drain after it), for cutover and,
 # to show where the time goes, for the app and s3rver too.
 #
+# Uploads are multipart/form-data (the file in part "file"); with --raw the body is the file.
+#
 # Usage: bench/upload/run.sh [--duration S] [--warmup S] [--rate-small R] [--rate-large R]
-#                            [--drain S]
+#                            [--drain S] [--raw]
 # Environment: CUTOVER_BIN (default: build-proxy/cmd/cutover, configured and brought up to
 # date here like bench/proxy/run.sh's).
 # Needs what the tests need (scripts/deps.sh): PostgreSQL 15, node, libcurl's headers, cc.
@@ -32,8 +34,9 @@ set -euo pipefail
 DUR=20
 WARM=3
 RATE_S=100
-RATE_L=8
+RATE_L=2
 DRAIN=60
+RAW=
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DUR=$2; shift 2 ;;
@@ -41,7 +44,8 @@ while [ $# -gt 0 ]; do
     --rate-small) RATE_S=$2; shift 2 ;;
     --rate-large) RATE_L=$2; shift 2 ;;
     --drain) DRAIN=$2; shift 2 ;;
-    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+    --raw) RAW=--raw; shift ;;
+    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -132,7 +136,7 @@ stop_cutover() {
 load() {
   timeout $(( $4 + $5 + 60 )) "$T/loadgen" --url "http://127.0.0.1:$1/documents" --rate "$2" \
     --size "$3" --duration "$4" --warmup "$5" --timeout 30 --max-inflight 256 \
-    --header "X-Org-Id: bench" 2>>"$T/loadgen.err" || true
+    --header "X-Org-Id: bench" $RAW 2>>"$T/loadgen.err" || true
 }
 
 declare -A R # R[size,target,metric]
@@ -188,7 +192,7 @@ for spec in "64KiB:65536:$RATE_S" "8MiB:8388608:$RATE_L"; do
 done
 
 echo
-echo "uploads at a fixed arrival rate (open loop), ${DUR}s each after ${WARM}s of warm-up; $(nproc) CPUs,"
+echo "$([ -n "$RAW" ] && echo raw-body || echo multipart) uploads at a fixed arrival rate (open loop), ${DUR}s each after ${WARM}s of warm-up; $(nproc) CPUs,"
 echo "load average before: $LOAD0 (the machine is shared: single runs move by 10-20% or more)"
 printf "| %-6s | %-6s | %-6s | %8s | %6s | %8s | %8s | %11s | %11s | %7s | %7s | %7s | %7s |\n" \
   size target rate/s achieved errors "p50 ms" "p99 ms" "lag p50 ms" "lag p99 ms" "cut CPU" "cut RSS" "app CPU" "s3 CPU"
