@@ -152,11 +152,14 @@ measure() { # SIZE_LABEL SIZE RATE TARGET
   if [ "$tg" = on ]; then wait_verified 30 >/dev/null || true; fi
   [ -n "$CPID" ] && c0=$(cpu_s "$CPID")
   a0=$(cpu_s "$APP_PID"); s0=$(cpu_s "$S3_PID")
+  local t0=$EPOCHREALTIME
   out=$(load "$port" "$rate" "$size" "$DUR" 0)
   [ -n "$out" ] || out="ok=0 errors=? achieved=0 p50_ms=- p99_ms=- window_start=0"
   R[$sl,$tg,out]=$out
+  local t1=$SECONDS
   if [ "$tg" = on ]; then
     R[$sl,$tg,unverified]=$(wait_verified "$DRAIN" || true)
+    R[$sl,$tg,drain]=$((SECONDS - t1))
     ws=$(field "$out" window_start)
     R[$sl,$tg,lag]=$("${PSQL[@]}" "$DB" -F ' ' -c "
       SELECT count(*),
@@ -171,6 +174,7 @@ measure() { # SIZE_LABEL SIZE RATE TARGET
   fi
   R[$sl,$tg,appcpu]=$(sub "$(cpu_s "$APP_PID")" "$a0")
   R[$sl,$tg,s3cpu]=$(sub "$(cpu_s "$S3_PID")" "$s0")
+  R[$sl,$tg,span]=$(sub "$EPOCHREALTIME" "$t0")
 }
 
 # wait_verified SECONDS: waits until no document of $DB is short of `verified`; prints how
@@ -194,27 +198,33 @@ done
 echo
 echo "$([ -n "$RAW" ] && echo raw-body || echo multipart) uploads at a fixed arrival rate (open loop), ${DUR}s each after ${WARM}s of warm-up; $(nproc) CPUs,"
 echo "load average before: $LOAD0 (the machine is shared: single runs move by 10-20% or more)"
-printf "| %-6s | %-6s | %-6s | %8s | %6s | %8s | %8s | %11s | %11s | %7s | %7s | %7s | %7s |\n" \
-  size target rate/s achieved errors "p50 ms" "p99 ms" "lag p50 ms" "lag p99 ms" "cut CPU" "cut RSS" "app CPU" "s3 CPU"
-echo "|--------|--------|-------:|---------:|-------:|---------:|---------:|------------:|------------:|--------:|--------:|--------:|--------:|"
+printf "| %-6s | %-6s | %6s | %8s | %6s | %8s | %8s | %8s | %8s | %7s | %13s | %7s | %13s | %13s |\n" \
+  size target rate/s achieved errors "p50 ms" "p99 ms" "lag p50" "lag p99" "drain" "cut CPU" "cut RSS" "app CPU" "s3rver CPU"
+echo "|--------|--------|-------:|---------:|-------:|---------:|---------:|---------:|---------:|--------:|--------------:|--------:|--------------:|--------------:|"
+# pct CPU_S: that CPU time as a share of one core over the measured span
+pct() { awk -v c="$1" -v s="$2" 'BEGIN {printf "%.1f s %3.0f%%", c, s > 0 ? 100 * c / s : 0}'; }
 for spec in "64KiB:$RATE_S" "8MiB:$RATE_L"; do
   IFS=: read -r sl rate <<<"$spec"
   for tg in direct off on; do
     out=${R[$sl,$tg,out]}
     label=$tg; [ "$tg" = direct ] || label="dw $tg"
-    lag50=-; lag99=-; cpu=-; rss=-
+    lag50=-; lag99=-; cpu=-; rss=-; drain=-
     if [ "$tg" = on ]; then
       read -r _ lag50 lag99 <<<"${R[$sl,$tg,lag]}"
+      lag50="$lag50 ms"; lag99="$lag99 ms"; drain="${R[$sl,$tg,drain]} s"
     fi
-    [ "$tg" = direct ] || { cpu="${R[$sl,$tg,cpu]} s"; rss="${R[$sl,$tg,rss]} MiB"; }
-    printf "| %-6s | %-6s | %6s | %8s | %6s | %8s | %8s | %11s | %11s | %7s | %7s | %7s | %7s |\n" \
+    span=${R[$sl,$tg,span]}
+    [ "$tg" = direct ] || { cpu=$(pct "${R[$sl,$tg,cpu]}" "$span"); rss="${R[$sl,$tg,rss]} MiB"; }
+    printf "| %-6s | %-6s | %6s | %8s | %6s | %8s | %8s | %8s | %8s | %7s | %13s | %7s | %13s | %13s |\n" \
       "$sl" "$label" "$rate" "$(field "$out" achieved)" "$(field "$out" errors)" \
-      "$(field "$out" p50_ms)" "$(field "$out" p99_ms)" "$lag50" "$lag99" "$cpu" "$rss" \
-      "${R[$sl,$tg,appcpu]} s" "${R[$sl,$tg,s3cpu]} s"
+      "$(field "$out" p50_ms)" "$(field "$out" p99_ms)" "$lag50" "$lag99" "$drain" "$cpu" "$rss" \
+      "$(pct "${R[$sl,$tg,appcpu]}" "$span")" "$(pct "${R[$sl,$tg,s3cpu]}" "$span")"
   done
 done
 echo
-echo "CPU: user+sys seconds during the measured window (dw on: and until every document was verified)."
+echo "CPU: user+sys seconds during the measured window (dw on: and the drain until every document"
+echo "was verified), and that as a share of one core over the same span. drain: seconds after the"
+echo "window until every document was verified. lag: the app's answer recorded -> verified."
 echo "Goals (issue 8):"
 for spec in "64KiB:$RATE_S" "8MiB:$RATE_L"; do
   IFS=: read -r sl rate <<<"$spec"
