@@ -23,7 +23,8 @@
 # Uploads are multipart/form-data (the file in part "file"); with --raw the body is the file.
 #
 # Usage: bench/upload/run.sh [--duration S] [--warmup S] [--rate-small R] [--rate-large R]
-#                            [--drain S] [--raw]
+#                            [--drain S] [--raw] [--only 64KiB|8MiB]
+# BENCH_KEEP=1 keeps the temporary directory (configurations, logs) for a look afterwards.
 # Environment: CUTOVER_BIN (default: build-proxy/cmd/cutover, configured and brought up to
 # date here like bench/proxy/run.sh's).
 # Needs what the tests need (scripts/deps.sh): PostgreSQL 15, node, libcurl's headers, cc.
@@ -37,6 +38,7 @@ RATE_S=100
 RATE_L=2
 DRAIN=60
 RAW=
+ONLY=
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DUR=$2; shift 2 ;;
@@ -45,7 +47,8 @@ while [ $# -gt 0 ]; do
     --rate-large) RATE_L=$2; shift 2 ;;
     --drain) DRAIN=$2; shift 2 ;;
     --raw) RAW=--raw; shift ;;
-    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+    --only) ONLY=$2; shift 2 ;;
+    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -69,7 +72,7 @@ cleanup() {
     wait "$CPID" 2>/dev/null || true
   fi
   "$ROOT/tests/harness/services.sh" stop "$T/svc" >/dev/null 2>&1 || true
-  rm -rf "$T"
+  if [ -n "${BENCH_KEEP:-}" ]; then echo "kept $T" >&2; else rm -rf "$T"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -134,6 +137,7 @@ stop_cutover() {
 
 # load PORT RATE SIZE SECONDS WARMUP: one loadgen run, its KEY=VALUE line on stdout
 load() {
+  echo "-- $1 rate $2 size $3" >>"$T/loadgen.err"
   timeout $(( $4 + $5 + 60 )) "$T/loadgen" --url "http://127.0.0.1:$1/documents" --rate "$2" \
     --size "$3" --duration "$4" --warmup "$5" --timeout 30 --max-inflight 256 \
     --header "X-Org-Id: bench" $RAW 2>>"$T/loadgen.err" || true
@@ -190,8 +194,10 @@ wait_verified() {
 }
 
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
-for spec in "64KiB:65536:$RATE_S" "8MiB:8388608:$RATE_L"; do
+SPECS=("64KiB:65536:$RATE_S" "8MiB:8388608:$RATE_L")
+for spec in "${SPECS[@]}"; do
   IFS=: read -r sl size rate <<<"$spec"
+  [ -z "$ONLY" ] || [ "$ONLY" = "$sl" ] || continue
   for tg in direct off on; do measure "$sl" "$size" "$rate" "$tg"; done
 done
 
@@ -202,9 +208,10 @@ printf "| %-6s | %-6s | %6s | %8s | %6s | %8s | %8s | %8s | %8s | %7s | %13s | %
   size target rate/s achieved errors "p50 ms" "p99 ms" "lag p50" "lag p99" "drain" "cut CPU" "cut RSS" "app CPU" "s3rver CPU"
 echo "|--------|--------|-------:|---------:|-------:|---------:|---------:|---------:|---------:|--------:|--------------:|--------:|--------------:|--------------:|"
 # pct CPU_S: that CPU time as a share of one core over the measured span
-pct() { awk -v c="$1" -v s="$2" 'BEGIN {printf "%.1f s %3.0f%%", c, s > 0 ? 100 * c / s : 0}'; }
+pct() { awk -v c="$1" -v s="$2" 'BEGIN {printf "%.1f s %3.0f%%", c, (s > 0 ? 100 * c / s : 0)}'; }
 for spec in "64KiB:$RATE_S" "8MiB:$RATE_L"; do
   IFS=: read -r sl rate <<<"$spec"
+  [ -z "$ONLY" ] || [ "$ONLY" = "$sl" ] || continue
   for tg in direct off on; do
     out=${R[$sl,$tg,out]}
     label=$tg; [ "$tg" = direct ] || label="dw $tg"
@@ -228,6 +235,7 @@ echo "window until every document was verified. lag: the app's answer recorded -
 echo "Goals (issue 8):"
 for spec in "64KiB:$RATE_S" "8MiB:$RATE_L"; do
   IFS=: read -r sl rate <<<"$spec"
+  [ -z "$ONLY" ] || [ "$ONLY" = "$sl" ] || continue
   off99=$(field "${R[$sl,off,out]}" p99_ms); on99=$(field "${R[$sl,on,out]}" p99_ms)
   verdict=$(awk -v a="$on99" -v b="$off99" 'BEGIN { if (b + 0 <= 0) print "n/a"; else printf "%+.1f%% %s", 100 * (a - b) / b, (a <= 1.05 * b ? "met" : "NOT met") }')
   echo "  $sl: p99 with dual-write on within 5% of off: on $on99 ms vs off $off99 ms: $verdict"
@@ -239,6 +247,7 @@ for spec in "64KiB:$RATE_S" "8MiB:$RATE_L"; do
   fi
   echo "  $sl: $n documents of the window verified; not verified after the drain: $un"
 done
-if [ -s "$T/loadgen.err" ]; then
-  echo; echo "load generator errors (first lines):"; head -n 10 "$T/loadgen.err"
+if grep -q '^loadgen' "$T/loadgen.err"; then
+  echo; echo "load generator errors (first lines of each run that had some):"
+  awk '/^--/ {h = $0; n = 0; next} n++ < 3 {if (h) print h; h = ""; print}' "$T/loadgen.err"
 fi
