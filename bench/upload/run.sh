@@ -83,7 +83,9 @@ echo "starting PostgreSQL, s3rver and the example app..." >&2
 timeout 120 "$ROOT/tests/harness/services.sh" start "$T/svc" >/dev/null
 # shellcheck disable=SC1091
 . "$T/svc/env"
-PSQL=("$PG_BIN/psql" -X -q -t -A -v ON_ERROR_STOP=1)
+# every query bounded: 10 s to connect, 30 s to run
+PSQL=(env PGCONNECT_TIMEOUT=10 "PGOPTIONS=-c statement_timeout=30000" "$PG_BIN/psql" -X -q -t -A
+  -v ON_ERROR_STOP=1)
 BUCKET=cutover-bench
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -119,7 +121,7 @@ CONF
   "$BIN" proxy --config "$T/$name.json" > "$T/$name.log" 2>&1 & CPID=$!
   local i
   for i in $(seq 1 200); do
-    curl -fsS -o /dev/null "http://127.0.0.1:$adm/readyz" 2>/dev/null && break
+    curl -fsS --max-time 2 -o /dev/null "http://127.0.0.1:$adm/readyz" 2>/dev/null && break
     kill -0 "$CPID" 2>/dev/null || { cat "$T/$name.log" >&2; exit 1; }
     sleep 0.05
   done
