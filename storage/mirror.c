@@ -329,7 +329,9 @@ static void head_checked(mirror *m, struct job *j)
         .s3_etag = h->etag[0] ? h->etag : NULL,
         .s3_sha256 = h->checksum_sha256[0] ? h->checksum_sha256 : NULL,
         .detail = j->from_legacy ? "copied from the legacy store" : "copied from the spool",
+        .verified = "S3 agrees on size and checksum",
     };
+    /* copied and verified in one transaction, fenced by the lease (so by the generation) */
     if (pgstore_complete(m->store, j->doc.storage_key, j->token, DOC_COPIED, &out, &err) != 0) {
         if (err.code == CUT_ECONFLICT || err.code == CUT_ENOTFOUND) {
             after_refusal(m, j, err.msg);
@@ -340,20 +342,9 @@ static void head_checked(mirror *m, struct job *j)
         job_free(j);
         return;
     }
-    if (pgstore_transition(m->store, j->doc.storage_key, j->doc.generation, DOC_VERIFIED,
-                           "S3 agrees on size and checksum", &err) != 0) {
-        if (err.code == CUT_ECONFLICT) {
-            after_refusal(m, j, err.msg);
-            return;
-        }
-        /* stays `copied`: verification picks it up */
-        log_msgf(LOG_WARN, "mirror", "%s: copied, not marked verified: %s", j->doc.storage_key,
-                 err.msg);
-    } else {
-        count(m, &m->st.verified);
-        if (j->doc.spool_path && !m->o.keep_spool)
-            unlink(j->doc.spool_path);
-    }
+    count(m, &m->st.verified);
+    if (j->doc.spool_path && !m->o.keep_spool)
+        unlink(j->doc.spool_path);
     m->inflight--;
     job_free(j);
 }

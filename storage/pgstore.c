@@ -817,7 +817,7 @@ int pgstore_complete(pgstore *st, const char *storage_key, const char *token, en
         "  legacy_sha256 = coalesce($7, legacy_sha256), lease_owner = NULL, lease_token = NULL,\n"
         "  lease_expires = NULL, attempts = 0, last_error = NULL\n"
         "WHERE storage_key = $1";
-    struct pgstore_outcome none = {-1, NULL, NULL, NULL, NULL, NULL, NULL};
+    struct pgstore_outcome none = {.size = -1};
     PGresult *r = NULL;
     char size[24];
     const char *p[7];
@@ -851,6 +851,10 @@ int pgstore_complete(pgstore *st, const char *storage_key, const char *token, en
         goto out;
     if (!write_transition(st, storage_key, (enum doc_state)cur, to, PQgetvalue(r, 0, 1), o->detail,
                           err))
+        goto out;
+    if (o->verified && to == DOC_COPIED &&
+        !write_transition(st, storage_key, DOC_COPIED, DOC_VERIFIED, PQgetvalue(r, 0, 1),
+                          o->verified, err))
         goto out;
     if (!commit(st, "complete", err))
         goto out;

@@ -154,6 +154,9 @@ struct pgstore_outcome {
     int64_t size;
     const char *md5, *sha256, *s3_etag, *s3_sha256, *legacy_sha256;
     const char *detail; /* kept in the transitions row */
+    /* With `to` copied: the copy is verified as well, in the same transaction (no crash can
+     * leave it `copied` with nothing to pick it up again); the detail of that second step. */
+    const char *verified;
 };
 
 /* Completes a claimed document: moves it to `to` (a legal transition from its state), records

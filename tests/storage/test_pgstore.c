@@ -319,6 +319,36 @@ static bool reclaimed(void *arg)
     return r->c.n == 1;
 }
 
+/* Copied and verified in one transaction: both history rows, the verified time, no lease. */
+static void test_complete_verified(void **state)
+{
+    char *url = pgt_migrated_db("pg_verified");
+    pgstore *a = store(url);
+    cut_err err = CUT_ERR_INIT;
+    struct pgstore_claim c;
+    struct pgstore_outcome o = {.size = 3, .detail = "copied", .verified = "HEAD agrees"};
+    struct pgstore_doc d;
+
+    (void)state;
+    add_doc(a, "both", NULL);
+    assert_int_equal(pgstore_claim(a, "w", 10, 60000, &c, &err), 0);
+    assert_int_equal(c.n, 1);
+    assert_int_equal(pgstore_complete(a, "both", c.token, DOC_COPIED, &o, &err), 0);
+    assert_int_equal(pgstore_doc_get(a, "both", &d, &err), 0);
+    assert_int_equal(d.state, DOC_VERIFIED);
+    assert_non_null(d.copied_at);
+    assert_non_null(d.verified_at);
+    pgstore_doc_clear(&d);
+    assert_int_equal(pgt_count(url, "SELECT count(*) FROM cutover.transitions WHERE "
+                                    "storage_key = 'both' AND ((to_state = 'copied' AND detail = "
+                                    "'copied') OR (from_state = 'copied' AND to_state = 'verified' "
+                                    "AND detail = 'HEAD agrees'))"),
+                     2);
+    pgstore_claim_clear(&c);
+    pgstore_free(a);
+    free(url);
+}
+
 static void test_lease_expiry_fence(void **state)
 {
     char *url = pgt_migrated_db("pg_fence");
@@ -537,7 +567,8 @@ int main(void)
         cmocka_unit_test(test_transitions),        cmocka_unit_test(test_doc_get_and_counts),
         cmocka_unit_test(test_claim_skips_locked), cmocka_unit_test(test_two_claimers_never_share),
         cmocka_unit_test(test_lease_expiry_fence), cmocka_unit_test(test_fail_until_failed),
-        cmocka_unit_test(test_flag_and_audit),     cmocka_unit_test(test_connection_loss),
+        cmocka_unit_test(test_complete_verified),  cmocka_unit_test(test_flag_and_audit),
+        cmocka_unit_test(test_connection_loss),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
