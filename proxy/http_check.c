@@ -200,6 +200,9 @@ int http_check_end(struct http_check *c)
         refuse(c, 400, "invalid or repeated Content-Length");
     if (c->te_bad)
         refuse(c, 400, "Transfer-Encoding other than a single chunked");
+    /* RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 request is faulty framing */
+    if (c->nte > 0 && !c->http11)
+        refuse(c, 400, "Transfer-Encoding in an HTTP/1.0 request");
     if (c->nhost > 1)
         refuse(c, 400, "repeated Host");
     if (c->nhost == 0 && c->http11)
