@@ -53,6 +53,31 @@ static bool has_kind(const struct config *cfg, enum route_kind k)
     return false;
 }
 
+/* At start, before any upload: the spool files no document needs any more (uploads cut by a
+ * crash or a stop) are removed. Only once the journal is replayed, since its records may
+ * name spool files; with the database away, they stay until the next start. */
+static void sweep_spool(const struct config *cfg, struct dual_write *dw)
+{
+    cut_err err = CUT_ERR_INIT;
+    char **paths = NULL, *prefix = xasprintf("%s/", cfg->spool_dir);
+    size_t n = 0;
+    long removed;
+
+    if (upload_replay_journal(dw->upload, dw->replay_db, &err) < 0 ||
+        pgstore_spool_in_use(dw->replay_db, prefix, &paths, &n, &err) != 0) {
+        log_msgf(LOG_WARN, "spool", "leftover spool files kept until the next start: %s", err.msg);
+        free(prefix);
+        return;
+    }
+    removed = spool_sweep(cfg->spool_dir, paths, n);
+    if (removed > 0)
+        log_msgf(LOG_INFO, "spool", "%ld spool files no document needs were removed", removed);
+    for (size_t i = 0; i < n; i++)
+        free(paths[i]);
+    free(paths);
+    free(prefix);
+}
+
 static bool dual_write_start(const struct config *cfg, proxy *px, struct dual_write *dw,
                              cut_err *err)
 {
@@ -126,6 +151,7 @@ static bool dual_write_start(const struct config *cfg, proxy *px, struct dual_wr
     if (!dw->upload || !upload_register(dw->upload, px, err))
         goto out;
     dw->replay_db = pgstore_open(cfg->database_url);
+    sweep_spool(cfg, dw);
     ok = true;
 out:
     free(jpath);

@@ -668,6 +668,27 @@ out:
     return rc;
 }
 
+int pgstore_spool_in_use(pgstore *st, const char *prefix, char ***paths, size_t *n, cut_err *err)
+{
+    static const char sql[] =
+        "SELECT spool_path FROM cutover.documents WHERE spool_path IS NOT NULL\n"
+        "  AND state IN ('pending', 'mismatch')\n"
+        "  AND left(spool_path, length($1)) = $1";
+    const char *p[1] = {prefix};
+    PGresult *r = run(st, "spool_in_use", sql, 1, p, err);
+
+    *paths = NULL;
+    *n = 0;
+    if (r == NULL)
+        return -1;
+    *n = (size_t)PQntuples(r);
+    *paths = xcalloc(*n ? *n : 1, sizeof(char *));
+    for (size_t i = 0; i < *n; i++)
+        (*paths)[i] = xstrdup(PQgetvalue(r, (int)i, 0));
+    PQclear(r);
+    return 0;
+}
+
 int pgstore_count_states(pgstore *st, int64_t counts[DOC_NSTATES], cut_err *err)
 {
     PGresult *r;

@@ -120,6 +120,12 @@ void pgstore_doc_clear(struct pgstore_doc *d);
 int pgstore_doc_get(pgstore *st, const char *storage_key, struct pgstore_doc *out,
                     cut_err *err) CUT_MUST_USE;
 
+/* The spool files that documents still need (recorded with a spool path, not yet copied:
+ * pending or mismatch), among those whose path starts with prefix. Returns 0 with *paths a
+ * new array of new strings (*n of them; free each, then the array), or -1 with err set. */
+int pgstore_spool_in_use(pgstore *st, const char *prefix, char ***paths, size_t *n,
+                         cut_err *err) CUT_MUST_USE;
+
 /* Documents per state: counts[state] for every state. */
 int pgstore_count_states(pgstore *st, int64_t counts[DOC_NSTATES], cut_err *err) CUT_MUST_USE;
 

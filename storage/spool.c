@@ -14,6 +14,7 @@
  */
 #include "storage/spool.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -381,4 +382,35 @@ void spool_finish(spool_file *f, void (*done)(void *arg, const struct spool_resu
 void spool_discard(spool_file *f)
 {
     queue_end(f, OP_DISCARD);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+long spool_sweep(const char *dir, char *const *keep, size_t nkeep)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char **sorted;
+    long removed = 0;
+
+    if (!d)
+        return -1;
+    sorted = xcalloc(nkeep ? nkeep : 1, sizeof(char *));
+    memcpy(sorted, keep, nkeep * sizeof(char *));
+    qsort(sorted, nkeep, sizeof(char *), cmp_str);
+    while ((e = readdir(d)) != NULL) {
+        size_t len = strlen(e->d_name);
+        if (len < 6 || strcmp(e->d_name + len - 5, ".part") != 0)
+            continue;
+        char *path = xasprintf("%s/%s", dir, e->d_name);
+        if (!bsearch(&path, sorted, nkeep, sizeof(char *), cmp_str) && unlink(path) == 0)
+            removed++;
+        free(path);
+    }
+    closedir(d);
+    free(sorted);
+    return removed;
 }

@@ -71,6 +71,11 @@ void spool_finish(spool_file *f, void (*done)(void *arg, const struct spool_resu
  * writer's from here on. */
 void spool_discard(spool_file *f);
 
+/* Removes the spool files (`*.part`) in dir that are not in keep (full paths, borrowed):
+ * what uploads cut by a crash or a stop left behind. Call before any spool is open on dir.
+ * Returns the files removed, or -1 when dir cannot be read. */
+long spool_sweep(const char *dir, char *const *keep, size_t nkeep);
+
 /* Hex of n bytes into out (2n+1 bytes). */
 void spool_hex(const unsigned char *in, size_t n, char *out);
 
