@@ -12,15 +12,15 @@ cutover_test(NAME test_spool SOURCES upload/test_spool.c LIBS cutover_storage cu
   LABELS unit TIMEOUT 120)
 # Dual-write end to end: `cutover proxy` before the example app, PostgreSQL and s3rver.
 cutover_test(NAME test_dual_write SOURCES upload/test_dual_write.c
-  LIBS cutover_storage cutover_core PkgConfig::PQ PkgConfig::JANSSON PkgConfig::SSL
+  LIBS cutover_tests3 cutover_storage cutover_core PkgConfig::PQ PkgConfig::JANSSON PkgConfig::SSL
   LABELS e2e SERVICES TIMEOUT 300)
 # Dual-write's races: an overwrite or a delete while a copy is held in flight by a relay before
 # s3rver, and S3 refusing deletes.
 cutover_test(NAME test_dual_write_races SOURCES upload/test_dual_write_races.c
-  LIBS cutover_storage cutover_core PkgConfig::PQ PkgConfig::JANSSON PkgConfig::SSL
+  LIBS cutover_tests3 cutover_storage cutover_core PkgConfig::PQ PkgConfig::JANSSON PkgConfig::SSL
   LABELS e2e SERVICES TIMEOUT 300)
 # Dual-write under faults (PostgreSQL stopped, s3rver killed, cutover SIGKILLed, the spool
 # disk full), on a private instance of the services that the test starts and stops itself.
 cutover_test(NAME test_dual_write_faults SOURCES upload/test_dual_write_faults.c
-  LIBS cutover_storage cutover_core PkgConfig::PQ PkgConfig::SSL Threads::Threads
+  LIBS cutover_tests3 cutover_storage cutover_core PkgConfig::PQ PkgConfig::SSL Threads::Threads
   LABELS e2e TIMEOUT 300)

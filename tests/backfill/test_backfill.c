@@ -25,6 +25,7 @@
 #include "core/core.h"
 #include "storage/creds.h"
 #include "storage/s3.h"
+#include "tests/s3env.h"
 #include "tests/testlib.h"
 #include "tests/unit.h"
 
@@ -41,8 +42,7 @@
 
 struct env {
     char *dir;
-    struct cfg_s3 s3cfg;
-    creds_provider *creds;
+    struct test_s3 s3env;
     s3_client *s3;
     /* per test */
     char *db_url, *config;
@@ -246,34 +246,17 @@ static int compare_sample(const char *org, int step)
 
 static int group_setup(void **state)
 {
-    cut_err err = CUT_ERR_INIT;
     (void)state;
     E.dir = test_tmpdir("backfill");
-    E.s3cfg.endpoint = (char *)testenv("S3_ENDPOINT");
-    E.s3cfg.region = (char *)testenv("S3_REGION");
-    E.s3cfg.bucket = (char *)testenv("S3_BUCKET");
-    E.s3cfg.path_style = true;
-    E.s3cfg.presign_expires = 600;
-    E.s3cfg.access_key_id = (char *)testenv("S3_ACCESS_KEY");
-    E.s3cfg.secret_access_key = (char *)testenv("S3_SECRET_KEY");
-    E.s3cfg.multipart_threshold = 64ull << 20;
-    E.s3cfg.part_size = 16ull << 20;
-    E.s3cfg.max_attempts = 3;
-    E.s3cfg.retry_base_ms = 50;
-    E.s3cfg.retry_max_total_ms = 5000;
-    E.s3cfg.timeout_s = 60;
-    E.creds = creds_provider_new(&E.s3cfg, &err);
-    E.s3 = E.creds ? s3_client_new(&E.s3cfg, E.creds, &err) : NULL;
-    if (!E.s3)
-        fail_msg("s3 client: %s", err.msg);
+    test_s3_open(&E.s3env);
+    E.s3 = E.s3env.c;
     return 0;
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    s3_client_free(E.s3);
-    creds_provider_free(E.creds);
+    test_s3_close(&E.s3env);
     test_rmtree(E.dir);
     free(E.config);
     return 0;

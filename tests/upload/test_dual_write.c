@@ -11,6 +11,7 @@
  */
 #include "core/core.h"
 #include "storage/s3.h"
+#include "tests/s3env.h"
 #include "tests/testlib.h"
 #include "tests/unit.h"
 
@@ -35,8 +36,7 @@ struct env {
     pid_t pid;
     char org[64];
     PGconn *pg;
-    struct cfg_s3 s3cfg;
-    creds_provider *creds;
+    struct test_s3 s3env;
     s3_client *s3;
 };
 
@@ -82,7 +82,6 @@ static char *row_value(const char *sql, const char *key)
 static int setup(void **state)
 {
     char *cmd, *out = NULL;
-    cut_err err = CUT_ERR_INIT;
     (void)state;
 
     snprintf(E.org, sizeof(E.org), "dw-%ld", (long)getpid());
@@ -129,22 +128,8 @@ static int setup(void **state)
     E.pg = PQconnectdb(E.db_url);
     assert_int_equal(PQstatus(E.pg), CONNECTION_OK);
 
-    memset(&E.s3cfg, 0, sizeof(E.s3cfg));
-    E.s3cfg.endpoint = (char *)testenv("S3_ENDPOINT");
-    E.s3cfg.region = (char *)testenv("S3_REGION");
-    E.s3cfg.bucket = (char *)testenv("S3_BUCKET");
-    E.s3cfg.path_style = true;
-    E.s3cfg.presign_expires = 600;
-    E.s3cfg.access_key_id = (char *)testenv("S3_ACCESS_KEY");
-    E.s3cfg.secret_access_key = (char *)testenv("S3_SECRET_KEY");
-    E.s3cfg.multipart_threshold = 64ull << 20;
-    E.s3cfg.part_size = 16ull << 20;
-    E.s3cfg.max_attempts = 3;
-    E.s3cfg.retry_base_ms = 50;
-    E.s3cfg.retry_max_total_ms = 5000;
-    E.s3cfg.timeout_s = 60;
-    E.creds = creds_provider_new(&E.s3cfg, &err);
-    E.s3 = s3_client_new(&E.s3cfg, E.creds, &err);
+    test_s3_open(&E.s3env);
+    E.s3 = E.s3env.c;
     assert_non_null(E.s3);
     return 0;
 }
@@ -160,8 +145,7 @@ static int teardown(void **state)
         free(log);
         return -1;
     }
-    s3_client_free(E.s3);
-    creds_provider_free(E.creds);
+    test_s3_close(&E.s3env);
     PQfinish(E.pg);
     test_rmtree(E.dir);
     return 0;

@@ -39,6 +39,7 @@
 #include "core/core.h"
 #include "storage/journal.h"
 #include "storage/s3.h"
+#include "tests/s3env.h"
 #include "tests/testlib.h"
 #include "tests/unit.h"
 
@@ -61,8 +62,7 @@
 
 static char *G_dir;      /* this test's temporary directory */
 static char *G_services; /* the private services' directory */
-static struct cfg_s3 G_s3cfg;
-static creds_provider *G_creds;
+static struct test_s3 G_s3env;
 static s3_client *G_s3;
 
 /* One cutover process with its database, spool and config. */
@@ -128,22 +128,8 @@ static int group_setup(void **state)
     setenv("CUTOVER_TEST_ENV", env, 1);
     free(env);
 
-    memset(&G_s3cfg, 0, sizeof(G_s3cfg));
-    G_s3cfg.endpoint = (char *)testenv("S3_ENDPOINT");
-    G_s3cfg.region = (char *)testenv("S3_REGION");
-    G_s3cfg.bucket = (char *)testenv("S3_BUCKET");
-    G_s3cfg.path_style = true;
-    G_s3cfg.presign_expires = 600;
-    G_s3cfg.access_key_id = (char *)testenv("S3_ACCESS_KEY");
-    G_s3cfg.secret_access_key = (char *)testenv("S3_SECRET_KEY");
-    G_s3cfg.multipart_threshold = 64ull << 20;
-    G_s3cfg.part_size = 16ull << 20;
-    G_s3cfg.max_attempts = 3;
-    G_s3cfg.retry_base_ms = 50;
-    G_s3cfg.retry_max_total_ms = 5000;
-    G_s3cfg.timeout_s = 60;
-    G_creds = creds_provider_new(&G_s3cfg, &err);
-    G_s3 = s3_client_new(&G_s3cfg, G_creds, &err);
+    test_s3_open(&G_s3env);
+    G_s3 = G_s3env.c;
     if (!G_s3)
         fail_msg("s3 client: %s", err.msg);
     return 0;
@@ -152,8 +138,7 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     (void)state;
-    s3_client_free(G_s3);
-    creds_provider_free(G_creds);
+    test_s3_close(&G_s3env);
     services("stop");
     if (getenv("CUTOVER_TEST_KEEP"))
         fprintf(stderr, "kept %s (CUTOVER_TEST_KEEP)\n", G_dir);

@@ -18,6 +18,7 @@
  */
 #include "core/core.h"
 #include "storage/s3.h"
+#include "tests/s3env.h"
 #include "tests/testlib.h"
 #include "tests/unit.h"
 
@@ -348,8 +349,7 @@ struct env {
     pid_t pid;
     char org[64];
     PGconn *pg;
-    struct cfg_s3 s3cfg;
-    creds_provider *creds;
+    struct test_s3 s3env;
     s3_client *s3;
 };
 
@@ -396,7 +396,6 @@ static int setup(void **state)
 {
     char *cmd, *out = NULL, host[256];
     int up_port = 0;
-    cut_err err = CUT_ERR_INIT;
     (void)state;
 
     if (sscanf(testenv("S3_ENDPOINT"), "http://%255[^:]:%d", host, &up_port) != 2)
@@ -449,22 +448,8 @@ static int setup(void **state)
     assert_int_equal(PQstatus(E.pg), CONNECTION_OK);
 
     /* the test reads S3 directly, not through the relay */
-    memset(&E.s3cfg, 0, sizeof(E.s3cfg));
-    E.s3cfg.endpoint = (char *)testenv("S3_ENDPOINT");
-    E.s3cfg.region = (char *)testenv("S3_REGION");
-    E.s3cfg.bucket = (char *)testenv("S3_BUCKET");
-    E.s3cfg.path_style = true;
-    E.s3cfg.presign_expires = 600;
-    E.s3cfg.access_key_id = (char *)testenv("S3_ACCESS_KEY");
-    E.s3cfg.secret_access_key = (char *)testenv("S3_SECRET_KEY");
-    E.s3cfg.multipart_threshold = 64ull << 20;
-    E.s3cfg.part_size = 16ull << 20;
-    E.s3cfg.max_attempts = 3;
-    E.s3cfg.retry_base_ms = 50;
-    E.s3cfg.retry_max_total_ms = 5000;
-    E.s3cfg.timeout_s = 60;
-    E.creds = creds_provider_new(&E.s3cfg, &err);
-    E.s3 = s3_client_new(&E.s3cfg, E.creds, &err);
+    test_s3_open(&E.s3env);
+    E.s3 = E.s3env.c;
     assert_non_null(E.s3);
     return 0;
 }
@@ -481,8 +466,7 @@ static int teardown(void **state)
         free(log);
         return -1;
     }
-    s3_client_free(E.s3);
-    creds_provider_free(E.creds);
+    test_s3_close(&E.s3env);
     PQfinish(E.pg);
     test_rmtree(E.dir);
     return 0;
