@@ -599,10 +599,37 @@ static void refuse_illegal(cut_err *err, enum doc_state from, enum doc_state to)
             t ? t : "unknown");
 }
 
+/* Inside a transaction: the document's row locked; column 0 its state, 1 its generation.
+ * NULL with err set (CUT_ENOTFOUND for an unknown key). */
+static PGresult *lock_doc(pgstore *st, const char *where, const char *key, cut_err *err)
+{
+    const char *p[1] = {key};
+    PGresult *r = run(st, where,
+                      "SELECT state, generation FROM cutover.documents WHERE storage_key = $1 "
+                      "FOR UPDATE",
+                      1, p, err);
+    if (r != NULL && PQntuples(r) != 1) {
+        err_set(err, CUT_ENOTFOUND, where, "no document with this storage key");
+        PQclear(r);
+        r = NULL;
+    }
+    return r;
+}
+
+/* False with err set (CUT_ECONFLICT) when want (0: any) is not the current generation. */
+static bool generation_current(const char *where, int64_t want, int64_t have, cut_err *err)
+{
+    if (want == 0 || want == have)
+        return true;
+    err_set(err, CUT_ECONFLICT, where,
+            "generation %lld is stale: the document was re-recorded (generation %lld)",
+            (long long)want, (long long)have);
+    return false;
+}
+
 int pgstore_transition(pgstore *st, const char *storage_key, int64_t generation, enum doc_state to,
                        const char *detail, cut_err *err)
 {
-    const char *p[1] = {storage_key};
     PGresult *r = NULL;
     int cur, rc = -1;
     int64_t gen;
@@ -613,23 +640,13 @@ int pgstore_transition(pgstore *st, const char *storage_key, int64_t generation,
     }
     if (!begin(st, "transition", err))
         goto out;
-    r = run(st, "transition",
-            "SELECT state, generation FROM cutover.documents WHERE storage_key = $1 FOR UPDATE", 1,
-            p, err);
+    r = lock_doc(st, "transition", storage_key, err);
     if (r == NULL)
         goto out;
-    if (PQntuples(r) != 1) {
-        err_set(err, CUT_ENOTFOUND, "transition", "no document with this storage key");
-        goto out;
-    }
     cur = doc_state_parse(PQgetvalue(r, 0, 0));
     gen = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
-    if (generation != 0 && generation != gen) {
-        err_set(err, CUT_ECONFLICT, "transition",
-                "generation %lld is stale: the document was re-recorded (generation %lld)",
-                (long long)generation, (long long)gen);
+    if (!generation_current("transition", generation, gen, err))
         goto out;
-    }
     if (cur < 0 || !doc_transition_legal((enum doc_state)cur, to)) {
         refuse_illegal(err, (enum doc_state)cur, to);
         goto out;
@@ -1009,15 +1026,9 @@ int pgstore_requeue(pgstore *st, const char *storage_key, int64_t generation, co
 
     if (!begin(st, "requeue", err))
         goto out;
-    r = run(st, "requeue",
-            "SELECT state, generation FROM cutover.documents WHERE storage_key = $1 FOR UPDATE", 1,
-            p, err);
+    r = lock_doc(st, "requeue", storage_key, err);
     if (r == NULL)
         goto out;
-    if (PQntuples(r) != 1) {
-        err_set(err, CUT_ENOTFOUND, "requeue", "no document with this storage key");
-        goto out;
-    }
     cur = doc_state_parse(PQgetvalue(r, 0, 0));
     gen = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
     if (detail == NULL)
@@ -1034,13 +1045,8 @@ int pgstore_requeue(pgstore *st, const char *storage_key, int64_t generation, co
     case DOC_COPIED:
     case DOC_VERIFIED:
     case DOC_ACTIVE:
-        if (generation != 0 && generation != gen) {
-            err_set(err, CUT_ECONFLICT, "requeue",
-                    "generation %lld is stale: the document was re-recorded (generation %lld)",
-                    (long long)generation, (long long)gen);
-            goto out;
-        }
-        if (!run_ok(st, "requeue", again, 1, p, err))
+        if (!generation_current("requeue", generation, gen, err) ||
+            !run_ok(st, "requeue", again, 1, p, err))
             goto out;
         if (cur == DOC_PENDING || cur == DOC_MISMATCH) {
             if (!write_note(st, storage_key, PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), detail, err))

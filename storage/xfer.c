@@ -905,6 +905,17 @@ static void call_done(struct xreq *r)
 
 /* ---- J_PUT: one PutObject from a buffer or a file -------------------------------------- */
 
+/* The transfer's bytes are all through: its outcome gets their hashes. False when the caller
+ * gave hashes and the bytes do not have them. */
+static bool whole_hashed(struct xjob *j)
+{
+    hasher_peek(&j->whole, j->out.md5, j->out.sha256);
+    j->out.bytes = j->whole.n;
+    j->out.hashed = true;
+    return !j->have_hashes ||
+           (memcmp(j->out.md5, j->md5, 16) == 0 && memcmp(j->out.sha256, j->sha, 32) == 0);
+}
+
 static void put_done(struct xreq *r)
 {
     struct xjob *j = r->job;
@@ -915,10 +926,7 @@ static void put_done(struct xreq *r)
         job_finish(j, &r->err);
         return;
     }
-    hasher_peek(&j->whole, j->out.md5, j->out.sha256);
-    j->out.bytes = j->whole.n;
-    j->out.hashed = true;
-    if (j->have_hashes && (memcmp(j->out.md5, j->md5, 16) || memcmp(j->out.sha256, j->sha, 32)))
+    if (!whole_hashed(j))
         err_set(&err, CUT_ECONFLICT, "xfer", "PUT %s: the bytes sent differ from their hashes",
                 j->key);
     else if (!j->have_hashes && j->e->lim.etag_is_md5 && !etag_matches(r->res.etag, j->out.md5))
@@ -1314,10 +1322,7 @@ static void fetch_done(struct xreq *r)
         job_finish(j, &r->err);
         return;
     }
-    hasher_peek(&j->whole, j->out.md5, j->out.sha256);
-    j->out.bytes = j->whole.n;
-    j->out.hashed = true;
-    if (j->have_hashes && (memcmp(j->out.md5, j->md5, 16) || memcmp(j->out.sha256, j->sha, 32)))
+    if (!whole_hashed(j))
         err_set(&err, CUT_ECONFLICT, "xfer", "%s: the bytes read differ from the expected hashes",
                 j->src_key);
     job_finish(j, &err);
