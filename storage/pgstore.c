@@ -14,18 +14,12 @@
  * replicas starting together serialise there, and the second finds the work done. The version
  * table lives in the schema itself, so dropping the schema resets everything.
  */
-#include "storage/pgstore.h"
+#include "storage/pgstore_int.h"
 
-#include <libpq-fe.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-struct pgstore {
-    PGconn *conn;
-    char *url;
-};
 
 /* ---- the state machine: the one table of legal transitions ---------------------------------- */
 
@@ -260,7 +254,7 @@ int pgstore_backend_pid(pgstore *st)
     return st->conn ? PQbackendPID(st->conn) : 0;
 }
 
-static bool ensure(pgstore *st, cut_err *err)
+bool pgs_ensure(pgstore *st, cut_err *err)
 {
     if (st->conn != NULL && PQstatus(st->conn) == CONNECTION_OK)
         return true;
@@ -270,7 +264,7 @@ static bool ensure(pgstore *st, cut_err *err)
 }
 
 /* After a failure: a bad connection is dropped so that the next call reconnects. */
-static void after_failure(pgstore *st)
+void pgs_after_failure(pgstore *st)
 {
     if (st->conn != NULL && PQstatus(st->conn) == CONNECTION_BAD) {
         PQfinish(st->conn);
@@ -280,14 +274,14 @@ static void after_failure(pgstore *st)
 
 /* Runs one parameterised statement; returns its result (PQclear()) when its status is
  * COMMAND_OK or TUPLES_OK, or NULL with err set. */
-static PGresult *run(pgstore *st, const char *where, const char *sql, int n,
-                     const char *const *params, cut_err *err)
+PGresult *pgs_run(pgstore *st, const char *where, const char *sql, int n, const char *const *params,
+                  cut_err *err)
 {
     PGresult *r;
     ExecStatusType s;
     char msg[400];
 
-    if (!ensure(st, err))
+    if (!pgs_ensure(st, err))
         return NULL;
     r = PQexecParams(st->conn, sql, n, NULL, params, NULL, NULL, 0);
     s = PQresultStatus(r);
@@ -296,37 +290,37 @@ static PGresult *run(pgstore *st, const char *where, const char *sql, int n,
     pq_message(st->conn, msg, sizeof(msg));
     err_set(err, CUT_EDB, where, "%s", msg);
     PQclear(r);
-    after_failure(st);
+    pgs_after_failure(st);
     return NULL;
 }
 
-static bool run_ok(pgstore *st, const char *where, const char *sql, int n,
-                   const char *const *params, cut_err *err)
+bool pgs_run_ok(pgstore *st, const char *where, const char *sql, int n, const char *const *params,
+                cut_err *err)
 {
-    PGresult *r = run(st, where, sql, n, params, err);
+    PGresult *r = pgs_run(st, where, sql, n, params, err);
     PQclear(r);
     return r != NULL;
 }
 
-static bool begin(pgstore *st, const char *where, cut_err *err)
+bool pgs_begin(pgstore *st, const char *where, cut_err *err)
 {
-    return run_ok(st, where, "BEGIN", 0, NULL, err);
+    return pgs_run_ok(st, where, "BEGIN", 0, NULL, err);
 }
 
-static bool commit(pgstore *st, const char *where, cut_err *err)
+bool pgs_commit(pgstore *st, const char *where, cut_err *err)
 {
-    return run_ok(st, where, "COMMIT", 0, NULL, err);
+    return pgs_run_ok(st, where, "COMMIT", 0, NULL, err);
 }
 
-static void rollback(pgstore *st)
+void pgs_rollback(pgstore *st)
 {
     if (st->conn != NULL && PQtransactionStatus(st->conn) != PQTRANS_IDLE) {
         PQclear(PQexec(st->conn, "ROLLBACK"));
-        after_failure(st);
+        pgs_after_failure(st);
     }
 }
 
-static char *dup_or_null(const PGresult *r, int row, int col)
+char *pgs_dup(const PGresult *r, int row, int col)
 {
     return PQgetisnull(r, row, col) ? NULL : xstrdup(PQgetvalue(r, row, col));
 }
@@ -343,7 +337,8 @@ int pgstore_schema_version(pgstore *st, cut_err *err)
     PGresult *r;
     int v = -1;
 
-    r = run(st, "schema", "SELECT to_regclass('cutover.schema_version') IS NOT NULL", 0, NULL, err);
+    r = pgs_run(st, "schema", "SELECT to_regclass('cutover.schema_version') IS NOT NULL", 0, NULL,
+                err);
     if (r == NULL || PQntuples(r) != 1)
         goto out;
     if (strcmp(PQgetvalue(r, 0, 0), "t") != 0) {
@@ -351,8 +346,8 @@ int pgstore_schema_version(pgstore *st, cut_err *err)
         goto out;
     }
     PQclear(r);
-    r = run(st, "schema", "SELECT coalesce(max(version), 0) FROM cutover.schema_version", 0, NULL,
-            err);
+    r = pgs_run(st, "schema", "SELECT coalesce(max(version), 0) FROM cutover.schema_version", 0,
+                NULL, err);
     if (r == NULL || PQntuples(r) != 1)
         goto out;
     v = atoi(PQgetvalue(r, 0, 0));
@@ -368,10 +363,10 @@ int pgstore_migrate(pgstore *st, int *from, int *to, cut_err *err)
 {
     int cur, rc = -1;
 
-    if (!begin(st, "migrate", err))
+    if (!pgs_begin(st, "migrate", err))
         goto out;
-    if (!run_ok(st, "migrate", "SELECT pg_advisory_xact_lock(" STR(PGSTORE_MIGRATION_LOCK) ")", 0,
-                NULL, err))
+    if (!pgs_run_ok(st, "migrate", "SELECT pg_advisory_xact_lock(" STR(PGSTORE_MIGRATION_LOCK) ")",
+                    0, NULL, err))
         goto out;
     {
         /* several statements in one string: only the simple protocol takes that */
@@ -422,71 +417,59 @@ int pgstore_migrate(pgstore *st, int *from, int *to, cut_err *err)
         snprintf(vtext, sizeof(vtext), "%d", m->version);
         params[0] = vtext;
         params[1] = m->name;
-        if (!run_ok(st, where, "INSERT INTO cutover.schema_version (version, name) VALUES ($1, $2)",
-                    2, params, err))
+        if (!pgs_run_ok(st, where,
+                        "INSERT INTO cutover.schema_version (version, name) VALUES ($1, $2)", 2,
+                        params, err))
             goto out;
         cur = m->version;
     }
-    if (!commit(st, "migrate", err))
+    if (!pgs_commit(st, "migrate", err))
         goto out;
     if (to)
         *to = cur;
     rc = 0;
 out:
-    rollback(st);
+    pgs_rollback(st);
     if (rc != 0)
-        after_failure(st);
+        pgs_after_failure(st);
     return rc;
 }
 
 /* ---- documents ------------------------------------------------------------------------------ */
 
 /* The columns of a document row, times as ISO 8601 text (to_json's form). */
-#define DOC_COLS                                                                                   \
-    "storage_key, s3_key, origin, vars::text, spool_path, state, generation, size, md5, "          \
-    "sha256, s3_etag, s3_sha256, legacy_sha256, attempts, last_error, "                            \
-    "to_json(next_attempt_at)#>>'{}', "                                                            \
-    "to_json(created_at)#>>'{}', "                                                                 \
-    "to_json(updated_at)#>>'{}', "                                                                 \
-    "to_json(copied_at)#>>'{}', "                                                                  \
-    "to_json(verified_at)#>>'{}', "                                                                \
-    "to_json(activated_at)#>>'{}', "                                                               \
-    "to_json(mismatch_at)#>>'{}', "                                                                \
-    "to_json(failed_at)#>>'{}', "                                                                  \
-    "to_json(deleted_at)#>>'{}', content_type, filename"
-
-static void doc_from_row(const PGresult *r, int row, struct pgstore_doc *d)
+void pgs_doc_from_row(const PGresult *r, int row, struct pgstore_doc *d)
 {
     int st;
 
     memset(d, 0, sizeof(*d));
-    d->storage_key = dup_or_null(r, row, 0);
-    d->s3_key = dup_or_null(r, row, 1);
-    d->origin = dup_or_null(r, row, 2);
-    d->vars = dup_or_null(r, row, 3);
-    d->spool_path = dup_or_null(r, row, 4);
+    d->storage_key = pgs_dup(r, row, 0);
+    d->s3_key = pgs_dup(r, row, 1);
+    d->origin = pgs_dup(r, row, 2);
+    d->vars = pgs_dup(r, row, 3);
+    d->spool_path = pgs_dup(r, row, 4);
     st = doc_state_parse(PQgetvalue(r, row, 5));
     d->state = st < 0 ? DOC_PENDING : (enum doc_state)st;
     d->generation = strtoll(PQgetvalue(r, row, 6), NULL, 10);
     d->size = PQgetisnull(r, row, 7) ? -1 : strtoll(PQgetvalue(r, row, 7), NULL, 10);
-    d->md5 = dup_or_null(r, row, 8);
-    d->sha256 = dup_or_null(r, row, 9);
-    d->s3_etag = dup_or_null(r, row, 10);
-    d->s3_sha256 = dup_or_null(r, row, 11);
-    d->legacy_sha256 = dup_or_null(r, row, 12);
+    d->md5 = pgs_dup(r, row, 8);
+    d->sha256 = pgs_dup(r, row, 9);
+    d->s3_etag = pgs_dup(r, row, 10);
+    d->s3_sha256 = pgs_dup(r, row, 11);
+    d->legacy_sha256 = pgs_dup(r, row, 12);
     d->attempts = atoi(PQgetvalue(r, row, 13));
-    d->last_error = dup_or_null(r, row, 14);
-    d->next_attempt_at = dup_or_null(r, row, 15);
-    d->created_at = dup_or_null(r, row, 16);
-    d->updated_at = dup_or_null(r, row, 17);
-    d->copied_at = dup_or_null(r, row, 18);
-    d->verified_at = dup_or_null(r, row, 19);
-    d->activated_at = dup_or_null(r, row, 20);
-    d->mismatch_at = dup_or_null(r, row, 21);
-    d->failed_at = dup_or_null(r, row, 22);
-    d->deleted_at = dup_or_null(r, row, 23);
-    d->content_type = dup_or_null(r, row, 24);
-    d->filename = dup_or_null(r, row, 25);
+    d->last_error = pgs_dup(r, row, 14);
+    d->next_attempt_at = pgs_dup(r, row, 15);
+    d->created_at = pgs_dup(r, row, 16);
+    d->updated_at = pgs_dup(r, row, 17);
+    d->copied_at = pgs_dup(r, row, 18);
+    d->verified_at = pgs_dup(r, row, 19);
+    d->activated_at = pgs_dup(r, row, 20);
+    d->mismatch_at = pgs_dup(r, row, 21);
+    d->failed_at = pgs_dup(r, row, 22);
+    d->deleted_at = pgs_dup(r, row, 23);
+    d->content_type = pgs_dup(r, row, 24);
+    d->filename = pgs_dup(r, row, 25);
 }
 
 void pgstore_doc_clear(struct pgstore_doc *d)
@@ -552,7 +535,7 @@ int pgstore_upsert(pgstore *st, const struct pgstore_doc_in *d, int64_t *generat
     p[8] = d->content_type;
     p[9] = d->filename;
     p[10] = d->failed_reason;
-    r = run(st, "upsert", sql, 11, p, err);
+    r = pgs_run(st, "upsert", sql, 11, p, err);
     if (r == NULL)
         return -1;
     if (generation)
@@ -562,8 +545,8 @@ int pgstore_upsert(pgstore *st, const struct pgstore_doc_in *d, int64_t *generat
 }
 
 /* Inside a transaction, the row locked: the state change with its time, and its history. */
-static bool write_transition(pgstore *st, const char *key, enum doc_state from, enum doc_state to,
-                             const char *gen, const char *detail, cut_err *err)
+bool pgs_write_transition(pgstore *st, const char *key, enum doc_state from, enum doc_state to,
+                          const char *gen, const char *detail, cut_err *err)
 {
     static const char upd[] =
         "UPDATE cutover.documents SET state = $2, updated_at = now(),\n"
@@ -582,16 +565,16 @@ static bool write_transition(pgstore *st, const char *key, enum doc_state from, 
                               "to_state, detail, generation) VALUES ($1, $2, $3, $4, $5)";
     const char *p[5] = {key, doc_state_name(to)};
 
-    if (!run_ok(st, "transition", upd, 2, p, err))
+    if (!pgs_run_ok(st, "transition", upd, 2, p, err))
         return false;
     p[1] = doc_state_name(from);
     p[2] = doc_state_name(to);
     p[3] = detail;
     p[4] = gen;
-    return run_ok(st, "transition", ins, 5, p, err);
+    return pgs_run_ok(st, "transition", ins, 5, p, err);
 }
 
-static void refuse_illegal(cut_err *err, enum doc_state from, enum doc_state to)
+void pgs_refuse_illegal(cut_err *err, enum doc_state from, enum doc_state to)
 {
     const char *f = doc_state_name(from), *t = doc_state_name(to);
 
@@ -601,13 +584,13 @@ static void refuse_illegal(cut_err *err, enum doc_state from, enum doc_state to)
 
 /* Inside a transaction: the document's row locked; column 0 its state, 1 its generation.
  * NULL with err set (CUT_ENOTFOUND for an unknown key). */
-static PGresult *lock_doc(pgstore *st, const char *where, const char *key, cut_err *err)
+PGresult *pgs_lock_doc(pgstore *st, const char *where, const char *key, cut_err *err)
 {
     const char *p[1] = {key};
-    PGresult *r = run(st, where,
-                      "SELECT state, generation FROM cutover.documents WHERE storage_key = $1 "
-                      "FOR UPDATE",
-                      1, p, err);
+    PGresult *r = pgs_run(st, where,
+                          "SELECT state, generation FROM cutover.documents WHERE storage_key = $1 "
+                          "FOR UPDATE",
+                          1, p, err);
     if (r != NULL && PQntuples(r) != 1) {
         err_set(err, CUT_ENOTFOUND, where, "no document with this storage key");
         PQclear(r);
@@ -617,7 +600,7 @@ static PGresult *lock_doc(pgstore *st, const char *where, const char *key, cut_e
 }
 
 /* False with err set (CUT_ECONFLICT) when want (0: any) is not the current generation. */
-static bool generation_current(const char *where, int64_t want, int64_t have, cut_err *err)
+bool pgs_generation_current(const char *where, int64_t want, int64_t have, cut_err *err)
 {
     if (want == 0 || want == have)
         return true;
@@ -638,28 +621,28 @@ int pgstore_transition(pgstore *st, const char *storage_key, int64_t generation,
         err_set(err, CUT_EINVAL, "transition", "unknown state %d", (int)to);
         return -1;
     }
-    if (!begin(st, "transition", err))
+    if (!pgs_begin(st, "transition", err))
         goto out;
-    r = lock_doc(st, "transition", storage_key, err);
+    r = pgs_lock_doc(st, "transition", storage_key, err);
     if (r == NULL)
         goto out;
     cur = doc_state_parse(PQgetvalue(r, 0, 0));
     gen = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
-    if (!generation_current("transition", generation, gen, err))
+    if (!pgs_generation_current("transition", generation, gen, err))
         goto out;
     if (cur < 0 || !doc_transition_legal((enum doc_state)cur, to)) {
-        refuse_illegal(err, (enum doc_state)cur, to);
+        pgs_refuse_illegal(err, (enum doc_state)cur, to);
         goto out;
     }
-    if (!write_transition(st, storage_key, (enum doc_state)cur, to, PQgetvalue(r, 0, 1), detail,
-                          err))
+    if (!pgs_write_transition(st, storage_key, (enum doc_state)cur, to, PQgetvalue(r, 0, 1), detail,
+                              err))
         goto out;
-    if (!commit(st, "transition", err))
+    if (!pgs_commit(st, "transition", err))
         goto out;
     rc = 0;
 out:
     PQclear(r);
-    rollback(st);
+    pgs_rollback(st);
     return rc;
 }
 
@@ -670,15 +653,15 @@ int pgstore_doc_get(pgstore *st, const char *storage_key, struct pgstore_doc *ou
     int rc = -1;
 
     memset(out, 0, sizeof(*out));
-    r = run(st, "document", "SELECT " DOC_COLS " FROM cutover.documents WHERE storage_key = $1", 1,
-            p, err);
+    r = pgs_run(st, "document", "SELECT " DOC_COLS " FROM cutover.documents WHERE storage_key = $1",
+                1, p, err);
     if (r == NULL)
         return -1;
     if (PQntuples(r) != 1) {
         err_set(err, CUT_ENOTFOUND, "document", "no document with this storage key");
         goto out;
     }
-    doc_from_row(r, 0, out);
+    pgs_doc_from_row(r, 0, out);
     rc = 0;
 out:
     PQclear(r);
@@ -692,7 +675,7 @@ int pgstore_spool_in_use(pgstore *st, const char *prefix, char ***paths, size_t 
         "  AND state IN ('pending', 'mismatch')\n"
         "  AND left(spool_path, length($1)) = $1";
     const char *p[1] = {prefix};
-    PGresult *r = run(st, "spool_in_use", sql, 1, p, err);
+    PGresult *r = pgs_run(st, "spool_in_use", sql, 1, p, err);
 
     *paths = NULL;
     *n = 0;
@@ -712,8 +695,8 @@ int pgstore_count_states(pgstore *st, int64_t counts[DOC_NSTATES], cut_err *err)
 
     for (int i = 0; i < DOC_NSTATES; i++)
         counts[i] = 0;
-    r = run(st, "count", "SELECT state, count(*) FROM cutover.documents GROUP BY state", 0, NULL,
-            err);
+    r = pgs_run(st, "count", "SELECT state, count(*) FROM cutover.documents GROUP BY state", 0,
+                NULL, err);
     if (r == NULL)
         return -1;
     for (int i = 0; i < PQntuples(r); i++) {
@@ -780,13 +763,13 @@ int pgstore_claim(pgstore *st, const char *owner, size_t max, int lease_ms,
     p[1] = out->token;
     p[2] = lim;
     p[3] = ms;
-    r = run(st, "claim", sql, 4, p, err);
+    r = pgs_run(st, "claim", sql, 4, p, err);
     if (r == NULL)
         return -1;
     out->n = (size_t)PQntuples(r);
     out->docs = out->n ? xcalloc(out->n, sizeof(*out->docs)) : NULL;
     for (size_t i = 0; i < out->n; i++)
-        doc_from_row(r, (int)i, &out->docs[i]);
+        pgs_doc_from_row(r, (int)i, &out->docs[i]);
     PQclear(r);
     return 0;
 }
@@ -800,11 +783,11 @@ int pgstore_renew(pgstore *st, const char *storage_key, const char *token, int l
     int rc = -1;
 
     snprintf(ms, sizeof(ms), "%d", lease_ms);
-    r = run(st, "renew",
-            "UPDATE cutover.documents SET lease_expires = clock_timestamp() + $3::bigint * "
-            "interval '1 millisecond' WHERE storage_key = $1 AND lease_token = $2 AND "
-            "lease_expires > clock_timestamp()",
-            3, p, err);
+    r = pgs_run(st, "renew",
+                "UPDATE cutover.documents SET lease_expires = clock_timestamp() + $3::bigint * "
+                "interval '1 millisecond' WHERE storage_key = $1 AND lease_token = $2 AND "
+                "lease_expires > clock_timestamp()",
+                3, p, err);
     if (r == NULL)
         return -1;
     if (strcmp(PQcmdTuples(r), "1") != 0)
@@ -817,17 +800,17 @@ int pgstore_renew(pgstore *st, const char *storage_key, const char *token, int l
 
 /* Inside a transaction: locks the row and checks the fence. Returns the row (state,
  * generation, attempts) or NULL with err set. */
-static PGresult *lock_fenced(pgstore *st, const char *where, const char *key, const char *token,
-                             cut_err *err)
+PGresult *pgs_lock_fenced(pgstore *st, const char *where, const char *key, const char *token,
+                          cut_err *err)
 {
     const char *p[2] = {key, token};
     PGresult *r;
 
-    r = run(st, where,
-            "SELECT state, generation, attempts, lease_token IS NOT DISTINCT FROM $2 AND "
-            "lease_expires > clock_timestamp() FROM cutover.documents WHERE storage_key = $1 "
-            "FOR UPDATE",
-            2, p, err);
+    r = pgs_run(st, where,
+                "SELECT state, generation, attempts, lease_token IS NOT DISTINCT FROM $2 AND "
+                "lease_expires > clock_timestamp() FROM cutover.documents WHERE storage_key = $1 "
+                "FOR UPDATE",
+                2, p, err);
     if (r == NULL)
         return NULL;
     if (PQntuples(r) != 1) {
@@ -867,14 +850,14 @@ int pgstore_complete(pgstore *st, const char *storage_key, const char *token, en
         err_set(err, CUT_EINVAL, "complete", "unknown state %d", (int)to);
         return -1;
     }
-    if (!begin(st, "complete", err))
+    if (!pgs_begin(st, "complete", err))
         goto out;
-    r = lock_fenced(st, "complete", storage_key, token, err);
+    r = pgs_lock_fenced(st, "complete", storage_key, token, err);
     if (r == NULL)
         goto out;
     cur = doc_state_parse(PQgetvalue(r, 0, 0));
     if (cur < 0 || !doc_transition_legal((enum doc_state)cur, to)) {
-        refuse_illegal(err, (enum doc_state)cur, to);
+        pgs_refuse_illegal(err, (enum doc_state)cur, to);
         goto out;
     }
     snprintf(size, sizeof(size), "%lld", (long long)o->size);
@@ -885,21 +868,21 @@ int pgstore_complete(pgstore *st, const char *storage_key, const char *token, en
     p[4] = o->s3_etag;
     p[5] = o->s3_sha256;
     p[6] = o->legacy_sha256;
-    if (!run_ok(st, "complete", upd, 7, p, err))
+    if (!pgs_run_ok(st, "complete", upd, 7, p, err))
         goto out;
-    if (!write_transition(st, storage_key, (enum doc_state)cur, to, PQgetvalue(r, 0, 1), o->detail,
-                          err))
+    if (!pgs_write_transition(st, storage_key, (enum doc_state)cur, to, PQgetvalue(r, 0, 1),
+                              o->detail, err))
         goto out;
     if (o->verified && to == DOC_COPIED &&
-        !write_transition(st, storage_key, DOC_COPIED, DOC_VERIFIED, PQgetvalue(r, 0, 1),
-                          o->verified, err))
+        !pgs_write_transition(st, storage_key, DOC_COPIED, DOC_VERIFIED, PQgetvalue(r, 0, 1),
+                              o->verified, err))
         goto out;
-    if (!commit(st, "complete", err))
+    if (!pgs_commit(st, "complete", err))
         goto out;
     rc = 0;
 out:
     PQclear(r);
-    rollback(st);
+    pgs_rollback(st);
     return rc;
 }
 
@@ -926,9 +909,9 @@ int pgstore_fail_backoff(pgstore *st, const char *storage_key, const char *token
     int cur, attempts, rc = -1;
     long long d, cap = max_backoff_ms > 0 ? max_backoff_ms : 3600000;
 
-    if (!begin(st, "fail", err))
+    if (!pgs_begin(st, "fail", err))
         goto out;
-    r = lock_fenced(st, "fail", storage_key, token, err);
+    r = pgs_lock_fenced(st, "fail", storage_key, token, err);
     if (r == NULL)
         goto out;
     cur = doc_state_parse(PQgetvalue(r, 0, 0));
@@ -944,23 +927,23 @@ int pgstore_fail_backoff(pgstore *st, const char *storage_key, const char *token
     p[1] = natt;
     p[2] = reason ? reason : "unknown error";
     p[3] = delay;
-    if (!run_ok(st, "fail", upd, 4, p, err))
+    if (!pgs_run_ok(st, "fail", upd, 4, p, err))
         goto out;
     if (attempts >= max_attempts && cur >= 0 &&
         doc_transition_legal((enum doc_state)cur, DOC_FAILED)) {
-        if (!write_transition(st, storage_key, (enum doc_state)cur, DOC_FAILED, PQgetvalue(r, 0, 1),
-                              p[2], err))
+        if (!pgs_write_transition(st, storage_key, (enum doc_state)cur, DOC_FAILED,
+                                  PQgetvalue(r, 0, 1), p[2], err))
             goto out;
         cur = DOC_FAILED;
     }
-    if (!commit(st, "fail", err))
+    if (!pgs_commit(st, "fail", err))
         goto out;
     if (state)
         *state = (enum doc_state)cur;
     rc = 0;
 out:
     PQclear(r);
-    rollback(st);
+    pgs_rollback(st);
     return rc;
 }
 
@@ -970,10 +953,10 @@ static bool write_note(pgstore *st, const char *key, const char *state, const ch
                        const char *detail, cut_err *err)
 {
     const char *p[5] = {key, state, state, detail, gen};
-    return run_ok(st, "note",
-                  "INSERT INTO cutover.transitions (storage_key, from_state, to_state, detail, "
-                  "generation) VALUES ($1, $2, $3, $4, $5)",
-                  5, p, err);
+    return pgs_run_ok(st, "note",
+                      "INSERT INTO cutover.transitions (storage_key, from_state, to_state, detail, "
+                      "generation) VALUES ($1, $2, $3, $4, $5)",
+                      5, p, err);
 }
 
 int pgstore_removed(pgstore *st, const char *storage_key, const char *token, const char *detail,
@@ -983,9 +966,9 @@ int pgstore_removed(pgstore *st, const char *storage_key, const char *token, con
     PGresult *r = NULL;
     int rc = -1;
 
-    if (!begin(st, "removed", err))
+    if (!pgs_begin(st, "removed", err))
         goto out;
-    r = lock_fenced(st, "removed", storage_key, token, err);
+    r = pgs_lock_fenced(st, "removed", storage_key, token, err);
     if (r == NULL)
         goto out;
     if (doc_state_parse(PQgetvalue(r, 0, 0)) != DOC_DELETED) {
@@ -994,21 +977,22 @@ int pgstore_removed(pgstore *st, const char *storage_key, const char *token, con
                 PQgetvalue(r, 0, 0));
         goto out;
     }
-    if (!run_ok(st, "removed",
-                "UPDATE cutover.documents SET next_attempt_at = 'infinity', lease_owner = NULL,\n"
-                "  lease_token = NULL, lease_expires = NULL, attempts = 0, last_error = NULL,\n"
-                "  updated_at = now() WHERE storage_key = $1",
-                1, p, err))
+    if (!pgs_run_ok(
+            st, "removed",
+            "UPDATE cutover.documents SET next_attempt_at = 'infinity', lease_owner = NULL,\n"
+            "  lease_token = NULL, lease_expires = NULL, attempts = 0, last_error = NULL,\n"
+            "  updated_at = now() WHERE storage_key = $1",
+            1, p, err))
         goto out;
     if (!write_note(st, storage_key, "deleted", PQgetvalue(r, 0, 1),
                     detail ? detail : "the S3 object was removed", err))
         goto out;
-    if (!commit(st, "removed", err))
+    if (!pgs_commit(st, "removed", err))
         goto out;
     rc = 0;
 out:
     PQclear(r);
-    rollback(st);
+    pgs_rollback(st);
     return rc;
 }
 
@@ -1024,9 +1008,9 @@ int pgstore_requeue(pgstore *st, const char *storage_key, int64_t generation, co
     int cur, rc = -1;
     int64_t gen;
 
-    if (!begin(st, "requeue", err))
+    if (!pgs_begin(st, "requeue", err))
         goto out;
-    r = lock_doc(st, "requeue", storage_key, err);
+    r = pgs_lock_doc(st, "requeue", storage_key, err);
     if (r == NULL)
         goto out;
     cur = doc_state_parse(PQgetvalue(r, 0, 0));
@@ -1036,7 +1020,7 @@ int pgstore_requeue(pgstore *st, const char *storage_key, int64_t generation, co
     switch (cur) {
     case DOC_DELETED:
         /* whatever the generation: the object must go */
-        if (!run_ok(st, "requeue", again, 1, p, err) ||
+        if (!pgs_run_ok(st, "requeue", again, 1, p, err) ||
             !write_note(st, storage_key, "deleted", PQgetvalue(r, 0, 1), detail, err))
             goto out;
         break;
@@ -1045,15 +1029,15 @@ int pgstore_requeue(pgstore *st, const char *storage_key, int64_t generation, co
     case DOC_COPIED:
     case DOC_VERIFIED:
     case DOC_ACTIVE:
-        if (!generation_current("requeue", generation, gen, err) ||
-            !run_ok(st, "requeue", again, 1, p, err))
+        if (!pgs_generation_current("requeue", generation, gen, err) ||
+            !pgs_run_ok(st, "requeue", again, 1, p, err))
             goto out;
         if (cur == DOC_PENDING || cur == DOC_MISMATCH) {
             if (!write_note(st, storage_key, PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), detail, err))
                 goto out;
         } else {
-            if (!write_transition(st, storage_key, (enum doc_state)cur, DOC_MISMATCH,
-                                  PQgetvalue(r, 0, 1), detail, err))
+            if (!pgs_write_transition(st, storage_key, (enum doc_state)cur, DOC_MISMATCH,
+                                      PQgetvalue(r, 0, 1), detail, err))
                 goto out;
             cur = DOC_MISMATCH;
         }
@@ -1061,14 +1045,14 @@ int pgstore_requeue(pgstore *st, const char *storage_key, int64_t generation, co
     default:
         break; /* failed: retried on demand only */
     }
-    if (!commit(st, "requeue", err))
+    if (!pgs_commit(st, "requeue", err))
         goto out;
     if (state)
         *state = (enum doc_state)cur;
     rc = 0;
 out:
     PQclear(r);
-    rollback(st);
+    pgs_rollback(st);
     return rc;
 }
 
@@ -1086,7 +1070,7 @@ int pgstore_flags_get(pgstore *st, json_t **out, cut_err *err)
 
     *out = NULL;
     snprintf(lim, sizeof(lim), "%d", PGSTORE_FLAGS_MAX + 1);
-    r = run(st, "flags", sql, 1, p, err);
+    r = pgs_run(st, "flags", sql, 1, p, err);
     if (r == NULL)
         return -1;
     if (PQntuples(r) > PGSTORE_FLAGS_MAX) {
@@ -1127,36 +1111,36 @@ int pgstore_flag_set(pgstore *st, const char *name, const char *value, const cha
     PGresult *r = NULL;
     int rc = -1;
 
-    if (!begin(st, "flag", err))
+    if (!pgs_begin(st, "flag", err))
         goto out;
-    r = run(st, "flag", "SELECT value::text FROM cutover.flags WHERE name = $1 FOR UPDATE", 1, p,
-            err);
+    r = pgs_run(st, "flag", "SELECT value::text FROM cutover.flags WHERE name = $1 FOR UPDATE", 1,
+                p, err);
     if (r == NULL)
         goto out;
     p[1] = value;
     p[2] = actor ? actor : "unknown";
-    if (!run_ok(st, "flag",
-                "INSERT INTO cutover.flags (name, value, updated_at, updated_by) "
-                "VALUES ($1, $2::jsonb, now(), $3) ON CONFLICT (name) DO UPDATE SET "
-                "value = EXCLUDED.value, updated_at = now(), updated_by = EXCLUDED.updated_by",
-                3, p, err))
+    if (!pgs_run_ok(st, "flag",
+                    "INSERT INTO cutover.flags (name, value, updated_at, updated_by) "
+                    "VALUES ($1, $2::jsonb, now(), $3) ON CONFLICT (name) DO UPDATE SET "
+                    "value = EXCLUDED.value, updated_at = now(), updated_by = EXCLUDED.updated_by",
+                    3, p, err))
         goto out;
     p[0] = p[2];
     p[1] = name;
     p[2] = PQntuples(r) == 1 ? PQgetvalue(r, 0, 0) : NULL;
     p[3] = value;
     p[4] = reason;
-    if (!run_ok(st, "flag",
-                "INSERT INTO cutover.audit (actor, action, flag, old, new, reason) "
-                "VALUES ($1, 'flag_set', $2, $3::jsonb, $4::jsonb, $5)",
-                5, p, err))
+    if (!pgs_run_ok(st, "flag",
+                    "INSERT INTO cutover.audit (actor, action, flag, old, new, reason) "
+                    "VALUES ($1, 'flag_set', $2, $3::jsonb, $4::jsonb, $5)",
+                    5, p, err))
         goto out;
-    if (!commit(st, "flag", err))
+    if (!pgs_commit(st, "flag", err))
         goto out;
     rc = 0;
 out:
     PQclear(r);
-    rollback(st);
+    pgs_rollback(st);
     return rc;
 }
 
@@ -1167,40 +1151,40 @@ int pgstore_flags_init(pgstore *st, const json_t *values, const char *actor, int
     json_t *v;
     int n = 0, rc = -1;
 
-    if (!begin(st, "flags init", err))
+    if (!pgs_begin(st, "flags init", err))
         goto out;
     json_object_foreach((json_t *)values, name, v)
     {
         char *text = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
         const char *p[3] = {name, text, actor ? actor : "config"};
-        PGresult *r = run(st, "flags init",
-                          "INSERT INTO cutover.flags (name, value, updated_by) VALUES ($1, "
-                          "$2::jsonb, $3) ON CONFLICT (name) DO NOTHING RETURNING name",
-                          3, p, err);
+        PGresult *r = pgs_run(st, "flags init",
+                              "INSERT INTO cutover.flags (name, value, updated_by) VALUES ($1, "
+                              "$2::jsonb, $3) ON CONFLICT (name) DO NOTHING RETURNING name",
+                              3, p, err);
         bool ok = r != NULL;
         bool inserted = ok && PQntuples(r) == 1;
 
         PQclear(r);
         if (inserted) {
             const char *a[3] = {p[2], name, text};
-            ok = run_ok(st, "flags init",
-                        "INSERT INTO cutover.audit (actor, action, flag, new, reason) VALUES "
-                        "($1, 'flag_init', $2, $3::jsonb, 'initial value from the "
-                        "configuration')",
-                        3, a, err);
+            ok = pgs_run_ok(st, "flags init",
+                            "INSERT INTO cutover.audit (actor, action, flag, new, reason) VALUES "
+                            "($1, 'flag_init', $2, $3::jsonb, 'initial value from the "
+                            "configuration')",
+                            3, a, err);
             n++;
         }
         free(text);
         if (!ok)
             goto out;
     }
-    if (!commit(st, "flags init", err))
+    if (!pgs_commit(st, "flags init", err))
         goto out;
     if (written)
         *written = n;
     rc = 0;
 out:
-    rollback(st);
+    pgs_rollback(st);
     return rc;
 }
 
@@ -1268,7 +1252,7 @@ int pgstore_insert_missing(pgstore *st, const struct pgstore_doc_in *docs, size_
         err_set(err, CUT_ELIMIT, "insert missing", "the statement does not fit in memory");
         goto out;
     }
-    r = run(st, "insert missing", sql.data, (int)(n * 5), p, err);
+    r = pgs_run(st, "insert missing", sql.data, (int)(n * 5), p, err);
     if (r == NULL)
         goto out;
     if (inserted)
@@ -1291,11 +1275,11 @@ int pgstore_count_origin(pgstore *st, const char *origin, struct pgstore_origin_
     PGresult *r;
 
     memset(out, 0, sizeof(*out));
-    r = run(st, "count origin",
-            "SELECT state, count(*), coalesce(sum(size) FILTER (WHERE state IN ('verified', "
-            "'active')), 0), count(*) FILTER (WHERE state = 'copied' AND updated_at > now() - "
-            "interval '10 seconds') FROM cutover.documents WHERE origin = $1 GROUP BY state",
-            1, p, err);
+    r = pgs_run(st, "count origin",
+                "SELECT state, count(*), coalesce(sum(size) FILTER (WHERE state IN ('verified', "
+                "'active')), 0), count(*) FILTER (WHERE state = 'copied' AND updated_at > now() - "
+                "interval '10 seconds') FROM cutover.documents WHERE origin = $1 GROUP BY state",
+                1, p, err);
     if (r == NULL)
         return -1;
     for (int i = 0; i < PQntuples(r); i++) {
@@ -1314,12 +1298,13 @@ int pgstore_count_origin(pgstore *st, const char *origin, struct pgstore_origin_
 int pgstore_origin_busy(pgstore *st, const char *origin, bool *busy, cut_err *err)
 {
     const char *p[1] = {origin};
-    PGresult *r = run(st, "origin busy",
-                      "SELECT EXISTS (SELECT 1 FROM cutover.documents WHERE state IN ('pending', "
-                      "'mismatch') AND origin = $1) OR EXISTS (SELECT 1 FROM cutover.documents "
-                      "WHERE state = 'copied' AND origin = $1 AND updated_at > now() - "
-                      "interval '10 seconds')",
-                      1, p, err);
+    PGresult *r =
+        pgs_run(st, "origin busy",
+                "SELECT EXISTS (SELECT 1 FROM cutover.documents WHERE state IN ('pending', "
+                "'mismatch') AND origin = $1) OR EXISTS (SELECT 1 FROM cutover.documents "
+                "WHERE state = 'copied' AND origin = $1 AND updated_at > now() - "
+                "interval '10 seconds')",
+                1, p, err);
     if (r == NULL)
         return -1;
     *busy = PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
@@ -1337,18 +1322,19 @@ int pgstore_list_problems(pgstore *st, const char *origin, size_t max, struct pg
     *out = NULL;
     *n = 0;
     snprintf(lim, sizeof(lim), "%zu", max);
-    r = run(st, "list problems",
-            "SELECT storage_key, state, last_error FROM cutover.documents WHERE origin = $1 "
-            "AND state IN ('failed', 'mismatch', 'copied') ORDER BY storage_key LIMIT $2::bigint",
-            2, p, err);
+    r = pgs_run(
+        st, "list problems",
+        "SELECT storage_key, state, last_error FROM cutover.documents WHERE origin = $1 "
+        "AND state IN ('failed', 'mismatch', 'copied') ORDER BY storage_key LIMIT $2::bigint",
+        2, p, err);
     if (r == NULL)
         return -1;
     if (PQntuples(r) > 0) {
         *out = xcalloc((size_t)PQntuples(r), sizeof(**out));
         for (int i = 0; i < PQntuples(r); i++) {
-            (*out)[i].storage_key = dup_or_null(r, i, 0);
+            (*out)[i].storage_key = pgs_dup(r, i, 0);
             (*out)[i].state = (enum doc_state)doc_state_parse(PQgetvalue(r, i, 1));
-            (*out)[i].reason = dup_or_null(r, i, 2);
+            (*out)[i].reason = pgs_dup(r, i, 2);
         }
         *n = (size_t)PQntuples(r);
     }
