@@ -21,6 +21,16 @@ cutover_test(NAME test_dual_write_races SOURCES upload/test_dual_write_races.c
   LABELS e2e SERVICES TIMEOUT 300)
 # Dual-write under faults (PostgreSQL stopped, s3rver killed, cutover SIGKILLed, the spool
 # disk full), on a private instance of the services that the test starts and stops itself.
+# Also the fault suite's table (scripts/faults.sh): S3 answering errors, the legacy store down,
+# the app down, PostgreSQL restarted; the slow faults (S3 slow, PostgreSQL down 30 s) are a
+# second entry, run in the optimised build only (about a minute).
 cutover_test(NAME test_dual_write_faults SOURCES upload/test_dual_write_faults.c
+  ${CMAKE_CURRENT_SOURCE_DIR}/faults/relay.c
   LIBS cutover_tests3 cutover_storage cutover_core PkgConfig::PQ PkgConfig::SSL Threads::Threads
-  LABELS e2e TIMEOUT 300)
+  LABELS e2e faults TIMEOUT 300 ARGS fast)
+if(NOT CUTOVER_SANITIZE)
+  add_test(NAME test_faults_slow COMMAND test_dual_write_faults slow)
+  get_test_property(test_dual_write_faults ENVIRONMENT faults_env)
+  set_tests_properties(test_faults_slow PROPERTIES LABELS "e2e;faults" TIMEOUT 300
+    ENVIRONMENT "${faults_env}")
+endif()

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The reliability and security suite in one command: every CTest test labelled `faults` (the
+# fault scenarios of tests/upload/test_dual_write_faults.c on a private PostgreSQL, s3rver and
+# example app; the hostile-input tests; the secrets scan), then the fault table: for each
+# fault, the documents acknowledged to the client (2xx), verified in S3 with the client's
+# bytes, failed with a reason, lost (acknowledged but neither: must be 0) and verified with
+# other bytes (must be 0). Exits non-zero when a test fails.
+#
+#   ./scripts/faults.sh                 # optimised build in ./build (slow faults included)
+#   ./scripts/faults.sh build-asan      # a sanitizer build dir (its CTest has no slow faults)
+#
+# scripts/test.sh runs the same tests as part of the whole suite; this prints their table.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${1:-build}
+case "$build" in /*) ;; *) build="$root/$build" ;; esac
+start=$SECONDS
+
+if [ ! -f "$build/CMakeCache.txt" ]; then
+    "$root/scripts/deps.sh"
+    cmake -S "$root" -B "$build" -DCUTOVER_TESTS=ON >/dev/null
+fi
+cmake --build "$build" -j2 >/dev/null
+
+table=$(mktemp /tmp/cutover-faults-XXXXXX)
+trap 'rm -f "$table"; "$root/tests/harness/services.sh" stop "$build/test-services" >/dev/null 2>&1 || true' EXIT
+export CUTOVER_FAULTS_TABLE=$table
+rc=0
+(cd "$build" && ctest --output-on-failure --no-tests=error -L faults --timeout 600) || rc=$?
+
+echo
+printf '%-40s %6s %8s %6s %5s %11s %7s  %s\n' fault acked verified failed lost wrong-bytes seconds \
+    "first failure's reason"
+while IFS=$'\t' read -r fault acked verified failed lost wrong secs reason; do
+    printf '%-40s %6s %8s %6s %5s %11s %7s  %s\n' "$fault" "$acked" "$verified" "$failed" "$lost" \
+        "$wrong" "$secs" "${reason:0:60}"
+done <"$table"
+echo "suite: $((SECONDS - start)) s, $([ $rc = 0 ] && echo passed || echo FAILED)"
+exit $rc
