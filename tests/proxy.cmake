@@ -29,3 +29,7 @@ cutover_test(NAME test_proxy_linger SOURCES proxy/test_proxy_linger.c
 # table tests/hostile/raw_cases.txt.
 cutover_test(NAME test_hostile_raw SOURCES proxy/test_proxy_raw.c
   LIBS cutover_proxy_fixture LABELS e2e faults TIMEOUT 120 ARGS tests/hostile/raw_cases.txt)
+# Slow clients (slowloris, stalled bodies) closed by the proxy's timeouts while a normal client
+# is served.
+cutover_test(NAME test_hostile_slow SOURCES hostile/test_hostile_slow.c
+  LIBS cutover_proxy_fixture LABELS e2e faults TIMEOUT 120)
