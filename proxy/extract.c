@@ -97,6 +97,9 @@ static const char *bad_value(const char *v, size_t n)
 {
     if (n == 0)
         return "is empty";
+    /* "documents/{org}/{key}" with a key "/x" would name "documents/o//x" (issue 8) */
+    if (v[0] == '/')
+        return "starts with '/'";
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)v[i];
         if (c < 0x20 || c == 0x7f)

@@ -25,11 +25,3 @@ cutover_test(NAME test_proxy_upstream SOURCES proxy/test_proxy_upstream.c
 # A refused request's answer survives a client still sending (graceful close).
 cutover_test(NAME test_proxy_linger SOURCES proxy/test_proxy_linger.c
   LIBS cutover_proxy_fixture LABELS e2e TIMEOUT 60)
-# Hostile raw requests (smuggling through obs-fold, bad chunk sizes): the same runner, the
-# table tests/hostile/raw_cases.txt.
-cutover_test(NAME test_hostile_raw SOURCES proxy/test_proxy_raw.c
-  LIBS cutover_proxy_fixture LABELS e2e faults TIMEOUT 120 ARGS tests/hostile/raw_cases.txt)
-# Slow clients (slowloris, stalled bodies) closed by the proxy's timeouts while a normal client
-# is served.
-cutover_test(NAME test_hostile_slow SOURCES hostile/test_hostile_slow.c
-  LIBS cutover_proxy_fixture LABELS e2e faults TIMEOUT 120)

@@ -134,6 +134,8 @@ static void test_s3_key_refused(void **state)
     expect_refused("documents/{org}/{key}", "o", "\xed\xa0\x80", "{key} is not valid UTF-8");
     expect_refused("documents/{org}/{key}", "", "k", "{org} is empty");
     expect_refused("{key}", "o", "/abs", "starts with '/'");
+    /* a value with a leading slash, inside the key (issue 8: unmirrorable) */
+    expect_refused("documents/{org}/{key}", "o", "/abs", "{key} starts with '/'");
     expect_refused("{org}./{key}", ".", "k", "'.' or '..' segment"); /* value + literal */
     expect_refused("documents/{patient}/{key}", "o", "k", "{patient} has no value");
     expect_refused("documents/{org", "o", "k", "unclosed");
