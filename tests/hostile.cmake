@@ -12,3 +12,7 @@ cutover_test(NAME test_hostile_slow SOURCES hostile/test_hostile_slow.c
 cutover_test(NAME test_hostile_app SOURCES hostile/test_hostile_app.c
   LIBS cutover_tests3 cutover_storage cutover_core PkgConfig::PQ PkgConfig::MHD Threads::Threads
   LABELS e2e faults SERVICES TIMEOUT 120)
+# Secrets scan: a whole scenario with distinctive secrets (own private services), then every
+# log line, every row of schema cutover and /metrics searched for them and for signatures.
+cutover_test(NAME test_secrets_scan SOURCES hostile/test_secrets_scan.c
+  LIBS cutover_core PkgConfig::PQ PkgConfig::CURL LABELS e2e faults TIMEOUT 180)
