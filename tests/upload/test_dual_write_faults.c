@@ -28,8 +28,21 @@
  *   uploads still get the app's 201, the documents are recorded without a spool file, copied
  *   from the legacy store and verified; the condition is logged.
  *
- * The outages here last a few seconds (PostgreSQL at least 3 s, S3 until copies were retried
- * three times) rather than the 30 s of the issue: the behaviour is the same (uploads recorded
+ *   S3 answering 503 SlowDown or 500 InternalError to every third request, and S3 slow (every
+ *   request delayed 2 s), from a relay of the test between cutover and s3rver (tests/faults/
+ *   relay.c); PostgreSQL restarted in the middle of a stream, and down 30 s; the legacy store
+ *   down (a relay dropping every connection) while the mirror needs it because the spool
+ *   files are gone, one of its originals deleted (that document ends failed, with the
+ *   reason); the app down (every client gets 502, nothing recorded, nothing spooled).
+ *
+ * Each scenario ends with its line of the fault table (table_row(): acknowledged uploads,
+ * verified with the bytes read back from S3, failed with a reason, lost, verified with other
+ * bytes), appended to $CUTOVER_FAULTS_TABLE for scripts/faults.sh; lost and other bytes must
+ * be 0. argv[1] picks the set: "fast" (the default), "slow" (S3 slow, PostgreSQL down 30 s:
+ * CTest runs it in the optimised build only) or "all".
+ *
+ * The fast set's outages last a few seconds (PostgreSQL at least 3 s, S3 until copies were retried
+ * three times; the slow set has the 30 s of the issue): the behaviour is the same (uploads recorded
  * or journaled, retries bounded by the ceiling) and the suite stays fast. Leases are 5 s
  * (workers.lease_s): a copy whose outcome could not be recorded (database away, process
  * killed) is taken up again after its lease, 300 s by default. Every wait is a condition
