@@ -251,7 +251,7 @@ int cmd_flags(int argc, char **argv)
         fprintf(stderr, "cutover flags: the answer is not a JSON object\n");
         goto out;
     }
-    json_dumpf(o, stdout, JSON_INDENT(2));
+    json_dumpf(o, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(15));
     fputc('\n', stdout);
     rc = 0;
 out:

@@ -91,7 +91,7 @@ static void print_table(const json_t *o)
     printf("\n%-24s %s (%s)\n", "FLAG", "VALUE", text_or(o, "flags_source", "?"));
     json_object_foreach((json_t *)flags, k, v)
     {
-        char *t = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+        char *t = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(15));
         printf("%-24s %s\n", k, t ? t : "?");
         free(t);
     }
@@ -135,7 +135,7 @@ int cmd_status(int argc, char **argv)
         goto out;
     }
     if (as_json) {
-        json_dumpf(o, stdout, JSON_INDENT(2));
+        json_dumpf(o, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(15));
         fputc('\n', stdout);
     } else {
         print_table(o);

@@ -738,7 +738,7 @@ static double percent_of(const json_t *rfs)
 
 static char *dump(const json_t *v)
 {
-    return v ? json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
+    return v ? json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT | JSON_REAL_PRECISION(15)) : NULL;
 }
 
 /* Writes the gate's refusal to the audit log; a failure is logged only (the refusal stands). */
@@ -768,7 +768,7 @@ static void audit_refusal(flags_store *fs, const struct flags_change *c, const j
 static int change_once(flags_store *fs, const struct flags_change *c, struct flags_gate *g,
                        cut_err *err)
 {
-    json_t *cur = NULL, *next = json_object();
+    json_t *raw = NULL, *cur = NULL, *next = json_object();
     struct pgstore_flag_change *ch = NULL;
     char **texts = NULL;
     size_t n = 0, cap = json_object_size(c->patch);
@@ -781,8 +781,18 @@ static int change_once(flags_store *fs, const struct flags_change *c, struct fla
             goto out;
         fs->initialised = true;
     }
-    if (pgstore_flags_get(fs->st, &cur, err) != 0)
+    if (pgstore_flags_text(fs->st, &raw, err) != 0)
         goto out;
+    cur = json_object();
+    json_object_foreach(raw, name, v)
+    {
+        json_t *x = json_loads(json_string_value(v), JSON_DECODE_ANY, NULL);
+        if (x == NULL) {
+            err_set(err, CUT_EDB, "flags", "flags.%.64s: unreadable value in the database", name);
+            goto out;
+        }
+        json_object_set_new(cur, name, x);
+    }
     json_object_foreach((json_t *)c->patch, name, v)
     {
         const json_t *old = json_object_get(cur, name);
@@ -823,7 +833,8 @@ static int change_once(flags_store *fs, const struct flags_change *c, struct fla
         const json_t *old = json_object_get(cur, name);
         if (old && json_equal((json_t *)old, v))
             continue;
-        texts[2 * n] = dump(old);
+        /* the old value exactly as the table holds it, compared as such on writing */
+        texts[2 * n] = xstrdup(json_string_value(json_object_get(raw, name)));
         texts[2 * n + 1] = dump(v);
         ch[n] = (struct pgstore_flag_change){
             .name = name, .old = texts[2 * n], .value = texts[2 * n + 1]};
@@ -839,6 +850,7 @@ out:
         free(texts[i]);
     free(texts);
     free(ch);
+    json_decref(raw);
     json_decref(cur);
     json_decref(next);
     return rc;

@@ -91,7 +91,7 @@ void admin_api_actor(const char *header, const char *client, char *out, size_t n
 /* Sets the reply to o (taken over) as compact JSON with a newline. */
 static void reply_json(struct proxy_admin_reply *rep, int status, json_t *o)
 {
-    char *text = json_dumps(o, JSON_COMPACT | JSON_ENCODE_ANY);
+    char *text = json_dumps(o, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(15));
     rep->status = status;
     buf_reset(&rep->body);
     if (text == NULL || !buf_puts(&rep->body, text) || !buf_puts(&rep->body, "\n")) {

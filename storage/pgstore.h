@@ -311,6 +311,10 @@ int pgstore_audit_add(pgstore *st, const struct pgstore_audit_row *a, cut_err *e
 int pgstore_document_json(pgstore *st, const char *storage_key, json_t **out,
                           cut_err *err) CUT_MUST_USE;
 
+/* Every flag's value as the table holds it: an object name: JSON text (a string), for a
+ * later pgstore_flags_write() to compare against exactly. *out: new (json_decref()). */
+int pgstore_flags_text(pgstore *st, json_t **out, cut_err *err) CUT_MUST_USE;
+
 /* One flag to write: its new value, and the value the caller read (both JSON text; old NULL:
  * the flag was absent). Strings borrowed. */
 struct pgstore_flag_change {
