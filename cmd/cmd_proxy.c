@@ -39,6 +39,7 @@ struct dual_write {
     s3_client *s3;
     legacy_store *legacy;
     flags_store *flags;
+    flags_rollback *rollback;
     worker_pool *recorder;
     journal *journal;
     mirror *mirror;
@@ -147,6 +148,8 @@ static bool dual_write_start(const struct config *cfg, proxy *px, struct dual_wr
         .lease_ms = cfg->workers.lease_s * 1000,
         .max_attempts = cfg->workers.max_attempts,
         .max_backoff_ms = cfg->workers.max_backoff_s * 1000,
+        .outcome = dw->rollback ? flags_rollback_outcome : NULL,
+        .outcome_arg = dw->rollback,
     };
     dw->mirror = mirror_start(&mo, dw->s3, engine, dw->legacy, err);
     if (!dw->mirror)
@@ -196,6 +199,7 @@ static void dual_write_stop(struct dual_write *dw)
 static void dual_write_free(struct dual_write *dw)
 {
     mirror_free(dw->mirror);
+    flags_rollback_free(dw->rollback);
     worker_pool_free(dw->recorder);
     upload_free(dw->upload);
     journal_close(dw->journal);
@@ -256,7 +260,9 @@ int cmd_proxy(int argc, char **argv)
     }
 
     px = proxy_new(cfg, &err);
-    if (px && cfg->database_url && !(dw.flags = flags_start(cfg, &err)))
+    if (px && cfg->database_url &&
+        (!(dw.flags = flags_start(cfg, &err)) ||
+         !(dw.rollback = flags_rollback_start(dw.flags, &err))))
         goto fail;
     api = px ? admin_api_new(cfg, dw.flags) : NULL;
     if (!px || !admin_api_register(api, px, &err) || !dual_write_start(cfg, px, &dw, &err) ||

@@ -892,3 +892,55 @@ done:
         *gate = g;
     return rc;
 }
+
+int flags_store_rollback(flags_store *fs, const char *reason, bool *done, cut_err *err)
+{
+    int rc = -1;
+
+    *done = false;
+    pthread_mutex_lock(&fs->db_mu);
+    for (int i = 0; i < CHANGE_TRIES; i++) {
+        json_t *raw = NULL, *cur = NULL, *next = NULL;
+        const char *old;
+        char *text = NULL;
+        cut_err e = CUT_ERR_INIT;
+
+        if (!fs->initialised) {
+            if (pgstore_flags_init(fs->st, fs->initial, "config", NULL, &e) != 0)
+                goto attempt_out;
+            fs->initialised = true;
+        }
+        if (pgstore_flags_text(fs->st, &raw, &e) != 0)
+            goto attempt_out;
+        old = json_string_value(json_object_get(raw, "read_from_s3"));
+        cur = old ? json_loads(old, 0, NULL) : NULL;
+        if (!json_is_object(cur) || percent_of(cur) <= 0) {
+            rc = 0; /* nothing to roll back: someone did already */
+            goto attempt_out;
+        }
+        next = json_deep_copy(cur);
+        json_object_set_new(next, "percent", json_integer(0));
+        text = dump(next);
+        struct pgstore_flag_change ch = {.name = "read_from_s3", .old = old, .value = text};
+        if (pgstore_flags_write(fs->st, &ch, 1, FLAGS_ROLLBACK_ACTOR, "rollback", reason, &e) ==
+            0) {
+            *done = true;
+            rc = 0;
+        }
+    attempt_out:
+        free(text);
+        json_decref(next);
+        json_decref(cur);
+        json_decref(raw);
+        if (rc == 0)
+            break;
+        if (e.code != CUT_ECONFLICT || i + 1 == CHANGE_TRIES) {
+            *err = e;
+            break;
+        }
+    }
+    if (rc == 0 && reload_locked(fs, err) != 0 && !*done)
+        rc = -1;
+    pthread_mutex_unlock(&fs->db_mu);
+    return rc;
+}

@@ -151,6 +151,33 @@ int flags_store_change(flags_store *fs, const struct flags_change *c, struct fla
 /* The actor of the audit rows written by the automatic rollback. */
 #define FLAGS_ROLLBACK_ACTOR "auto-rollback"
 
+/* Sets read_from_s3.percent to 0 as the automatic rollback (actor FLAGS_ROLLBACK_ACTOR,
+ * action "rollback", reason: the triggering figures), unless it is 0 already in the
+ * database. The write is a compare and set on the value read, so when several replicas do
+ * this at once exactly one writes; *done says whether this call did. Then reloads.
+ * Blocking. Returns 0, or -1 with err set. */
+int flags_store_rollback(flags_store *fs, const char *reason, bool *done,
+                         cut_err *err) CUT_MUST_USE;
+
+/* ---- automatic rollback (rollback.c) ------------------------------------------------------- */
+
+/* A sliding window of S3 outcomes (the last auto_rollback.window_s seconds) and a thread that,
+ * while auto_rollback.enabled and read_from_s3.percent > 0, rolls back
+ * (flags_store_rollback()) once the window holds at least min_samples outcomes with an error
+ * rate above max_error_rate. The window is emptied after each rollback. */
+typedef struct flags_rollback flags_rollback;
+
+/* Starts it over fs (borrowed: free this first). Returns a new value (flags_rollback_free())
+ * or NULL with err set. */
+flags_rollback *flags_rollback_start(flags_store *fs, cut_err *err) CUT_MUST_USE;
+void flags_rollback_free(flags_rollback *rb); /* NULL is fine */
+
+/* Counts one S3 outcome (kind: "s3_put", "s3_get", "shadow_mismatch"...: a static string).
+ * Any thread; a short mutex, never a database call. */
+void flags_rollback_record(flags_rollback *rb, bool ok, const char *kind);
+/* The same as a callback for storage/ (arg: the flags_rollback). */
+void flags_rollback_outcome(void *arg, bool ok, const char *kind);
+
 /* ---- status (status.c) ----------------------------------------------------------------------- */
 
 struct pgstore;

@@ -14,3 +14,8 @@ cutover_test(NAME test_admin_api SOURCES admin/test_admin_api.c
 cutover_test(NAME test_admin_outage SOURCES admin/test_admin_outage.c
   LIBS cutover_admin_sidecar cutover_storage cutover_core PkgConfig::PQ PkgConfig::JANSSON
   LABELS e2e TIMEOUT 180)
+# The automatic rollback: exactly one writer among replicas, the window's thresholds, and two
+# sidecars whose mirror PUTs fail.
+cutover_test(NAME test_admin_rollback SOURCES admin/test_admin_rollback.c
+  LIBS cutover_admin_sidecar cutover_flags cutover_storage cutover_core PkgConfig::PQ
+  PkgConfig::JANSSON PkgConfig::CURL Threads::Threads LABELS e2e SERVICES TIMEOUT 180)

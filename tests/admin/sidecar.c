@@ -17,7 +17,27 @@
 void sc_init(struct sidecar *s, const char *dir, const char *name, const char *db_url,
              const char *flags)
 {
-    char *json, *cmd, *out = NULL;
+    sc_init_with(s, dir, name, db_url, flags, NULL);
+}
+
+/* text with every "{dir}" replaced by dir; new string. */
+static char *with_dir(const char *text, const char *dir)
+{
+    struct buf b;
+    const char *p = text, *hit;
+    buf_init(&b, 1 << 20);
+    while ((hit = strstr(p, "{dir}")) != NULL) {
+        assert_true(buf_append(&b, p, (size_t)(hit - p)) && buf_puts(&b, dir));
+        p = hit + 5;
+    }
+    assert_true(buf_puts(&b, p));
+    return buf_steal(&b);
+}
+
+void sc_init_with(struct sidecar *s, const char *dir, const char *name, const char *db_url,
+                  const char *flags, const char *extra)
+{
+    char *json, *cmd, *out = NULL, *more;
 
     memset(s, 0, sizeof(*s));
     s->dir = xasprintf("%s/%s", dir, name);
@@ -26,13 +46,15 @@ void sc_init(struct sidecar *s, const char *dir, const char *name, const char *d
     s->log = xasprintf("%s/cutover.log", s->dir);
     s->port = test_free_port();
     s->admin = test_free_port();
-    json =
-        xasprintf("{\"listen\": \"127.0.0.1:%d\", \"upstream\": \"%s\",\n"
-                  " \"admin\": {\"listen\": \"127.0.0.1:%d\", \"token\": \"%s\"},\n"
-                  " \"database_url\": \"%s\",\n"
-                  " \"log\": {\"level\": \"info\", \"access\": false},\n"
-                  " \"flags\": %s}\n",
-                  s->port, testenv("APP_URL"), s->admin, ADMIN_TOKEN, db_url, flags ? flags : "{}");
+    more = with_dir(extra ? extra : "", s->dir);
+    json = xasprintf("{\"listen\": \"127.0.0.1:%d\", \"upstream\": \"%s\",\n"
+                     " \"admin\": {\"listen\": \"127.0.0.1:%d\", \"token\": \"%s\"},\n"
+                     " \"database_url\": \"%s\",\n"
+                     " \"log\": {\"level\": \"info\", \"access\": false},\n"
+                     " \"flags\": %s%s%s}\n",
+                     s->port, testenv("APP_URL"), s->admin, ADMIN_TOKEN, db_url,
+                     flags ? flags : "{}", *more ? ",\n" : "", more);
+    free(more);
     assert_true(test_write_file(s->config, json, strlen(json)));
     free(json);
     cmd = xasprintf("'%s' migrate-db --config '%s'", testenv_var("CUTOVER_BIN"), s->config);

@@ -23,6 +23,10 @@ struct sidecar {
  * text, may be NULL) and migrates the database. Not started. */
 void sc_init(struct sidecar *s, const char *dir, const char *name, const char *db_url,
              const char *flags);
+/* The same with more members of the configuration (JSON text "\"k\": v, ..." or NULL);
+ * "{dir}" in it is replaced by the sidecar's own directory. */
+void sc_init_with(struct sidecar *s, const char *dir, const char *name, const char *db_url,
+                  const char *flags, const char *extra);
 /* Starts it and waits until /readyz answers. */
 void sc_start(struct sidecar *s);
 /* Stops it (SIGTERM; it must exit 0) and frees what sc_init made. */
