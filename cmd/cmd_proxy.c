@@ -216,7 +216,8 @@ static void help(FILE *out)
 {
     fprintf(out, "usage: cutover proxy [--config FILE]\n\n"
                  "Runs the reverse proxy on `listen`, forwarding to `upstream`, and the admin\n"
-                 "port (/healthz, /readyz) on `admin.listen`. With `database_url`, an `s3`\n"
+                 "port (/healthz, /readyz; with `database_url` the admin API under /admin/:\n"
+                 "flags, status, documents, audit) on `admin.listen`. With it, an `s3`\n"
                  "section and upload or delete routes, it also mirrors uploads to S3 while the\n"
                  "flag dual_write is on (see the README's Dual-write). SIGTERM or SIGINT: stop\n"
                  "accepting, finish in-flight requests within limits.shutdown_grace_s, exit 0.\n"

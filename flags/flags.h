@@ -8,8 +8,8 @@
  * or from the database, to values.
  *
  * The proxy's event loops read the current snapshot through a flags_reader, without a lock;
- * a reload (and, later, LISTEN/NOTIFY) swaps it. See flags.c for how an old snapshot is freed
- * safely while readers may still hold it.
+ * a reload (on a notification from the database, or the periodic safety net) swaps it. See flags.c
+ * for how an old snapshot is freed safely while readers may still hold it.
  */
 #ifndef CUTOVER_FLAGS_H
 #define CUTOVER_FLAGS_H

@@ -125,6 +125,8 @@ static void reply_err(struct proxy_admin_reply *rep, const cut_err *err)
         reply_error(rep, 404, "not_found", err->msg);
     else if (err->code == CUT_EINVAL)
         reply_error(rep, 400, "invalid", err->msg);
+    else if (err->code == CUT_ELIMIT)
+        reply_error(rep, 500, "too_large", err->msg);
     else
         reply_error(rep, 503, "database_unavailable", err->msg);
 }
