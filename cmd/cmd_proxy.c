@@ -5,12 +5,13 @@
  * synchronously with sigtimedwait() here, so no handler runs inside the servers' threads.
  *
  * With a database and an S3 bucket configured, it also wires dual-write: the spool writer,
- * the recorders, the journal, the flags (reloaded every second), the transfer engine, the
+ * the recorders, the journal, the transfer engine, the
  * legacy store and the mirror; between signals, this thread replays the journal into the
  * database when there is one to replay (every 500 ms: a stat() when there is none).
  */
 #include "cmd/cli.h"
 #include "flags/flags.h"
+#include "proxy/admin_api.h"
 #include "proxy/proxy.h"
 #include "proxy/upload.h"
 #include "storage/creds.h"
@@ -38,6 +39,7 @@ struct dual_write {
     s3_client *s3;
     legacy_store *legacy;
     flags_store *flags;
+    flags_rollback *rollback;
     worker_pool *recorder;
     journal *journal;
     mirror *mirror;
@@ -78,6 +80,25 @@ static void sweep_spool(const struct config *cfg, struct dual_write *dw)
     free(prefix);
 }
 
+/* The flags with a database: read now, then kept current by LISTEN/NOTIFY, with a reload
+ * every FLAGS_RELOAD_MS as the safety net. Returns a new store or NULL with err set. */
+#define FLAGS_RELOAD_MS 5000
+static flags_store *flags_start(const struct config *cfg, cut_err *err)
+{
+    cut_err ferr = CUT_ERR_INIT;
+    flags_store *fs = flags_store_new(cfg->database_url, cfg, err);
+
+    if (!fs)
+        return NULL;
+    if (flags_store_reload(fs, &ferr) != 0)
+        log_msgf(LOG_WARN, "flags", "starting with the configuration's flags: %s", ferr.msg);
+    if (flags_store_autoreload(fs, FLAGS_RELOAD_MS, err) != 0 || flags_store_listen(fs, err) != 0) {
+        flags_store_free(fs);
+        return NULL;
+    }
+    return fs;
+}
+
 static bool dual_write_start(const struct config *cfg, proxy *px, struct dual_write *dw,
                              cut_err *err)
 {
@@ -108,15 +129,7 @@ static bool dual_write_start(const struct config *cfg, proxy *px, struct dual_wr
         goto out;
     if (cfg->has_legacy && !(dw->legacy = legacy_new(&cfg->legacy, NULL, err)))
         goto out;
-    dw->flags = flags_store_new(cfg->database_url, cfg, err);
-    if (!dw->flags)
-        goto out;
-    {
-        cut_err ferr = CUT_ERR_INIT;
-        if (flags_store_reload(dw->flags, &ferr) != 0)
-            log_msgf(LOG_WARN, "flags", "starting with the configuration's flags: %s", ferr.msg);
-    }
-    if (flags_store_autoreload(dw->flags, 1000, err) != 0)
+    if (!dw->flags && !(dw->flags = flags_start(cfg, err)))
         goto out;
     struct worker_opts wo = {
         .name = "recorder", .threads = 2, .queue_max = 65536, .database_url = cfg->database_url};
@@ -135,6 +148,8 @@ static bool dual_write_start(const struct config *cfg, proxy *px, struct dual_wr
         .lease_ms = cfg->workers.lease_s * 1000,
         .max_attempts = cfg->workers.max_attempts,
         .max_backoff_ms = cfg->workers.max_backoff_s * 1000,
+        .outcome = dw->rollback ? flags_rollback_outcome : NULL,
+        .outcome_arg = dw->rollback,
     };
     dw->mirror = mirror_start(&mo, dw->s3, engine, dw->legacy, err);
     if (!dw->mirror)
@@ -184,6 +199,7 @@ static void dual_write_stop(struct dual_write *dw)
 static void dual_write_free(struct dual_write *dw)
 {
     mirror_free(dw->mirror);
+    flags_rollback_free(dw->rollback);
     worker_pool_free(dw->recorder);
     upload_free(dw->upload);
     journal_close(dw->journal);
@@ -200,7 +216,8 @@ static void help(FILE *out)
 {
     fprintf(out, "usage: cutover proxy [--config FILE]\n\n"
                  "Runs the reverse proxy on `listen`, forwarding to `upstream`, and the admin\n"
-                 "port (/healthz, /readyz) on `admin.listen`. With `database_url`, an `s3`\n"
+                 "port (/healthz, /readyz; with `database_url` the admin API under /admin/:\n"
+                 "flags, status, documents, audit) on `admin.listen`. With it, an `s3`\n"
                  "section and upload or delete routes, it also mirrors uploads to S3 while the\n"
                  "flag dual_write is on (see the README's Dual-write). SIGTERM or SIGINT: stop\n"
                  "accepting, finish in-flight requests within limits.shutdown_grace_s, exit 0.\n"
@@ -213,6 +230,7 @@ int cmd_proxy(int argc, char **argv)
     struct config *cfg = NULL;
     proxy *px = NULL;
     struct dual_write dw = {0};
+    admin_api *api = NULL;
     cut_err err = CUT_ERR_INIT;
     int rc = EXIT_WORK;
     sigset_t set;
@@ -243,7 +261,14 @@ int cmd_proxy(int argc, char **argv)
     }
 
     px = proxy_new(cfg, &err);
-    if (!px || !dual_write_start(cfg, px, &dw, &err) || !proxy_start(px, &err)) {
+    if (px && cfg->database_url &&
+        (!(dw.flags = flags_start(cfg, &err)) ||
+         !(dw.rollback = flags_rollback_start(dw.flags, &err))))
+        goto fail;
+    api = px ? admin_api_new(cfg, dw.flags) : NULL;
+    if (!px || !admin_api_register(api, px, &err) || !dual_write_start(cfg, px, &dw, &err) ||
+        !proxy_start(px, &err)) {
+    fail:
         fprintf(stderr, "cutover proxy: %s\n", err.msg);
         goto out_curl;
     }
@@ -265,6 +290,7 @@ int cmd_proxy(int argc, char **argv)
 out_curl:
     dual_write_stop(&dw);
     proxy_free(px);
+    admin_api_free(api);
     dual_write_free(&dw);
     curl_global_cleanup();
 out:

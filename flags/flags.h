@@ -8,8 +8,8 @@
  * or from the database, to values.
  *
  * The proxy's event loops read the current snapshot through a flags_reader, without a lock;
- * a reload (and, later, LISTEN/NOTIFY) swaps it. See flags.c for how an old snapshot is freed
- * safely while readers may still hold it.
+ * a reload (on a notification from the database, or the periodic safety net) swaps it. See flags.c
+ * for how an old snapshot is freed safely while readers may still hold it.
  */
 #ifndef CUTOVER_FLAGS_H
 #define CUTOVER_FLAGS_H
@@ -99,6 +99,95 @@ int flags_store_autoreload(flags_store *fs, int period_ms, cut_err *err) CUT_MUS
 /* Validates value, writes it with its audit row (actor, reason), then reloads. Blocking. */
 int flags_store_set(flags_store *fs, const char *name, const json_t *value, const char *actor,
                     const char *reason, cut_err *err) CUT_MUST_USE;
+
+/* Starts a thread that LISTENs on channel cutover_flags (the trigger flags_notify of the
+ * schema fires on every write to cutover.flags) on a connection of its own, and reloads on
+ * each notification, so that a change reaches every replica within a second. After a lost
+ * connection it reconnects (backing off from 250 ms to 5 s) and reloads once listening
+ * again; while the database is away the flags stay as they were. Stopped by
+ * flags_store_free(). Returns 0, or -1 with err set. */
+int flags_store_listen(flags_store *fs, cut_err *err) CUT_MUST_USE;
+
+/* ---- changes through the admin API, and the cutover gate ------------------------------------ */
+
+/* The consistency ratio verified / total (pgstore_consistency() defines both): 0 when there
+ * is no document at all, since nothing is known to be verified then. */
+double flags_consistency_ratio(int64_t verified, int64_t total);
+
+/* One change request. patch: {flag: value}, borrowed; for read_from_s3 and auto_rollback an
+ * object value is merged member by member onto the current value (a member given replaces
+ * that member, arrays whole); any other value replaces the flag's value. actor: who asks
+ * (borrowed, stored in the audit rows). reason: may be NULL or "", except with force. */
+struct flags_change {
+    const json_t *patch;
+    const char *actor;
+    const char *reason;
+    bool force;
+};
+
+/* What the cutover gate looked at; checked false when the change does not raise
+ * read_from_s3.percent to 100. */
+struct flags_gate {
+    bool checked;
+    bool forced; /* the gate refused and force overrode it */
+    int64_t verified, total;
+    double ratio, gate;
+};
+
+/* Applies a change: every value merged and validated (CUT_EINVAL, where "flags.NAME", the
+ * reason naming the member), force without a reason refused (CUT_EINVAL, where "reason"),
+ * then the cutover gate: raising read_from_s3.percent to 100 (from below) while the
+ * consistency ratio is below the stored cutover_gate is refused with CUT_ECONFLICT (where
+ * "cutover_gate"; the figures in *gate) and the refusal is written to the audit log (action
+ * "gate_refused"), unless force (the changes are then audited with action "flag_forced").
+ * The changed flags are written in one transaction with one audit row each (action
+ * "flag_set"; values equal to the current ones are skipped) and only while nobody changed
+ * them meanwhile (otherwise read again and decided again, a few times); then the store is
+ * reloaded and *now receives the snapshot this replica now uses (a new reference,
+ * flags_snapshot_unref()). Database trouble: CUT_EDB, nothing changed. Blocking. */
+int flags_store_change(flags_store *fs, const struct flags_change *c, struct flags_gate *gate,
+                       flags_snapshot **now, cut_err *err) CUT_MUST_USE;
+
+/* The actor of the audit rows written by the automatic rollback. */
+#define FLAGS_ROLLBACK_ACTOR "auto-rollback"
+
+/* Sets read_from_s3.percent to 0 as the automatic rollback (actor FLAGS_ROLLBACK_ACTOR,
+ * action "rollback", reason: the triggering figures), unless it is 0 already in the
+ * database. The write is a compare and set on the value read, so when several replicas do
+ * this at once exactly one writes; *done says whether this call did. Then reloads.
+ * Blocking. Returns 0, or -1 with err set. */
+int flags_store_rollback(flags_store *fs, const char *reason, bool *done,
+                         cut_err *err) CUT_MUST_USE;
+
+/* ---- automatic rollback (rollback.c) ------------------------------------------------------- */
+
+/* A sliding window of S3 outcomes (the last auto_rollback.window_s seconds) and a thread that,
+ * while auto_rollback.enabled and read_from_s3.percent > 0, rolls back
+ * (flags_store_rollback()) once the window holds at least min_samples outcomes with an error
+ * rate above max_error_rate. The window is emptied after each rollback. */
+typedef struct flags_rollback flags_rollback;
+
+/* Starts it over fs (borrowed: free this first). Returns a new value (flags_rollback_free())
+ * or NULL with err set. */
+flags_rollback *flags_rollback_start(flags_store *fs, cut_err *err) CUT_MUST_USE;
+void flags_rollback_free(flags_rollback *rb); /* NULL is fine */
+
+/* Counts one S3 outcome (kind: "s3_put", "s3_get", "shadow_mismatch"...: a static string).
+ * Any thread; a short mutex, never a database call. */
+void flags_rollback_record(flags_rollback *rb, bool ok, const char *kind);
+/* The same as a callback for storage/ (arg: the flags_rollback). */
+void flags_rollback_outcome(void *arg, bool ok, const char *kind);
+
+/* ---- status (status.c) ----------------------------------------------------------------------- */
+
+struct pgstore;
+/* The status object of GET /admin/status and `cutover status --json` (README "Admin API"):
+ * {"documents": {state: n...}, "queue_depth", "consistency": {"verified", "total", "ratio",
+ * "gate", "gate_open"}, "flags", "flags_source", "backfill" (null without a run),
+ * "last_rollback" (null before the first)}, the flags and the gate from s. Returns 0 with
+ * *out a new object (json_decref()), or -1 with err set (CUT_EDB...). Blocking. */
+int flags_status_json(struct pgstore *st, const flags_snapshot *s, json_t **out,
+                      cut_err *err) CUT_MUST_USE;
 
 /* The current snapshot: a new reference (flags_snapshot_unref()). Takes a short mutex: for
  * threads other than event loops, which use a reader. */

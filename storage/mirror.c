@@ -432,6 +432,9 @@ static void advance(mirror *m, struct job *j)
 {
     switch (j->phase) {
     case PH_COPY:
+        if (m->o.outcome && (!err_isset(&j->err) || j->err.code == CUT_ES3 ||
+                             (j->err.code == CUT_EHTTP && j->out.legacy.fail == LEGACY_OK)))
+            m->o.outcome(m->o.outcome_arg, !err_isset(&j->err), "s3_put");
         if (err_isset(&j->err)) {
             bool spool_bad =
                 !j->from_legacy && (j->err.code == CUT_EIO || j->err.code == CUT_ECONFLICT);

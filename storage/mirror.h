@@ -36,6 +36,10 @@ struct mirror_opts {
                                * 30 s or more past the end (an hour, uncapped) */
     int poll_ms;              /* how often the queue is looked at when idle; default 1000 */
     bool keep_spool;          /* leave spool files after verification (tests) */
+    /* Each copy's S3 outcome (ok, or S3 failed or did not answer; kind "s3_put"), for the
+     * automatic rollback's window. Called on the mirror's thread; may be NULL. */
+    void (*outcome)(void *arg, bool ok, const char *kind);
+    void *outcome_arg;
 };
 
 /* Starts the mirror's thread. s3 and e (required: the engine copies, s3 removes the objects
