@@ -6,14 +6,18 @@
  *
  * With a database and an S3 bucket configured, it also wires dual-write: the spool writer,
  * the recorders, the journal, the flags (reloaded every second), the transfer engine, the
- * legacy store and the mirror; between signals, this thread replays the journal into the
+ * legacy store and the mirror. With signed-URL routes it wires read cutover too (the notified
+ * document cache, its lookup workers, the rewrite; it shares dual-write's flags, S3 client
+ * and mirror when those run). Between signals, this thread replays the journal into the
  * database when there is one to replay (every 500 ms: a stat() when there is none).
  */
 #include "cmd/cli.h"
 #include "flags/flags.h"
 #include "proxy/proxy.h"
+#include "proxy/rewrite.h"
 #include "proxy/upload.h"
 #include "storage/creds.h"
+#include "storage/doccache.h"
 #include "storage/journal.h"
 #include "storage/legacy.h"
 #include "storage/mirror.h"
@@ -43,6 +47,16 @@ struct dual_write {
     mirror *mirror;
     upload *upload;
     pgstore *replay_db;
+};
+
+/* Everything read cutover runs on that dual-write does not provide; NULL when not configured. */
+struct read_cutover {
+    creds_provider *creds;
+    s3_client *s3;
+    flags_store *flags;
+    doccache *cache;
+    worker_pool *workers;
+    rewrite *rewrite;
 };
 
 static bool has_kind(const struct config *cfg, enum route_kind k)
@@ -159,6 +173,61 @@ out:
     return ok;
 }
 
+static bool read_cutover_start(const struct config *cfg, proxy *px, struct dual_write *dw,
+                               struct read_cutover *rc, cut_err *err)
+{
+    char host[128] = "cutover";
+
+    if (!has_kind(cfg, ROUTE_SIGNED_URL))
+        return true;
+    if (!cfg->database_url || !cfg->has_s3) {
+        log_msgf(LOG_WARN, "read_cutover", "signed-URL routes pass through untouched: %s",
+                 !cfg->database_url ? "no database_url" : "no s3 section");
+        return true;
+    }
+    gethostname(host, sizeof(host) - 1);
+    if (!dw->s3 && (!(rc->creds = creds_provider_new(&cfg->s3, err)) ||
+                    !(rc->s3 = s3_client_new(&cfg->s3, rc->creds, err))))
+        return false;
+    if (!dw->flags) {
+        cut_err ferr = CUT_ERR_INIT;
+        if (!(rc->flags = flags_store_new(cfg->database_url, cfg, err)))
+            return false;
+        if (flags_store_reload(rc->flags, &ferr) != 0)
+            log_msgf(LOG_WARN, "flags", "starting with the configuration's flags: %s", ferr.msg);
+        if (flags_store_autoreload(rc->flags, 1000, err) != 0)
+            return false;
+    }
+    struct doccache_opts co = {.database_url = cfg->database_url};
+    if (!(rc->cache = doccache_start(&co, err)))
+        return false;
+    struct worker_opts wo = {
+        .name = "rewrite", .threads = 2, .queue_max = 65536, .database_url = cfg->database_url};
+    if (!(rc->workers = worker_pool_start(&wo, err)))
+        return false;
+    struct rewrite_deps d = {
+        .flags = dw->flags ? dw->flags : rc->flags,
+        .cache = rc->cache,
+        .workers = rc->workers,
+        .s3 = dw->s3 ? dw->s3 : rc->s3,
+        .mirror = dw->mirror,
+        .replica = host,
+    };
+    rc->rewrite = rewrite_new(cfg, &d, err);
+    return rc->rewrite && rewrite_register(rc->rewrite, px, err);
+}
+
+static void read_cutover_free(struct read_cutover *rc)
+{
+    worker_pool_free(rc->workers);
+    rewrite_free(rc->rewrite);
+    doccache_free(rc->cache);
+    flags_store_free(rc->flags);
+    s3_client_free(rc->s3);
+    creds_provider_free(rc->creds);
+    memset(rc, 0, sizeof(*rc));
+}
+
 /* The journal's records go to the database as soon as it takes them. */
 static void replay(struct dual_write *dw)
 {
@@ -213,6 +282,7 @@ int cmd_proxy(int argc, char **argv)
     struct config *cfg = NULL;
     proxy *px = NULL;
     struct dual_write dw = {0};
+    struct read_cutover rcut = {0};
     cut_err err = CUT_ERR_INIT;
     int rc = EXIT_WORK;
     sigset_t set;
@@ -243,7 +313,8 @@ int cmd_proxy(int argc, char **argv)
     }
 
     px = proxy_new(cfg, &err);
-    if (!px || !dual_write_start(cfg, px, &dw, &err) || !proxy_start(px, &err)) {
+    if (!px || !dual_write_start(cfg, px, &dw, &err) ||
+        !read_cutover_start(cfg, px, &dw, &rcut, &err) || !proxy_start(px, &err)) {
         fprintf(stderr, "cutover proxy: %s\n", err.msg);
         goto out_curl;
     }
@@ -264,7 +335,10 @@ int cmd_proxy(int argc, char **argv)
     rc = 0;
 out_curl:
     dual_write_stop(&dw);
+    if (rcut.workers)
+        worker_pool_stop(rcut.workers);
     proxy_free(px);
+    read_cutover_free(&rcut);
     dual_write_free(&dw);
     curl_global_cleanup();
 out:

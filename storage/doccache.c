@@ -41,6 +41,7 @@ struct ent {
     enum doc_state state;
     uint64_t fill;       /* FILLING: the token */
     uint64_t expires_us; /* ABSENT */
+    bool once;           /* doccache_once() said true */
     struct ent *hnext, *prev, *next;
 };
 
@@ -150,6 +151,7 @@ static void set_found(struct ent *e, enum doc_state state, const char *s3_key, s
 {
     e->kind = ENT_FOUND;
     e->state = state;
+    e->once = false;
     free(e->s3_key);
     e->s3_key = xmalloc(slen + 1);
     memcpy(e->s3_key, s3_key, slen);
@@ -232,6 +234,20 @@ void doccache_note(doccache *c, const char *key, enum doc_state from, enum doc_s
     if (e && e->kind == ENT_FOUND && e->state == from)
         e->state = to;
     pthread_mutex_unlock(&c->mu);
+}
+
+bool doccache_once(doccache *c, const char *key)
+{
+    size_t klen = strlen(key);
+    struct ent *e;
+    bool first = false;
+
+    pthread_mutex_lock(&c->mu);
+    e = find(c, key, klen, fnv1a(key, klen));
+    if (e && e->kind == ENT_FOUND && !e->once)
+        first = e->once = true;
+    pthread_mutex_unlock(&c->mu);
+    return first;
 }
 
 bool doccache_trusted(doccache *c)

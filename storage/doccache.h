@@ -55,6 +55,9 @@ void doccache_fill(doccache *c, const char *key, uint64_t fill, bool found, enum
  * `from` to `to` at once, so that the change is not asked for again; the notification that
  * follows confirms or corrects it. Nothing happens when the entry is not in `from`. */
 void doccache_note(doccache *c, const char *key, enum doc_state from, enum doc_state to);
+/* True once per cached FOUND entry (until a notification changes it): lets a caller do
+ * something once per document state (the move to the front of the copy queue). */
+bool doccache_once(doccache *c, const char *key);
 /* Whether the listener is connected (lookups may answer). */
 bool doccache_trusted(doccache *c);
 

@@ -26,8 +26,7 @@ int pgstore_doc_state(pgstore *st, const char *storage_key, enum doc_state *stat
     }
     s = doc_state_parse(PQgetvalue(r, 0, 0));
     if (s < 0 || (size_t)PQgetlength(r, 0, 1) >= s3_len) {
-        err_set(err, CUT_EDB, "doc_state", "unexpected state or an S3 key over %zu bytes",
-                s3_len);
+        err_set(err, CUT_EDB, "doc_state", "unexpected state or an S3 key over %zu bytes", s3_len);
         goto out;
     }
     *state = (enum doc_state)s;
@@ -42,10 +41,9 @@ int pgstore_read_bump(pgstore *st, const char *storage_key, bool *bumped, cut_er
 {
     /* '-infinity' sorts before every due document in pgstore_claim()'s ORDER BY; a copy that
      * fails afterwards sets its own next attempt again */
-    static const char sql[] =
-        "UPDATE cutover.documents SET next_attempt_at = '-infinity'\n"
-        "  WHERE storage_key = $1 AND state IN ('pending', 'mismatch')\n"
-        "    AND next_attempt_at > '-infinity'";
+    static const char sql[] = "UPDATE cutover.documents SET next_attempt_at = '-infinity'\n"
+                              "  WHERE storage_key = $1 AND state IN ('pending', 'mismatch')\n"
+                              "    AND next_attempt_at > '-infinity'";
     const char *p[1] = {storage_key};
     PGresult *r = pgs_run(st, "read_bump", sql, 1, p, err);
 
