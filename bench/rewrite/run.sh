@@ -16,7 +16,8 @@
 # throughput at least 0.9 × pass-through.
 #
 # Usage: bench/rewrite/run.sh [--duration S] [--connections N] [--threads T] [--rounds R]
-# Environment: CUTOVER_BIN (default: build-proxy/cmd/cutover, built if missing).
+# Environment: CUTOVER_BIN (default: build-proxy/cmd/cutover, built if missing);
+# BENCH_PERF=FILE records a 5 s `perf record -g` profile of the rewrite-on cutover afterwards.
 # Needs: wrk, nginx, PostgreSQL 15 server binaries, node (services.sh). Everything binds to
 # 127.0.0.1 and everything started here is stopped on exit.
 set -euo pipefail
@@ -155,3 +156,9 @@ echo
 awk -v on="$(med P50 on)" -v off="$(med P50 off)" -v ron="$(med RPS on)" -v roff="$(med RPS off)" 'BEGIN {
   printf "added at p50 by the rewrite: %.0f us (goal < 100)\n", (on - off) * 1000;
   printf "rewrite-on throughput / pass-through: %.2f (goal >= 0.90)\n", ron / roff }'
+if [ -n "${BENCH_PERF:-}" ]; then
+  perf record -g -o "$BENCH_PERF" -p "$(pgrep -f "$T/on.json" | head -1)" -- sleep 5 2>/dev/null &
+  PERF=$!
+  wrk -t"$THREADS" -c"$CONNS" -d5s -H "X-User-Id: bench-user" "http://127.0.0.1:$ON/documents/$EKEY/url" >/dev/null
+  wait "$PERF" || true
+fi
