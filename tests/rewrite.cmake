@@ -11,3 +11,7 @@ cutover_test(NAME test_rewrite SOURCES rewrite/test_rewrite.c
 cutover_test(NAME test_rewrite_faults SOURCES rewrite/test_rewrite.c
   LIBS cutover_flags cutover_storage cutover_core PkgConfig::PQ PkgConfig::JANSSON PkgConfig::SSL
   LABELS e2e TIMEOUT 300 ARGS faults)
+# The notified cache of document states against PostgreSQL: fills, notifications, late fills,
+# long keys, negative entries, the size bound, a lost listening connection.
+cutover_test(NAME test_doccache SOURCES rewrite/test_doccache.c
+  LIBS cutover_storage cutover_core PkgConfig::PQ LABELS pg SERVICES TIMEOUT 120)
