@@ -327,10 +327,12 @@ static bool replace_url(struct rwx *s, proxy_exchange *x, struct buf *body, cons
     text = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
     if (!text)
         goto out;
-    buf_reset(body);
-    ok = buf_append(body, text, strlen(text));
-    if (!ok)
+    if (body->max && strlen(text) > body->max) {
         log_msgf(LOG_WARN, "rewrite", "the rewritten answer would pass limits.max_json_answer");
+        goto out;
+    }
+    buf_reset(body);
+    ok = buf_append(body, text, strlen(text)); /* within the ceiling: cannot fail */
 out:
     free(text);
     json_decref(doc);
@@ -344,7 +346,6 @@ static enum proxy_answer_mode act(struct rwx *s, proxy_exchange *x, struct buf *
     rewrite *rw = s->rw;
     char url[RW_URLBUF];
     cut_err err = CUT_ERR_INIT;
-    struct buf saved;
 
     if (st != DOC_VERIFIED && st != DOC_ACTIVE) {
         COUNT(rw, not_ready);
@@ -357,24 +358,11 @@ static enum proxy_answer_mode act(struct rwx *s, proxy_exchange *x, struct buf *
         COUNT(rw, unusable);
         return keep(s);
     }
-    /* keep the app's bytes until the replacement is whole */
-    buf_init(&saved, 0);
-    if (s->json && !buf_append(&saved, body->data ? body->data : "", body->len)) {
-        buf_free(&saved);
-        COUNT(rw, unusable);
-        return keep(s);
-    }
+    /* the body changes only once its replacement is whole and fits */
     if (!replace_url(s, x, body, url)) {
-        if (s->json) {
-            buf_reset(body);
-            if (!buf_append(body, saved.data ? saved.data : "", saved.len))
-                log_msgf(LOG_ERROR, "rewrite", "the app's answer could not be restored");
-        }
-        buf_free(&saved);
         COUNT(rw, unusable);
         return keep(s);
     }
-    buf_free(&saved);
     COUNT(rw, rewritten);
     if (st == DOC_VERIFIED) {
         struct bg *b = xcalloc(1, sizeof(*b));
