@@ -9,6 +9,7 @@
  *   percent 100: every verified document is answered with an S3 presigned URL (JSON and
  *     redirect routes) that fetches from s3rver exactly the uploaded bytes, and the document
  *     becomes active; a document unknown to cutover, or not verified, keeps the app's URL.
+ *     A route whose answer is not JSON (the app's raw bytes) passes them unchanged.
  *   the app's 403 reaches the client untouched (status, type and body bytes as the app sent).
  *   percent 30: 30% ± 3% of 10,000 sticky values are selected (computed with the rollout
  *     call); a sample of 300 users is answered by both sidecars as that computation says,
@@ -112,7 +113,9 @@ static void side_configure(struct side *S, int i)
         "  {\"name\": \"redirect\", \"kind\": \"signed_url\",\n"
         "   \"path\": \"/documents/{key}/redirect\",\n"
         "   \"url\": {\"response_header\": \"Location\"}, \"sticky\": {\"header\": "
-        "\"X-User-Id\"}}],\n"
+        "\"X-User-Id\"}},\n"
+        "  {\"name\": \"not-json\", \"kind\": \"signed_url\", \"path\": \"/legacy/raw/{key}\",\n"
+        "   \"url\": {\"response_json\": \"/url\"}}],\n"
         " \"flags\": {\"dual_write\": true},\n"
         " \"workers\": {\"mirror\": 2, \"max_backoff_s\": 1}}\n",
         S->port, testenv("APP_URL"), S->admin, E.db_url, S->spool, testenv("S3_ENDPOINT"),
@@ -453,6 +456,19 @@ static void test_percent_100(void **state)
         assert_int_equal(rewritten(E.s[s].port, E.unknown_key, "user-1", false), 0);
         assert_int_equal(rewritten(E.s[s].port, E.failed_key, "user-1", false), 0);
         assert_int_equal(rewritten(E.s[s].port, E.failed_key, "user-1", true), 0);
+    }
+    /* a selected read of a verified document whose answer is not JSON: the app's bytes */
+    for (int i = 0; i < NDOCS; i++) {
+        char *ek = curl_easy_escape(NULL, E.docs[i].key, 0);
+        char *url = xasprintf("http://127.0.0.1:%d/legacy/raw/%s", E.s[0].port, ek);
+        struct test_http r;
+        test_http("GET", url, NULL, NULL, 0, &r);
+        assert_int_equal(r.status, 200);
+        assert_int_equal(r.body_len, E.docs[i].len);
+        assert_memory_equal(r.body, E.docs[i].data, E.docs[i].len);
+        test_http_free(&r);
+        free(url);
+        curl_free(ek);
     }
     /* served from S3: the documents become active */
     assert_true(test_wait_until(all_active, NULL, 10000));
