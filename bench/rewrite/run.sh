@@ -89,7 +89,8 @@ http {
 CONF
 nginx -c "$T/app/nginx.conf" -p "$T/app" & PIDS+=($!)
 
-# start_cutover NAME PERCENT: its own database with one verified document; prints the port
+# start_cutover NAME PERCENT: its own database with one verified document; sets PORT (not in
+# a subshell, so that its pid reaches PIDS and the cleanup)
 start_cutover() {
   local name=$1 pct=$2 port adm db
   port=$(free_port); adm=$(free_port)
@@ -112,10 +113,10 @@ CONF
   "${PSQL[@]}" "$db" -c "INSERT INTO cutover.documents (storage_key, s3_key, state) VALUES ('$KEY', 'bench/$KEY', 'verified')" >/dev/null
   "$BIN" proxy --config "$T/$name.json" > "$T/$name.log" 2>&1 & PIDS+=($!)
   wait_port "$port" >&2
-  echo "$port"
+  PORT=$port
 }
-OFF=$(start_cutover off 0)
-ON=$(start_cutover on 100)
+start_cutover off 0; OFF=$PORT
+start_cutover on 100; ON=$PORT
 wait_port "$APP"
 EKEY=org-1%2Fbench-document.pdf
 # each cutover applies its flags from the database within a second of starting
