@@ -5,16 +5,21 @@
  * synchronously with sigtimedwait() here, so no handler runs inside the servers' threads.
  *
  * With a database and an S3 bucket configured, it also wires dual-write: the spool writer,
- * the recorders, the journal, the transfer engine, the
- * legacy store and the mirror; between signals, this thread replays the journal into the
+ * the recorders, the journal, the transfer engine, the legacy store and the mirror. With a
+ * database it keeps the flags (LISTEN/NOTIFY, with a periodic reload behind) and serves the
+ * admin API. With signed-URL routes it wires read cutover too (the notified document cache,
+ * its lookup workers, the rewrite; it shares dual-write's flags, S3 client and mirror when
+ * those run). Between signals, this thread replays the journal into the
  * database when there is one to replay (every 500 ms: a stat() when there is none).
  */
 #include "cmd/cli.h"
 #include "flags/flags.h"
 #include "proxy/admin_api.h"
 #include "proxy/proxy.h"
+#include "proxy/rewrite.h"
 #include "proxy/upload.h"
 #include "storage/creds.h"
+#include "storage/doccache.h"
 #include "storage/journal.h"
 #include "storage/legacy.h"
 #include "storage/mirror.h"
@@ -45,6 +50,16 @@ struct dual_write {
     mirror *mirror;
     upload *upload;
     pgstore *replay_db;
+};
+
+/* Everything read cutover runs on that dual-write does not provide; NULL when not configured. */
+struct read_cutover {
+    creds_provider *creds;
+    s3_client *s3;
+    flags_store *flags;
+    doccache *cache;
+    worker_pool *workers;
+    rewrite *rewrite;
 };
 
 static bool has_kind(const struct config *cfg, enum route_kind k)
@@ -174,6 +189,54 @@ out:
     return ok;
 }
 
+static bool read_cutover_start(const struct config *cfg, proxy *px, struct dual_write *dw,
+                               struct read_cutover *rc, cut_err *err)
+{
+    char host[128] = "cutover";
+
+    if (!has_kind(cfg, ROUTE_SIGNED_URL))
+        return true;
+    if (!cfg->database_url || !cfg->has_s3) {
+        log_msgf(LOG_WARN, "read_cutover", "signed-URL routes pass through untouched: %s",
+                 !cfg->database_url ? "no database_url" : "no s3 section");
+        return true;
+    }
+    gethostname(host, sizeof(host) - 1);
+    if (!dw->s3 && (!(rc->creds = creds_provider_new(&cfg->s3, err)) ||
+                    !(rc->s3 = s3_client_new(&cfg->s3, rc->creds, err))))
+        return false;
+    if (!dw->flags && !(rc->flags = flags_start(cfg, err)))
+        return false;
+    struct doccache_opts co = {.database_url = cfg->database_url};
+    if (!(rc->cache = doccache_start(&co, err)))
+        return false;
+    struct worker_opts wo = {
+        .name = "rewrite", .threads = 2, .queue_max = 65536, .database_url = cfg->database_url};
+    if (!(rc->workers = worker_pool_start(&wo, err)))
+        return false;
+    struct rewrite_deps d = {
+        .flags = dw->flags ? dw->flags : rc->flags,
+        .cache = rc->cache,
+        .workers = rc->workers,
+        .s3 = dw->s3 ? dw->s3 : rc->s3,
+        .mirror = dw->mirror,
+        .replica = host,
+    };
+    rc->rewrite = rewrite_new(cfg, &d, err);
+    return rc->rewrite && rewrite_register(rc->rewrite, px, err);
+}
+
+static void read_cutover_free(struct read_cutover *rc)
+{
+    worker_pool_free(rc->workers);
+    rewrite_free(rc->rewrite);
+    doccache_free(rc->cache);
+    flags_store_free(rc->flags);
+    s3_client_free(rc->s3);
+    creds_provider_free(rc->creds);
+    memset(rc, 0, sizeof(*rc));
+}
+
 /* The journal's records go to the database as soon as it takes them. */
 static void replay(struct dual_write *dw)
 {
@@ -231,6 +294,7 @@ int cmd_proxy(int argc, char **argv)
     proxy *px = NULL;
     struct dual_write dw = {0};
     admin_api *api = NULL;
+    struct read_cutover rcut = {0};
     cut_err err = CUT_ERR_INIT;
     int rc = EXIT_WORK;
     sigset_t set;
@@ -267,7 +331,7 @@ int cmd_proxy(int argc, char **argv)
         goto fail;
     api = px ? admin_api_new(cfg, dw.flags) : NULL;
     if (!px || !admin_api_register(api, px, &err) || !dual_write_start(cfg, px, &dw, &err) ||
-        !proxy_start(px, &err)) {
+        !read_cutover_start(cfg, px, &dw, &rcut, &err) || !proxy_start(px, &err)) {
     fail:
         fprintf(stderr, "cutover proxy: %s\n", err.msg);
         goto out_curl;
@@ -289,8 +353,11 @@ int cmd_proxy(int argc, char **argv)
     rc = 0;
 out_curl:
     dual_write_stop(&dw);
+    if (rcut.workers)
+        worker_pool_stop(rcut.workers);
     proxy_free(px);
     admin_api_free(api);
+    read_cutover_free(&rcut);
     dual_write_free(&dw);
     curl_global_cleanup();
 out:

@@ -239,9 +239,33 @@ struct flags_snapshot {
     bool dual_write;
     double shadow_read, read_percent, cutover_gate;
     struct flags_auto_rollback rollback;
+    /* read_from_s3's allow and deny lists, sorted (strcmp), borrowed from values */
+    const char **lists[2];
+    size_t nlists[2];
 };
 
 static atomic_uint_fast64_t versions;
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* The strings of list (validated: an array of strings, or NULL) as a sorted array. */
+static const char **sorted_list(const json_t *list, size_t *n)
+{
+    const char **v;
+    size_t i;
+    json_t *x;
+
+    *n = json_array_size(list);
+    if (*n == 0)
+        return NULL;
+    v = xcalloc(*n, sizeof(*v));
+    json_array_foreach(list, i, x) v[i] = json_string_value(x);
+    qsort(v, *n, sizeof(*v), cmp_str);
+    return v;
+}
 
 static double num(const json_t *o, const char *member, double def)
 {
@@ -279,6 +303,10 @@ flags_snapshot *flags_snapshot_new(const json_t *values, bool from_db, cut_err *
     s->shadow_read = json_number_value(json_object_get(all, "shadow_read"));
     s->read_percent = num(json_object_get(all, "read_from_s3"), "percent", 0);
     s->cutover_gate = json_number_value(json_object_get(all, "cutover_gate"));
+    s->lists[0] =
+        sorted_list(json_object_get(json_object_get(all, "read_from_s3"), "allow"), &s->nlists[0]);
+    s->lists[1] =
+        sorted_list(json_object_get(json_object_get(all, "read_from_s3"), "deny"), &s->nlists[1]);
     ar = json_object_get(all, "auto_rollback");
     s->rollback.enabled =
         json_object_get(ar, "enabled") == NULL || json_is_true(json_object_get(ar, "enabled"));
@@ -308,6 +336,8 @@ void flags_snapshot_unref(flags_snapshot *s)
 {
     if (s == NULL || atomic_fetch_sub(&s->refs, 1) != 1)
         return;
+    free(s->lists[0]);
+    free(s->lists[1]);
     json_decref(s->values);
     free(s);
 }
@@ -345,6 +375,13 @@ double flags_cutover_gate(const flags_snapshot *s)
 struct flags_auto_rollback flags_auto_rollback(const flags_snapshot *s)
 {
     return s->rollback;
+}
+
+bool flags_read_listed(const flags_snapshot *s, bool deny, const char *value)
+{
+    int i = deny ? 1 : 0;
+    return s->nlists[i] &&
+           bsearch(&value, s->lists[i], s->nlists[i], sizeof(char *), cmp_str) != NULL;
 }
 
 const json_t *flags_snapshot_value(const flags_snapshot *s, const char *name)

@@ -60,6 +60,9 @@ bool flags_dual_write(const flags_snapshot *s);
 double flags_shadow_read(const flags_snapshot *s);
 double flags_read_percent(const flags_snapshot *s); /* read_from_s3.percent */
 double flags_cutover_gate(const flags_snapshot *s);
+/* Whether value is in read_from_s3's deny list (deny true) or allow list (deny false): a
+ * binary search of a list sorted when the snapshot was built; no allocation, no lock. */
+bool flags_read_listed(const flags_snapshot *s, bool deny, const char *value);
 struct flags_auto_rollback {
     bool enabled;
     double max_error_rate;

@@ -8,6 +8,13 @@
  * that let any number of sidecars and backfill jobs share the work with
  * FOR UPDATE SKIP LOCKED.
  *
+ * 4 is read cutover's: every change of a document's state or S3 key is announced on the
+ * channel cutover_documents (payload "<state> <key bytes> <key><s3_key>", or "- <key bytes>
+ * <key>" when that would pass PostgreSQL's 8000-byte limit, or "*" when even the key would:
+ * the listeners drop that entry, or everything), so that every replica's cache of document
+ * states stays true; legacy_reads keeps, per replica, the last read answered with the legacy
+ * URL.
+ *
  * 3 adds what the S3 object is served with: the document's content type and original
  * filename, as the upload gave them.
  *
@@ -99,6 +106,33 @@ const struct pg_migration pg_migrations[] = {
      "ALTER TABLE cutover.documents\n"
      "  ADD COLUMN content_type text,\n"
      "  ADD COLUMN filename     text;\n"},
+    {4, "document change notifications, last legacy read",
+     "CREATE FUNCTION cutover.notify_documents() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+     "DECLARE r record; p text;\n"
+     "BEGIN\n"
+     "  IF TG_OP = 'DELETE' THEN r := OLD; ELSE r := NEW; END IF;\n"
+     "  IF TG_OP = 'DELETE' THEN\n"
+     "    p := '- ' || octet_length(r.storage_key) || ' ' || r.storage_key;\n"
+     "  ELSE\n"
+     "    p := r.state || ' ' || octet_length(r.storage_key) || ' ' || r.storage_key || r.s3_key;\n"
+     "    IF octet_length(p) > 7900 THEN\n"
+     "      p := '- ' || octet_length(r.storage_key) || ' ' || r.storage_key;\n"
+     "    END IF;\n"
+     "  END IF;\n"
+     "  IF octet_length(p) > 7900 THEN p := '*'; END IF;\n"
+     "  PERFORM pg_notify('cutover_documents', p);\n"
+     "  RETURN NULL;\n"
+     "END $$;\n"
+     "CREATE TRIGGER documents_notify_ins AFTER INSERT OR DELETE ON cutover.documents\n"
+     "  FOR EACH ROW EXECUTE FUNCTION cutover.notify_documents();\n"
+     "CREATE TRIGGER documents_notify_upd AFTER UPDATE ON cutover.documents\n"
+     "  FOR EACH ROW WHEN (OLD.state IS DISTINCT FROM NEW.state\n"
+     "                     OR OLD.s3_key IS DISTINCT FROM NEW.s3_key)\n"
+     "  EXECUTE FUNCTION cutover.notify_documents();\n"
+     "CREATE TABLE cutover.legacy_reads (\n"
+     "  replica text PRIMARY KEY,\n"
+     "  last_at timestamptz NOT NULL\n"
+     ");\n"},
 };
 
 const size_t pg_nmigrations = sizeof(pg_migrations) / sizeof(pg_migrations[0]);

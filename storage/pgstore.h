@@ -336,6 +336,22 @@ int pgstore_listen(pgstore *st, const char *channel, cut_err *err) CUT_MUST_USE;
  * set when the connection is lost (it is closed: pgstore_listen() again reconnects). */
 int pgstore_wait_notify(pgstore *st, int wake_fd, int timeout_ms, int *count,
                         cut_err *err) CUT_MUST_USE;
+/* ---- read cutover (pgstore_rewrite.c) -------------------------------------------------------- */
+/* A document's state and S3 key (copied into s3_key, NUL-terminated, at most s3_len bytes
+ * with the NUL). CUT_ENOTFOUND when absent. One indexed SELECT. */
+int pgstore_doc_state(pgstore *st, const char *storage_key, enum doc_state *state, char *s3_key,
+                      size_t s3_len, cut_err *err) CUT_MUST_USE;
+/* Migrate on read: a document still to be copied (pending, or mismatch; either may wait out a
+ * backoff after failed attempts) becomes the first in the copy queue (next_attempt_at
+ * '-infinity'). Others are left alone. *bumped (may be NULL): whether it was moved. */
+int pgstore_read_bump(pgstore *st, const char *storage_key, bool *bumped,
+                      cut_err *err) CUT_MUST_USE;
+/* Records now() as replica's last read answered with the legacy URL (cutover.legacy_reads). */
+int pgstore_legacy_read_mark(pgstore *st, const char *replica, cut_err *err) CUT_MUST_USE;
+/* The last read answered with the legacy URL by any replica, as ISO 8601 text: *at a new
+ * string (free()), or NULL when none was ever recorded. For the runbook's "retire the legacy
+ * store 30 days after the last legacy read". */
+int pgstore_legacy_read_last(pgstore *st, char **at, cut_err *err) CUT_MUST_USE;
 
 /* ---- schema -------------------------------------------------------------------------------- */
 
