@@ -11,6 +11,7 @@
  */
 #include "cmd/cli.h"
 #include "flags/flags.h"
+#include "proxy/metrics_http.h"
 #include "proxy/proxy.h"
 #include "proxy/upload.h"
 #include "storage/creds.h"
@@ -213,6 +214,7 @@ int cmd_proxy(int argc, char **argv)
     struct config *cfg = NULL;
     proxy *px = NULL;
     struct dual_write dw = {0};
+    proxy_metrics *pm = NULL;
     cut_err err = CUT_ERR_INIT;
     int rc = EXIT_WORK;
     sigset_t set;
@@ -243,7 +245,8 @@ int cmd_proxy(int argc, char **argv)
     }
 
     px = proxy_new(cfg, &err);
-    if (!px || !dual_write_start(cfg, px, &dw, &err) || !proxy_start(px, &err)) {
+    if (!px || !dual_write_start(cfg, px, &dw, &err) ||
+        !(pm = proxy_metrics_new(px, cfg, dw.flags, &err)) || !proxy_start(px, &err)) {
         fprintf(stderr, "cutover proxy: %s\n", err.msg);
         goto out_curl;
     }
@@ -265,6 +268,7 @@ int cmd_proxy(int argc, char **argv)
 out_curl:
     dual_write_stop(&dw);
     proxy_free(px);
+    proxy_metrics_free(pm);
     dual_write_free(&dw);
     curl_global_cleanup();
 out:

@@ -269,6 +269,14 @@ int pgstore_list_problems(pgstore *st, const char *origin, size_t max, struct pg
                           size_t *n, cut_err *err) CUT_MUST_USE;
 void pgstore_problems_free(struct pgstore_problem *p, size_t n);
 
+/* ---- metrics: the figures /metrics exports (pgstore_metrics.c) ----------------------------- */
+
+/* Documents per state into counts[state], and the queue's depth: documents pending or
+ * mismatch, or deleted with their S3 object not yet removed (due now or backing off), in one
+ * statement under statement_timeout = timeout_ms. Returns 0 or -1 with err set. */
+int pgstore_metrics_counts(pgstore *st, int64_t counts[DOC_NSTATES], int64_t *queue_depth,
+                           int timeout_ms, cut_err *err) CUT_MUST_USE;
+
 /* ---- schema -------------------------------------------------------------------------------- */
 
 /* The numbered migrations (migrations.c). */
