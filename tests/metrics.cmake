@@ -8,3 +8,8 @@ target_link_libraries(cutover_mxenv PUBLIC cutover_testlib cutover_core PkgConfi
   PkgConfig::CMOCKA)
 cutover_test(NAME test_metrics SOURCES metrics/test_metrics.c
   LIBS cutover_mxenv cutover_core PkgConfig::PQ PkgConfig::JANSSON LABELS e2e SERVICES TIMEOUT 180)
+# The dashboard page in headless Chromium (Debian's chromium), driven over the DevTools pipe:
+# token, figures, a flag change, phone width, screenshots.
+cutover_test(NAME test_dashboard SOURCES metrics/test_dashboard.c
+  LIBS cutover_mxenv cutover_core PkgConfig::PQ PkgConfig::JANSSON PkgConfig::SSL
+  LABELS e2e SERVICES TIMEOUT 180)
