@@ -326,7 +326,21 @@ static void test_dashboard(void **state)
         print_message("no admin API: the flag change was sent, not applied\n");
     }
 
-    /* a few refreshes, so that the rates have points, then the pictures */
+    /* uploads while the page refreshes: its rates (kept in the page) go up */
+    for (int i = 0; i < 20 && !eval_true("Number(document.getElementById('c-proxy').dataset.max) "
+                                         "> 0 && Number(document.getElementById('c-s3')"
+                                         ".dataset.max) > 0");
+         i++) {
+        json_t *n0 = eval("Number(document.body.dataset.loaded)");
+        long seen = (long)json_number_value(n0);
+        json_decref(n0);
+        for (int k = 0; k < 3; k++)
+            assert_int_equal(mx_upload(&E, 3000), 201);
+        char *next = xasprintf("Number(document.body.dataset.loaded) > %ld", seen);
+        assert_true(test_wait_until(eval_true, next, 10000));
+        free(next);
+    }
+    assert_true(eval_true("Number(document.getElementById('c-proxy').dataset.max) > 0"));
     assert_true(test_wait_until(eval_true, "Number(document.body.dataset.loaded) >= 4", 20000));
     screenshot("dashboard.png");
     viewport(390, 844, true);
