@@ -38,5 +38,7 @@ int cmd_doctor(int argc, char **argv);
 int cmd_migrate_db(int argc, char **argv);
 int cmd_proxy(int argc, char **argv);
 int cmd_backfill(int argc, char **argv);
+int cmd_flags(int argc, char **argv);
+int cmd_status(int argc, char **argv);
 
 #endif

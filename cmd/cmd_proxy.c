@@ -5,12 +5,13 @@
  * synchronously with sigtimedwait() here, so no handler runs inside the servers' threads.
  *
  * With a database and an S3 bucket configured, it also wires dual-write: the spool writer,
- * the recorders, the journal, the flags (reloaded every second), the transfer engine, the
+ * the recorders, the journal, the transfer engine, the
  * legacy store and the mirror; between signals, this thread replays the journal into the
  * database when there is one to replay (every 500 ms: a stat() when there is none).
  */
 #include "cmd/cli.h"
 #include "flags/flags.h"
+#include "proxy/admin_api.h"
 #include "proxy/metrics_http.h"
 #include "proxy/proxy.h"
 #include "proxy/upload.h"
@@ -79,6 +80,25 @@ static void sweep_spool(const struct config *cfg, struct dual_write *dw)
     free(prefix);
 }
 
+/* The flags with a database: read now, then kept current by LISTEN/NOTIFY, with a reload
+ * every FLAGS_RELOAD_MS as the safety net. Returns a new store or NULL with err set. */
+#define FLAGS_RELOAD_MS 5000
+static flags_store *flags_start(const struct config *cfg, cut_err *err)
+{
+    cut_err ferr = CUT_ERR_INIT;
+    flags_store *fs = flags_store_new(cfg->database_url, cfg, err);
+
+    if (!fs)
+        return NULL;
+    if (flags_store_reload(fs, &ferr) != 0)
+        log_msgf(LOG_WARN, "flags", "starting with the configuration's flags: %s", ferr.msg);
+    if (flags_store_autoreload(fs, FLAGS_RELOAD_MS, err) != 0 || flags_store_listen(fs, err) != 0) {
+        flags_store_free(fs);
+        return NULL;
+    }
+    return fs;
+}
+
 static bool dual_write_start(const struct config *cfg, proxy *px, struct dual_write *dw,
                              cut_err *err)
 {
@@ -109,15 +129,7 @@ static bool dual_write_start(const struct config *cfg, proxy *px, struct dual_wr
         goto out;
     if (cfg->has_legacy && !(dw->legacy = legacy_new(&cfg->legacy, NULL, err)))
         goto out;
-    dw->flags = flags_store_new(cfg->database_url, cfg, err);
-    if (!dw->flags)
-        goto out;
-    {
-        cut_err ferr = CUT_ERR_INIT;
-        if (flags_store_reload(dw->flags, &ferr) != 0)
-            log_msgf(LOG_WARN, "flags", "starting with the configuration's flags: %s", ferr.msg);
-    }
-    if (flags_store_autoreload(dw->flags, 1000, err) != 0)
+    if (!dw->flags && !(dw->flags = flags_start(cfg, err)))
         goto out;
     struct worker_opts wo = {
         .name = "recorder", .threads = 2, .queue_max = 65536, .database_url = cfg->database_url};
@@ -214,6 +226,7 @@ int cmd_proxy(int argc, char **argv)
     struct config *cfg = NULL;
     proxy *px = NULL;
     struct dual_write dw = {0};
+    admin_api *api = NULL;
     proxy_metrics *pm = NULL;
     cut_err err = CUT_ERR_INIT;
     int rc = EXIT_WORK;
@@ -245,8 +258,12 @@ int cmd_proxy(int argc, char **argv)
     }
 
     px = proxy_new(cfg, &err);
-    if (!px || !dual_write_start(cfg, px, &dw, &err) ||
+    if (px && cfg->database_url && !(dw.flags = flags_start(cfg, &err)))
+        goto fail;
+    api = px ? admin_api_new(cfg, dw.flags) : NULL;
+    if (!px || !admin_api_register(api, px, &err) || !dual_write_start(cfg, px, &dw, &err) ||
         !(pm = proxy_metrics_new(px, cfg, dw.flags, &err)) || !proxy_start(px, &err)) {
+    fail:
         fprintf(stderr, "cutover proxy: %s\n", err.msg);
         goto out_curl;
     }
@@ -268,6 +285,7 @@ int cmd_proxy(int argc, char **argv)
 out_curl:
     dual_write_stop(&dw);
     proxy_free(px);
+    admin_api_free(api);
     proxy_metrics_free(pm);
     dual_write_free(&dw);
     curl_global_cleanup();

@@ -26,6 +26,14 @@ const struct cli_command cli_commands[] = {
      "               legacy store (reachable), the spool directory (writable), credentials,\n"
      "               bucket write/read/delete and clock skew",
      cmd_doctor},
+    {"status",
+     "documents per state, queue depth, consistency ratio against the cutover gate,\n"
+     "               backfill, last rollback, flags (from the database); --json",
+     cmd_status},
+    {"flags",
+     "flags get | flags set NAME=VALUE... [--reason TEXT] [--force]: read or change\n"
+     "               the flags through a sidecar's admin API (--admin URL)",
+     cmd_flags},
     {NULL, NULL, NULL},
 };
 

@@ -28,13 +28,17 @@
 
 #include "storage/pgstore.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* ---- rules ---------------------------------------------------------------------------------- */
 
@@ -378,6 +382,12 @@ struct flags_store {
     pthread_cond_t stop_cv;
     bool stop;
     int period_ms;
+    /* the listener (flags_store_listen) */
+    char *url;
+    pthread_t listener;
+    bool listening;
+    atomic_bool listen_stop;
+    int wake[2]; /* a pipe: written once to stop the listener */
 };
 
 flags_store *flags_store_new(const char *database_url, const struct config *cfg, cut_err *err)
@@ -393,6 +403,9 @@ flags_store *flags_store_new(const char *database_url, const struct config *cfg,
     pthread_mutex_init(&fs->stop_mu, NULL);
     pthread_cond_init(&fs->stop_cv, NULL);
     fs->st = pgstore_open(database_url);
+    fs->url = xstrdup(database_url ? database_url : "");
+    fs->wake[0] = fs->wake[1] = -1;
+    atomic_init(&fs->listen_stop, false);
     fs->initial = flags_snapshot_json(s);
     fs->current = s;
     return fs;
@@ -447,6 +460,17 @@ void flags_store_free(flags_store *fs)
         pthread_mutex_unlock(&fs->stop_mu);
         pthread_join(fs->reloader, NULL);
     }
+    if (fs->listening) {
+        atomic_store(&fs->listen_stop, true);
+        if (write(fs->wake[1], "x", 1) < 0)
+            log_msgf(LOG_WARN, "flags_listen", "cannot wake the listener: %s", strerror(errno));
+        pthread_join(fs->listener, NULL);
+    }
+    if (fs->wake[0] >= 0) {
+        close(fs->wake[0]);
+        close(fs->wake[1]);
+    }
+    free(fs->url);
     pthread_mutex_destroy(&fs->stop_mu);
     pthread_cond_destroy(&fs->stop_cv);
     /* readers must be gone; any left are detached so that their free stays safe */
@@ -587,4 +611,284 @@ const flags_snapshot *flags_reader_get(flags_reader *r)
         r->held = n;
     }
     return r->held;
+}
+
+/* ---- the listener ------------------------------------------------------------------------------
+ */
+
+#define LISTEN_CHANNEL "cutover_flags"
+#define LISTEN_BACKOFF_MIN_MS 250
+#define LISTEN_BACKOFF_MAX_MS 5000
+
+/* Waits ms, or less when the store is being freed. */
+static void listen_pause(flags_store *fs, int ms)
+{
+    struct pollfd p = {.fd = fs->wake[0], .events = POLLIN};
+    if (poll(&p, 1, ms) < 0 && errno != EINTR)
+        log_msgf(LOG_WARN, "flags_listen", "poll: %s", strerror(errno));
+}
+
+static void listen_reload(flags_store *fs, const char *why)
+{
+    cut_err err = CUT_ERR_INIT;
+    if (flags_store_reload(fs, &err) != 0)
+        log_msgf(LOG_WARN, "flags_reload", "flags kept as they were (%s): %s", why, err.msg);
+}
+
+static void *listen_main(void *arg)
+{
+    flags_store *fs = arg;
+    pgstore *l = pgstore_open(fs->url);
+    bool up = false, was_up = false;
+    int backoff = LISTEN_BACKOFF_MIN_MS;
+    uint64_t last_log = 0;
+
+    while (!atomic_load(&fs->listen_stop)) {
+        cut_err err = CUT_ERR_INIT;
+        int n = 0;
+
+        if (!up) {
+            if (pgstore_listen(l, LISTEN_CHANNEL, &err) != 0) {
+                if (now_us() - last_log > 30000000u) {
+                    last_log = now_us();
+                    log_msgf(LOG_WARN, "flags_listen",
+                             "flag changes not heard, retrying (the periodic reload goes on): %s",
+                             err.msg);
+                }
+                listen_pause(fs, backoff);
+                backoff = backoff * 2 > LISTEN_BACKOFF_MAX_MS ? LISTEN_BACKOFF_MAX_MS : backoff * 2;
+                continue;
+            }
+            up = true;
+            backoff = LISTEN_BACKOFF_MIN_MS;
+            if (was_up)
+                log_msgf(LOG_INFO, "flags_listen", "listening for flag changes again");
+            was_up = true;
+            /* whatever changed while nobody listened */
+            listen_reload(fs, "after connecting");
+        }
+        if (pgstore_wait_notify(l, fs->wake[0], 1000, &n, &err) != 0) {
+            up = false;
+            log_msgf(LOG_WARN, "flags_listen", "flag changes not heard until reconnected: %s",
+                     err.msg);
+            continue;
+        }
+        if (n > 0)
+            listen_reload(fs, "on a change");
+    }
+    pgstore_free(l);
+    return NULL;
+}
+
+int flags_store_listen(flags_store *fs, cut_err *err)
+{
+    if (fs->listening) {
+        err_set(err, CUT_EINVAL, "flags", "the listener runs already");
+        return -1;
+    }
+    if (pipe2(fs->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
+        err_set(err, CUT_EIO, "flags", "pipe: %s", strerror(errno));
+        fs->wake[0] = fs->wake[1] = -1;
+        return -1;
+    }
+    if (pthread_create(&fs->listener, NULL, listen_main, fs) != 0) {
+        err_set(err, CUT_EIO, "flags", "cannot start the flags' listener thread");
+        return -1;
+    }
+    fs->listening = true;
+    return 0;
+}
+
+/* ---- changes and the cutover gate ------------------------------------------------------------
+ */
+
+#define CHANGE_TRIES 5
+
+double flags_consistency_ratio(int64_t verified, int64_t total)
+{
+    if (total <= 0 || verified <= 0)
+        return 0;
+    if (verified >= total)
+        return 1;
+    return (double)verified / (double)total;
+}
+
+static bool mergeable(const char *name)
+{
+    return strcmp(name, "read_from_s3") == 0 || strcmp(name, "auto_rollback") == 0;
+}
+
+/* The value flag name takes: the patch's, merged onto cur's when both are objects of a
+ * mergeable flag. Returns a new value. */
+static json_t *merged_value(const char *name, const json_t *cur, const json_t *v)
+{
+    json_t *m;
+    if (!mergeable(name) || !json_is_object(v) || !json_is_object(cur))
+        return json_deep_copy(v);
+    m = json_deep_copy(cur);
+    json_object_update(m, (json_t *)v);
+    return m;
+}
+
+static double percent_of(const json_t *rfs)
+{
+    const json_t *p = json_object_get(rfs, "percent");
+    return p ? json_number_value(p) : 0;
+}
+
+static char *dump(const json_t *v)
+{
+    return v ? json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT | JSON_REAL_PRECISION(15)) : NULL;
+}
+
+/* Writes the gate's refusal to the audit log; a failure is logged only (the refusal stands). */
+static void audit_refusal(flags_store *fs, const struct flags_change *c, const json_t *old,
+                          const json_t *new_value, const struct flags_gate *g)
+{
+    cut_err err = CUT_ERR_INIT;
+    char *o = dump(old), *n = dump(new_value);
+    char *why = xasprintf("refused by the cutover gate: consistency %.6f (%lld verified of %lld) "
+                          "is below %.6f%s%.400s",
+                          g->ratio, (long long)g->verified, (long long)g->total, g->gate,
+                          c->reason && *c->reason ? "; asked: " : "", c->reason ? c->reason : "");
+    struct pgstore_audit_row a = {.actor = c->actor,
+                                  .action = "gate_refused",
+                                  .flag = "read_from_s3",
+                                  .old = o,
+                                  .new_value = n,
+                                  .reason = why};
+    if (pgstore_audit_add(fs->st, &a, &err) != 0)
+        log_msgf(LOG_WARN, "flags_gate", "the gate's refusal could not be audited: %s", err.msg);
+    free(why);
+    free(o);
+    free(n);
+}
+
+/* One attempt under db_mu. Returns 0, or -1 with err set. */
+static int change_once(flags_store *fs, const struct flags_change *c, struct flags_gate *g,
+                       cut_err *err)
+{
+    json_t *raw = NULL, *cur = NULL, *next = json_object();
+    struct pgstore_flag_change *ch = NULL;
+    char **texts = NULL;
+    size_t n = 0, cap = json_object_size(c->patch);
+    const char *name;
+    json_t *v;
+    int rc = -1;
+
+    if (!fs->initialised) {
+        if (pgstore_flags_init(fs->st, fs->initial, "config", NULL, err) != 0)
+            goto out;
+        fs->initialised = true;
+    }
+    if (pgstore_flags_text(fs->st, &raw, err) != 0)
+        goto out;
+    cur = json_object();
+    json_object_foreach(raw, name, v)
+    {
+        json_t *x = json_loads(json_string_value(v), JSON_DECODE_ANY, NULL);
+        if (x == NULL) {
+            err_set(err, CUT_EDB, "flags", "flags.%.64s: unreadable value in the database", name);
+            goto out;
+        }
+        json_object_set_new(cur, name, x);
+    }
+    json_object_foreach((json_t *)c->patch, name, v)
+    {
+        const json_t *old = json_object_get(cur, name);
+        json_t *m = merged_value(name, old, v);
+        if (!flags_validate(name, m, err)) {
+            json_decref(m);
+            goto out;
+        }
+        json_object_set_new(next, name, m);
+    }
+    /* the gate: only a raise of read_from_s3.percent to 100 */
+    memset(g, 0, sizeof(*g));
+    const json_t *rfs = json_object_get(next, "read_from_s3");
+    if (rfs && percent_of(rfs) >= 100 && percent_of(json_object_get(cur, "read_from_s3")) < 100) {
+        const json_t *gv = json_object_get(cur, "cutover_gate");
+        g->checked = true;
+        g->gate = gv && json_is_number(gv) ? json_number_value(gv) : 0.99999;
+        if (pgstore_consistency(fs->st, &g->verified, &g->total, err) != 0)
+            goto out;
+        g->ratio = flags_consistency_ratio(g->verified, g->total);
+        if (g->ratio < g->gate) {
+            if (!c->force) {
+                audit_refusal(fs, c, json_object_get(cur, "read_from_s3"), rfs, g);
+                err_set(err, CUT_ECONFLICT, "cutover_gate",
+                        "the cutover gate refuses read_from_s3.percent 100: consistency %.6f "
+                        "(%lld verified of %lld documents) is below cutover_gate %.6f; "
+                        "\"force\": true with a reason overrides it",
+                        g->ratio, (long long)g->verified, (long long)g->total, g->gate);
+                goto out;
+            }
+            g->forced = true;
+        }
+    }
+    ch = xcalloc(cap ? cap : 1, sizeof(*ch));
+    texts = xcalloc(2 * (cap ? cap : 1), sizeof(*texts));
+    json_object_foreach(next, name, v)
+    {
+        const json_t *old = json_object_get(cur, name);
+        if (old && json_equal((json_t *)old, v))
+            continue;
+        /* the old value exactly as the table holds it, compared as such on writing */
+        texts[2 * n] = xstrdup(json_string_value(json_object_get(raw, name)));
+        texts[2 * n + 1] = dump(v);
+        ch[n] = (struct pgstore_flag_change){
+            .name = name, .old = texts[2 * n], .value = texts[2 * n + 1]};
+        n++;
+    }
+    if (n > 0 &&
+        pgstore_flags_write(fs->st, ch, n, c->actor, g->forced ? "flag_forced" : "flag_set",
+                            c->reason && *c->reason ? c->reason : NULL, err) != 0)
+        goto out;
+    rc = 0;
+out:
+    for (size_t i = 0; texts && i < 2 * cap; i++)
+        free(texts[i]);
+    free(texts);
+    free(ch);
+    json_decref(raw);
+    json_decref(cur);
+    json_decref(next);
+    return rc;
+}
+
+int flags_store_change(flags_store *fs, const struct flags_change *c, struct flags_gate *gate,
+                       flags_snapshot **now, cut_err *err)
+{
+    struct flags_gate g = {0};
+    int rc = -1;
+
+    *now = NULL;
+    if (!json_is_object(c->patch) || json_object_size(c->patch) == 0) {
+        err_set(err, CUT_EINVAL, "flags", "flags: expected an object of at least one flag: value");
+        goto done;
+    }
+    if (c->force && (c->reason == NULL || *c->reason == '\0')) {
+        err_set(err, CUT_EINVAL, "reason", "reason: \"force\" needs a reason");
+        goto done;
+    }
+    pthread_mutex_lock(&fs->db_mu);
+    for (int i = 0; i < CHANGE_TRIES; i++) {
+        cut_err e = CUT_ERR_INIT;
+        rc = change_once(fs, c, &g, &e);
+        if (rc == 0 || e.code != CUT_ECONFLICT || strcmp(e.where, "flags write") != 0 ||
+            i + 1 == CHANGE_TRIES) {
+            if (rc != 0)
+                *err = e;
+            break;
+        }
+    }
+    if (rc == 0 && reload_locked(fs, err) != 0)
+        rc = -1;
+    pthread_mutex_unlock(&fs->db_mu);
+    if (rc == 0)
+        *now = flags_store_current(fs);
+done:
+    if (gate)
+        *gate = g;
+    return rc;
 }

@@ -100,6 +100,68 @@ int flags_store_autoreload(flags_store *fs, int period_ms, cut_err *err) CUT_MUS
 int flags_store_set(flags_store *fs, const char *name, const json_t *value, const char *actor,
                     const char *reason, cut_err *err) CUT_MUST_USE;
 
+/* Starts a thread that LISTENs on channel cutover_flags (the trigger flags_notify of the
+ * schema fires on every write to cutover.flags) on a connection of its own, and reloads on
+ * each notification, so that a change reaches every replica within a second. After a lost
+ * connection it reconnects (backing off from 250 ms to 5 s) and reloads once listening
+ * again; while the database is away the flags stay as they were. Stopped by
+ * flags_store_free(). Returns 0, or -1 with err set. */
+int flags_store_listen(flags_store *fs, cut_err *err) CUT_MUST_USE;
+
+/* ---- changes through the admin API, and the cutover gate ------------------------------------ */
+
+/* The consistency ratio verified / total (pgstore_consistency() defines both): 0 when there
+ * is no document at all, since nothing is known to be verified then. */
+double flags_consistency_ratio(int64_t verified, int64_t total);
+
+/* One change request. patch: {flag: value}, borrowed; for read_from_s3 and auto_rollback an
+ * object value is merged member by member onto the current value (a member given replaces
+ * that member, arrays whole); any other value replaces the flag's value. actor: who asks
+ * (borrowed, stored in the audit rows). reason: may be NULL or "", except with force. */
+struct flags_change {
+    const json_t *patch;
+    const char *actor;
+    const char *reason;
+    bool force;
+};
+
+/* What the cutover gate looked at; checked false when the change does not raise
+ * read_from_s3.percent to 100. */
+struct flags_gate {
+    bool checked;
+    bool forced; /* the gate refused and force overrode it */
+    int64_t verified, total;
+    double ratio, gate;
+};
+
+/* Applies a change: every value merged and validated (CUT_EINVAL, where "flags.NAME", the
+ * reason naming the member), force without a reason refused (CUT_EINVAL, where "reason"),
+ * then the cutover gate: raising read_from_s3.percent to 100 (from below) while the
+ * consistency ratio is below the stored cutover_gate is refused with CUT_ECONFLICT (where
+ * "cutover_gate"; the figures in *gate) and the refusal is written to the audit log (action
+ * "gate_refused"), unless force (the changes are then audited with action "flag_forced").
+ * The changed flags are written in one transaction with one audit row each (action
+ * "flag_set"; values equal to the current ones are skipped) and only while nobody changed
+ * them meanwhile (otherwise read again and decided again, a few times); then the store is
+ * reloaded and *now receives the snapshot this replica now uses (a new reference,
+ * flags_snapshot_unref()). Database trouble: CUT_EDB, nothing changed. Blocking. */
+int flags_store_change(flags_store *fs, const struct flags_change *c, struct flags_gate *gate,
+                       flags_snapshot **now, cut_err *err) CUT_MUST_USE;
+
+/* The actor of the audit rows written by the automatic rollback. */
+#define FLAGS_ROLLBACK_ACTOR "auto-rollback"
+
+/* ---- status (status.c) ----------------------------------------------------------------------- */
+
+struct pgstore;
+/* The status object of GET /admin/status and `cutover status --json` (README "Admin API"):
+ * {"documents": {state: n...}, "queue_depth", "consistency": {"verified", "total", "ratio",
+ * "gate", "gate_open"}, "flags", "flags_source", "backfill" (null without a run),
+ * "last_rollback" (null before the first)}, the flags and the gate from s. Returns 0 with
+ * *out a new object (json_decref()), or -1 with err set (CUT_EDB...). Blocking. */
+int flags_status_json(struct pgstore *st, const flags_snapshot *s, json_t **out,
+                      cut_err *err) CUT_MUST_USE;
+
 /* The current snapshot: a new reference (flags_snapshot_unref()). Takes a short mutex: for
  * threads other than event loops, which use a reader. */
 flags_snapshot *flags_store_current(flags_store *fs) CUT_MUST_USE;

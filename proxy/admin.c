@@ -456,6 +456,9 @@ static void dispatch(proxy *px, struct admin_call *c, const char *url, const cha
             snprintf(a->retry_after, sizeof(a->retry_after), "1");
             return;
         }
+        unsigned char addr[16];
+        char client[INET6_ADDRSTRLEN + 1];
+        client_address(conn, addr, client, sizeof(client));
         struct proxy_admin_req req = {
             .method = method,
             .path = url,
@@ -464,6 +467,8 @@ static void dispatch(proxy *px, struct admin_call *c, const char *url, const cha
             .body = c->body.data ? c->body.data : "",
             .body_len = c->body.len,
             .authorization = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization"),
+            .client = client,
+            .actor = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Cutover-Actor"),
         };
         a->rep.status = 200;
         hit->fn(hit->arg, &req, &a->rep);

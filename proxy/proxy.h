@@ -223,6 +223,8 @@ struct proxy_admin_req {
     const char *body;     /* NUL-terminated, may be empty; at most 1 MiB (more: 413) */
     size_t body_len;
     const char *authorization; /* header value or NULL */
+    const char *client;        /* the client's address as text ("?" when unknown) */
+    const char *actor;         /* the X-Cutover-Actor header's value, or NULL */
 };
 
 /* A handler fills status (preset 200), content type and body (body is a buf with a ceiling

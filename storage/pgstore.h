@@ -269,6 +269,74 @@ int pgstore_list_problems(pgstore *st, const char *origin, size_t max, struct pg
                           size_t *n, cut_err *err) CUT_MUST_USE;
 void pgstore_problems_free(struct pgstore_problem *p, size_t n);
 
+/* ---- admin: status, audit, flag changes, notifications (pgstore_admin.c) ----------------- */
+
+/* Ceiling on one JSON answer of these calls, and on audit rows read at once. */
+#define PGSTORE_ADMIN_JSON_MAX (4 * 1024 * 1024)
+#define PGSTORE_AUDIT_MAX 1000
+
+/* Documents per state, and the figures derived from them, defined here once:
+ * queue_depth: documents waiting for work (pending, mismatch, deleted with their S3 removal
+ * still to make); verified: `verified` or `active`; total: every document not `deleted`. */
+struct pgstore_status {
+    int64_t counts[DOC_NSTATES];
+    int64_t queue_depth;
+    int64_t verified;
+    int64_t total;
+};
+int pgstore_status_counts(pgstore *st, struct pgstore_status *out, cut_err *err) CUT_MUST_USE;
+/* Only verified and total of pgstore_status_counts(). */
+int pgstore_consistency(pgstore *st, int64_t *verified, int64_t *total, cut_err *err) CUT_MUST_USE;
+
+/* The latest cutover.backfill_runs row with the progress of documents of origin backfill:
+ * {"id", "state", "started_at", "updated_at", "finished_at", "total", "enqueued",
+ * "last_error", "documents", "done", "failed", "waiting", "rate_per_s"}; json null when there
+ * is no run. Returns 0 with *out a new value (json_decref()), or -1 with err set. */
+int pgstore_backfill_progress(pgstore *st, json_t **out, cut_err *err) CUT_MUST_USE;
+
+/* The latest limit (1..PGSTORE_AUDIT_MAX) audit rows, newest first, of actor only when actor
+ * is not NULL: an array of {"id", "at", "actor", "action", "flag", "old", "new", "reason"}.
+ * Returns 0 with *out a new array (json_decref()), or -1 with err set. */
+int pgstore_audit_list(pgstore *st, const char *actor, int limit, json_t **out,
+                       cut_err *err) CUT_MUST_USE;
+
+/* One audit row; old and new_value are JSON text or NULL. Strings borrowed for the call. */
+struct pgstore_audit_row {
+    const char *actor, *action, *flag, *old, *new_value, *reason;
+};
+int pgstore_audit_add(pgstore *st, const struct pgstore_audit_row *a, cut_err *err) CUT_MUST_USE;
+
+/* One document's row as a JSON object (every column but the lease token: state, keys, sizes,
+ * checksums, times, last error). CUT_ENOTFOUND for an unknown key. *out: new (json_decref()). */
+int pgstore_document_json(pgstore *st, const char *storage_key, json_t **out,
+                          cut_err *err) CUT_MUST_USE;
+
+/* Every flag's value as the table holds it: an object name: JSON text (a string), for a
+ * later pgstore_flags_write() to compare against exactly. *out: new (json_decref()). */
+int pgstore_flags_text(pgstore *st, json_t **out, cut_err *err) CUT_MUST_USE;
+
+/* One flag to write: its new value, and the value the caller read (both JSON text; old NULL:
+ * the flag was absent). Strings borrowed. */
+struct pgstore_flag_change {
+    const char *name, *old, *value;
+};
+/* Writes the n changes with an audit row each (actor, action, old, new, reason) in one
+ * transaction, only while every flag still holds its `old` value (compared as jsonb, the rows
+ * locked): otherwise CUT_ECONFLICT and nothing is written, so that two writers that read the
+ * same values cannot both write (the caller reads again and decides again). */
+int pgstore_flags_write(pgstore *st, const struct pgstore_flag_change *ch, size_t n,
+                        const char *actor, const char *action, const char *reason,
+                        cut_err *err) CUT_MUST_USE;
+
+/* LISTEN on channel (connecting first when needed). A store that listens is used for nothing
+ * else: pgstore_wait_notify() reads its connection. */
+int pgstore_listen(pgstore *st, const char *channel, cut_err *err) CUT_MUST_USE;
+/* Waits up to timeout_ms for notifications (or for wake_fd, -1 for none, to be readable; it
+ * is not read here). *count receives how many arrived (0 on a timeout or a wake). -1 with err
+ * set when the connection is lost (it is closed: pgstore_listen() again reconnects). */
+int pgstore_wait_notify(pgstore *st, int wake_fd, int timeout_ms, int *count,
+                        cut_err *err) CUT_MUST_USE;
+
 /* ---- metrics: the figures /metrics exports (pgstore_metrics.c) ----------------------------- */
 
 /* Documents per state into counts[state], and the queue's depth: documents pending or
