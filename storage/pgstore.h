@@ -339,9 +339,9 @@ int pgstore_wait_notify(pgstore *st, int wake_fd, int timeout_ms, int *count,
 
 /* ---- metrics: the figures /metrics exports (pgstore_metrics.c) ----------------------------- */
 
-/* Documents per state into counts[state], and the queue's depth: documents pending or
- * mismatch, or deleted with their S3 object not yet removed (due now or backing off), in one
- * statement under statement_timeout = timeout_ms. Returns 0 or -1 with err set. */
+/* Documents per state into counts[state], and the queue's depth, as pgstore_status_counts()
+ * defines them, in a transaction under statement_timeout = timeout_ms. Returns 0 or -1 with
+ * err set. */
 int pgstore_metrics_counts(pgstore *st, int64_t counts[DOC_NSTATES], int64_t *queue_depth,
                            int timeout_ms, cut_err *err) CUT_MUST_USE;
 
