@@ -175,7 +175,8 @@ static void serve_dashboard(void *arg, const struct proxy_admin_req *req,
 static void on_exchange(void *arg, const struct proxy_record *r)
 {
     const proxy_metrics *pm = arg;
-    unsigned route = metrics_route_index(r->route ? (long)(r->route - pm->cfg->routes) : -1);
+    long i = r->route ? (long)(r->route - pm->cfg->routes) : -1;
+    unsigned route = i < (long)pm->cfg->nroutes ? metrics_route_index(i) : MET_ROUTE_OTHER;
     metrics_inc(MET_PROXY_REQUESTS, route, metrics_status_class(r->status));
     metrics_observe_us(MET_PROXY_DURATION, route, r->duration_us);
 }

@@ -230,4 +230,6 @@ cat <<TABLE
    rollback     not built yet
 
    The stack stays up. Logs: $run/. Stop it with: ./scripts/demo.sh stop
+   Dashboard: http://127.0.0.1:$admin_port/ (admin token: $CUTOVER_ADMIN_TOKEN)
+   Metrics:   http://127.0.0.1:$admin_port/metrics
 TABLE
