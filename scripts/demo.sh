@@ -273,4 +273,6 @@ cat <<TABLE
    rollback     one flag, by hand (above) or automatic (auto_rollback: see the README)
 
    The stack stays up. Logs: $run/. Stop it with: ./scripts/demo.sh stop
+   Dashboard: http://127.0.0.1:$admin_port/ (admin token: $CUTOVER_ADMIN_TOKEN)
+   Metrics:   http://127.0.0.1:$admin_port/metrics
 TABLE

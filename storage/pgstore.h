@@ -353,6 +353,14 @@ int pgstore_legacy_read_mark(pgstore *st, const char *replica, cut_err *err) CUT
  * store 30 days after the last legacy read". */
 int pgstore_legacy_read_last(pgstore *st, char **at, cut_err *err) CUT_MUST_USE;
 
+/* ---- metrics: the figures /metrics exports (pgstore_metrics.c) ----------------------------- */
+
+/* Documents per state into counts[state], and the queue's depth, as pgstore_status_counts()
+ * defines them, in a transaction under statement_timeout = timeout_ms. Returns 0 or -1 with
+ * err set. */
+int pgstore_metrics_counts(pgstore *st, int64_t counts[DOC_NSTATES], int64_t *queue_depth,
+                           int timeout_ms, cut_err *err) CUT_MUST_USE;
+
 /* ---- schema -------------------------------------------------------------------------------- */
 
 /* The numbered migrations (migrations.c). */
