@@ -9,3 +9,9 @@ cutover_test(NAME test_mirror_idle SOURCES backfill/test_mirror_idle.c
 # The JSONL reader, row variables, the key template and the token bucket (no servers).
 cutover_test(NAME test_backfill_unit SOURCES backfill/test_backfill_unit.c
   LIBS cutover_storage cutover_core LABELS unit TIMEOUT 60)
+# Legacy store errors (404 failed at once, 500 retried, 429 holding the whole backfill), the
+# bytes/s limit, three processes and a SIGKILL counted by the GETs of a legacy store in the test.
+cutover_test(NAME test_backfill_legacy
+  SOURCES backfill/test_backfill_legacy.c backfill/legacy_fixture.c
+  LIBS cutover_storage cutover_core PkgConfig::MHD PkgConfig::PQ PkgConfig::JANSSON PkgConfig::SSL
+  Threads::Threads LABELS e2e SERVICES TIMEOUT 300)
