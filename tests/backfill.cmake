@@ -15,3 +15,7 @@ cutover_test(NAME test_backfill_legacy
   SOURCES backfill/test_backfill_legacy.c backfill/legacy_fixture.c
   LIBS cutover_storage cutover_core PkgConfig::MHD PkgConfig::PQ PkgConfig::JANSSON PkgConfig::SSL
   Threads::Threads LABELS e2e SERVICES TIMEOUT 300)
+# Thousands of small documents from SQL and from JSONL, all verified (count: see the file).
+cutover_test(NAME test_backfill_scale SOURCES backfill/test_backfill_scale.c
+  LIBS cutover_tests3 cutover_storage cutover_core PkgConfig::PQ PkgConfig::JANSSON
+  LABELS e2e SERVICES TIMEOUT 300)
