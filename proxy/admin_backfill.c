@@ -51,6 +51,8 @@ static void handle(void *arg, const struct proxy_admin_req *req, struct proxy_ad
         goto out;
     }
     o = backfill_runner_progress(r);
+    /* the thread carries the action out: "state" is where it goes, "state_now" where it is */
+    json_object_set_new(o, "state_now", json_incref(json_object_get(o, "state")));
     json_object_set_new(o, "state", json_string(backfill_state_name(now)));
     if (err_isset(&err))
         json_object_set_new(o, "error", json_string(err.msg));

@@ -1,7 +1,8 @@
 /*
  * admin_backfill: `POST /admin/backfill {"action": "start"|"pause"|"resume"}` on the admin
  * port, driving a backfill_runner (storage/backfill_runner.h) inside the sidecar. The answer
- * is the backfill's progress (backfill_runner_progress()) with the state it goes to: 200, or
+ * is the backfill's progress (backfill_runner_progress()) with "state" the state it goes to
+ * and "state_now" the one it is in (the runner's thread carries the action out): 200, or
  * 409 when the state does not allow the action (a pause of a backfill that is not running),
  * 400 for a body that is not {"action": ...} with a known action.
  */

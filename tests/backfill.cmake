@@ -19,3 +19,8 @@ cutover_test(NAME test_backfill_legacy
 cutover_test(NAME test_backfill_scale SOURCES backfill/test_backfill_scale.c
   LIBS cutover_tests3 cutover_storage cutover_core PkgConfig::PQ PkgConfig::JANSSON
   LABELS e2e SERVICES TIMEOUT 300)
+# POST /admin/backfill start/pause/resume on `cutover proxy`, with the progress in the answer.
+cutover_test(NAME test_backfill_admin
+  SOURCES backfill/test_backfill_admin.c backfill/legacy_fixture.c
+  LIBS cutover_core PkgConfig::MHD PkgConfig::PQ PkgConfig::JANSSON Threads::Threads
+  LABELS e2e SERVICES TIMEOUT 180)
