@@ -468,6 +468,7 @@ int cmd_backfill(int argc, char **argv)
     /* the copies themselves start no faster than --rate and read no more than --rate-bytes
      * (also those of documents an earlier run left in the queue) */
     xfer_engine_set_legacy_limits(engine, rate, rate_bytes);
+    xfer_engine_set_buffer_budget(engine, BACKFILL_BUFFER_BUDGET);
     gethostname(host, sizeof(host) - 1);
     owner = xasprintf("backfill:%s:%ld", host, (long)getpid());
     struct mirror_opts mo = {

@@ -165,6 +165,7 @@ static bool begin(backfill_runner *r, cut_err *err)
     r->settle_rounds = 0;
     backfill_bucket_init(&r->bucket, rate, now_us());
     xfer_engine_set_legacy_limits(r->engine, rate, cfg->backfill.rate_bytes);
+    xfer_engine_set_buffer_budget(r->engine, BACKFILL_BUFFER_BUDGET);
     if (!start_mirror(r, err))
         return false;
     count(r, true);

@@ -24,10 +24,13 @@
  * the copy.
  *
  * Legacy -> S3. The GET's bytes fill a part buffer (s3.part_size); the GET pauses while a
- * full part is uploaded (with Content-MD5 and SHA-256 of the part, known from the
- * incremental hashers). A document that ends within the first part goes as one PUT with
- * Content-MD5 and checksum; a longer one as a multipart upload. At most max_active part
- * buffers exist at once: that, not the document's size, bounds the memory.
+ * full part is uploaded (with the Content-MD5 of the part, one pass over the buffer). A
+ * document that ends within the first part goes as one PUT with Content-MD5 and checksum,
+ * both the GET's own hashes (so a small document is hashed once); a longer one as a multipart
+ * upload. A part buffer is reserved (its announced length, or a whole part) from the engine's
+ * budget before the first byte, else the GET pauses until a copy ends: at most
+ * max(budget, one part) of part buffers exist at once (max_active parts without a budget),
+ * whatever the documents' sizes.
  *
  * The blocking wrappers (xfer_s3_call, xfer_copy_wait) submit a transfer whose completion
  * signals a condition variable.
@@ -256,7 +259,10 @@ struct xjob {
     struct xjob *anext, *aprev; /* active list */
     struct xjob *pnext;         /* poke list */
     bool poked;
-    bool reads_legacy; /* admitted under the legacy store's limits (legacy_active) */
+    bool reads_legacy;  /* admitted under the legacy store's limits (legacy_active) */
+    uint64_t reserved;  /* part-buffer bytes reserved from the engine's budget */
+    bool mem_paused;    /* its GET waits for a reservation, in the engine's memwait list */
+    struct xjob *mnext; /* the memwait list */
     xfer_done_fn done;
     void *arg;
     struct xfer_outcome out;
@@ -334,6 +340,9 @@ struct xfer_engine {
     uint64_t hold_until_us;           /* no new legacy request before (429/503) */
     uint64_t cap_changed_us;          /* the last decrease or increase of legacy_cap */
     uint64_t backoff_ms;              /* shared backoff without Retry-After, doubling */
+    /* part buffers of legacy -> S3 copies: reserved before their first byte */
+    uint64_t want_budget, buf_budget, buf_reserved;
+    struct xjob *mem_head, *mem_tail; /* copies waiting for a reservation, oldest first */
 
     atomic_ullong st_submitted, st_completed, st_failed, st_requests, st_retries;
     atomic_ullong st_throttled, st_legacy_bytes, st_hold_ms;
@@ -341,6 +350,7 @@ struct xfer_engine {
 };
 
 static void job_step(struct xjob *j);
+static void mem_unlist(xfer_engine *e, struct xjob *j);
 static void req_start(xfer_engine *e, struct xreq *r);
 static void job_cancel_reqs(struct xjob *j);
 
@@ -1002,6 +1012,11 @@ static void job_finish(struct xjob *j, const cut_err *err)
         j->aprev->anext = j->anext;
     else if (e->act == j)
         e->act = j->anext;
+    mem_unlist(e, j);
+    if (j->reserved) {
+        e->buf_reserved -= j->reserved;
+        j->reserved = 0;
+    }
     atomic_fetch_sub(&e->st_active, 1);
     if (j->reads_legacy) {
         e->legacy_active--;
@@ -1362,19 +1377,85 @@ static void mpu_create(struct xjob *j)
 
 /* ---- J_LEGACY_PUT: the legacy store's bytes to S3, a part buffered at a time ----------- */
 
+/* Reserves j's part buffer from the engine's budget: the announced length when it is under a
+ * part, else a whole part. Granted when it fits, or when nothing is reserved at all (a part
+ * larger than the budget still goes, one at a time). A copy holding a reservation can always
+ * fill and send its part, so the copies waiting for one never wait on each other. */
+static bool mem_reserve(struct xjob *j)
+{
+    xfer_engine *e = j->e;
+    int64_t cl = j->src.res.content_length;
+    uint64_t need = cl >= 0 && (uint64_t)cl < j->part_size ? (uint64_t)cl + 1 : j->pbuf.max;
+
+    if (e->buf_budget && e->buf_reserved > 0 && e->buf_reserved + need > e->buf_budget)
+        return false;
+    e->buf_reserved += need;
+    j->reserved = need;
+    /* the buffer in one allocation of that size, not grown by doubling past it */
+    if (j->pbuf.cap < need + 1) {
+        j->pbuf.data = xrealloc(j->pbuf.data, need + 1);
+        j->pbuf.cap = need + 1;
+    }
+    return true;
+}
+
+static void mem_unlist(xfer_engine *e, struct xjob *j)
+{
+    struct xjob *prev = NULL;
+    if (!j->mem_paused)
+        return;
+    for (struct xjob *x = e->mem_head; x; prev = x, x = x->mnext)
+        if (x == j) {
+            if (prev)
+                prev->mnext = j->mnext;
+            else
+                e->mem_head = j->mnext;
+            if (e->mem_tail == j)
+                e->mem_tail = prev;
+            break;
+        }
+    j->mem_paused = false;
+    j->mnext = NULL;
+}
+
+/* Copies waiting for a reservation go on, oldest first, while the budget has room. */
+static void mem_release(xfer_engine *e)
+{
+    while (e->mem_head && mem_reserve(e->mem_head)) {
+        struct xjob *j = e->mem_head;
+        e->mem_head = j->mnext;
+        if (!e->mem_head)
+            e->mem_tail = NULL;
+        j->mnext = NULL;
+        j->mem_paused = false;
+        if (j->src.h)
+            curl_easy_pause(j->src.h, CURLPAUSE_CONT);
+    }
+}
+
 /* Called from the GET's write callback: takes the bytes into the part buffer, or pauses the
- * GET while a full part waits for its upload. */
+ * GET while a full part waits for its upload (or while no buffer can be reserved). */
 static size_t job_tee(struct xjob *j, const char *p, size_t len)
 {
     if (j->kind != J_LEGACY_PUT)
         return len;
+    if (!j->reserved && !mem_reserve(j)) {
+        xfer_engine *e = j->e;
+        j->mem_paused = true;
+        j->mnext = NULL;
+        if (e->mem_tail)
+            e->mem_tail->mnext = j;
+        else
+            e->mem_head = j;
+        e->mem_tail = j;
+        return CURL_WRITEFUNC_PAUSE;
+    }
     if (j->flush || j->busy || j->pbuf.len + len > j->pbuf.max) {
         j->src_paused = true;
         return CURL_WRITEFUNC_PAUSE;
     }
     if (!buf_append(&j->pbuf, p, len))
         abort(); /* checked above */
-    hasher_update(&j->part, p, len);
     if (j->pbuf.len >= j->part_size) {
         j->flush = true;
         if (!j->poked) {
@@ -1424,9 +1505,20 @@ static void legacy_send_buffer(struct xjob *j, bool single)
     unsigned char md5[16], sha[32];
 
     job_req(j, r, single ? legacy_single_done : legacy_part_done);
-    hasher_peek(&j->part, md5, sha);
-    s3_put_hdrs_fill(j->e->s3, &j->ph, md5, sha, single ? j->content_type : NULL,
-                     single ? j->content_disposition : NULL, single);
+    if (single) {
+        /* the whole document is the part: the GET's own hashes, no second pass */
+        memcpy(md5, j->out.md5, 16);
+        memcpy(sha, j->out.sha256, 32);
+        s3_put_hdrs_fill(j->e->s3, &j->ph, md5, sha, j->content_type, j->content_disposition, true);
+    } else {
+        /* a part: Content-MD5 (S3 checks the bytes against it) and an unsigned payload, one
+         * pass over the buffer (the document's SHA-256 is the GET's) */
+        unsigned int l;
+        pthread_once(&md_once, md_fetch);
+        if (EVP_Digest(j->pbuf.data ? j->pbuf.data : "", j->pbuf.len, md5, &l, md_md5, NULL) != 1)
+            abort();
+        s3_put_hdrs_fill(j->e->s3, &j->ph, md5, NULL, NULL, NULL, false);
+    }
     r->rq.method = "PUT";
     r->rq.key = j->key;
     if (!single) {
@@ -1652,6 +1744,8 @@ static bool legacy_may_start(xfer_engine *e, uint64_t now)
 {
     if (now < e->hold_until_us || e->legacy_active >= e->legacy_cap)
         return false;
+    if (e->buf_budget && e->buf_reserved >= e->buf_budget)
+        return false; /* the part buffers are all taken: a start would only wait */
     return tb_open(&e->docs, now);
 }
 
@@ -1747,15 +1841,27 @@ static long limits_wait_ms(xfer_engine *e, long max_ms)
             us = w;
     }
     if (legacy_pending && atomic_load(&e->st_active) < e->max_active) {
-        uint64_t w = tb_wait_us(&e->docs, now);
-        if (now < e->hold_until_us && e->hold_until_us - now > w)
+        uint64_t w;
+        if (now < e->hold_until_us)
             w = e->hold_until_us - now;
-        if (e->legacy_active >= e->legacy_cap && w < 1000000u)
+        else if (e->legacy_active >= e->legacy_cap)
             w = 1000000u; /* a transfer ending wakes the loop anyway; the cap grows each second */
+        else if (e->buf_budget && e->buf_reserved >= e->buf_budget)
+            w = us; /* only a copy that ends makes room, and its end wakes the loop */
+        else
+            w = tb_wait_us(&e->docs, now);
         if (w < us)
             us = w;
     }
     return (long)((us + 999) / 1000);
+}
+
+void xfer_engine_set_buffer_budget(xfer_engine *e, uint64_t bytes)
+{
+    pthread_mutex_lock(&e->mu);
+    e->want_budget = bytes;
+    pthread_mutex_unlock(&e->mu);
+    curl_multi_wakeup(e->multi);
 }
 
 void xfer_engine_set_legacy_limits(xfer_engine *e, double docs_per_s, double bytes_per_s)
@@ -1803,6 +1909,7 @@ static void *engine_main(void *arg)
             e->have_docs = e->want_docs;
             tb_init(&e->docs, e->have_docs, now_us());
         }
+        e->buf_budget = e->want_budget;
         if (e->want_bytes != e->have_bytes) {
             e->have_bytes = e->want_bytes;
             tb_init(&e->bytes, e->have_bytes, now_us());
@@ -1823,6 +1930,7 @@ static void *engine_main(void *arg)
         admit(e);
 
         thr_release(e);
+        mem_release(e);
 
         /* backoff timers that are due (the legacy store's wait for a hold to end) */
         now = now_us();

@@ -20,7 +20,8 @@
  * load), while the thread serves every other transfer.
  *
  * Memory: a copy from the legacy store buffers at most one part (s3.part_size) at a time,
- * so an engine holds at most max_active part buffers.
+ * so an engine holds at most max_active part buffers, or what xfer_engine_set_buffer_budget()
+ * allows.
  *
  * Known limits: temporary credentials (STS, container endpoint) are refreshed by the
  * first request that finds them near expiry, on the engine thread, which blocks for that
@@ -87,6 +88,10 @@ void xfer_engine_stats(xfer_engine *e, struct xfer_stats *out);
  * shared backoff from 500 ms, doubling), halves how many may read the store at once, and the
  * ceiling then grows back by one a second. */
 void xfer_engine_set_legacy_limits(xfer_engine *e, double docs_per_s, double bytes_per_s);
+
+/* A ceiling on the memory of the part buffers of legacy -> S3 copies, all transfers
+ * together (0: none, then max_active parts). Any thread; takes effect at once. */
+void xfer_engine_set_buffer_budget(xfer_engine *e, uint64_t bytes);
 
 /* ---- transfers ------------------------------------------------------------------------- */
 
