@@ -24,3 +24,8 @@ cutover_test(NAME test_backfill_admin
   SOURCES backfill/test_backfill_admin.c backfill/legacy_fixture.c
   LIBS cutover_core PkgConfig::MHD PkgConfig::PQ PkgConfig::JANSSON Threads::Threads
   LABELS e2e SERVICES TIMEOUT 180)
+# A document uploaded again through cutover while the backfill copies its older bytes.
+cutover_test(NAME test_backfill_race
+  SOURCES backfill/test_backfill_race.c backfill/legacy_fixture.c
+  LIBS cutover_tests3 cutover_storage cutover_core PkgConfig::MHD PkgConfig::PQ PkgConfig::SSL
+  Threads::Threads LABELS e2e SERVICES TIMEOUT 180)

@@ -19,6 +19,8 @@
 struct count {
     struct count *next;
     int gets;
+    unsigned char *data; /* legacy_fixture_put(), or NULL */
+    size_t len;
     char key[];
 };
 
@@ -42,7 +44,15 @@ struct legacy_fixture {
 struct body {
     char key[512];
     uint64_t size;
+    unsigned char *data; /* a snapshot of a put body, or NULL */
 };
+
+static void body_free(void *p)
+{
+    struct body *b = p;
+    free(b->data);
+    free(b);
+}
 
 static uint32_t fnv(const char *key)
 {
@@ -87,7 +97,10 @@ static ssize_t reader(void *cls, uint64_t pos, char *buf, size_t max)
     if (pos >= b->size)
         return MHD_CONTENT_READER_END_OF_STREAM;
     n = b->size - pos < max ? (size_t)(b->size - pos) : max;
-    legacy_fixture_bytes(b->key, pos, buf, n);
+    if (b->data)
+        memcpy(buf, b->data + pos, n);
+    else
+        legacy_fixture_bytes(b->key, pos, buf, n);
     return (ssize_t)n;
 }
 
@@ -104,8 +117,7 @@ static enum MHD_Result answer(struct MHD_Connection *conn, unsigned status, int 
     return ret;
 }
 
-/* Counts a GET of key and returns how many there were before it. Under f->mu. */
-static int count_get(legacy_fixture *f, const char *key)
+static struct count *entry(legacy_fixture *f, const char *key)
 {
     uint32_t h = fnv(key) % NBUCKETS;
     struct count *c;
@@ -119,7 +131,7 @@ static int count_get(legacy_fixture *f, const char *key)
         c->next = f->tab[h];
         f->tab[h] = c;
     }
-    return c->gets++;
+    return c;
 }
 
 static void hit(legacy_fixture *f, uint64_t at, int status)
@@ -153,7 +165,16 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
     name = name_of(key);
     pthread_mutex_lock(&f->mu);
     f->total++;
-    before = count_get(f, key);
+    struct count *c = entry(f, key);
+    before = c->gets++;
+    struct body *b = xcalloc(1, sizeof(*b));
+    snprintf(b->key, sizeof(b->key), "%s", key);
+    b->size = legacy_fixture_size(key);
+    if (c->data) {
+        b->data = xmalloc(c->len ? c->len : 1);
+        memcpy(b->data, c->data, c->len);
+        b->size = c->len;
+    }
     if (f->thr_armed) {
         f->thr_armed = false;
         f->thr_from_us = now;
@@ -184,12 +205,12 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
         f->held--;
     }
     pthread_mutex_unlock(&f->mu);
-    if (status != 200)
+    if (status != 200) {
+        body_free(b);
         return answer(conn, (unsigned)status, retry_after);
-    struct body *b = xcalloc(1, sizeof(*b));
-    snprintf(b->key, sizeof(b->key), "%s", key);
-    b->size = legacy_fixture_size(key);
-    struct MHD_Response *r = MHD_create_response_from_callback(b->size, 64 * 1024, reader, b, free);
+    }
+    struct MHD_Response *r =
+        MHD_create_response_from_callback(b->size, 64 * 1024, reader, b, body_free);
     enum MHD_Result ret = MHD_queue_response(conn, 200, r);
     MHD_destroy_response(r);
     return ret;
@@ -227,6 +248,7 @@ void legacy_fixture_free(legacy_fixture *f)
         while (f->tab[i]) {
             struct count *c = f->tab[i];
             f->tab[i] = c->next;
+            free(c->data);
             free(c);
         }
     free(f->hits);
@@ -284,6 +306,17 @@ int legacy_fixture_held(legacy_fixture *f)
     int n = f->held;
     pthread_mutex_unlock(&f->mu);
     return n;
+}
+
+void legacy_fixture_put(legacy_fixture *f, const char *key, const void *data, size_t len)
+{
+    pthread_mutex_lock(&f->mu);
+    struct count *c = entry(f, key);
+    free(c->data);
+    c->data = xmalloc(len ? len : 1);
+    memcpy(c->data, data, len);
+    c->len = len;
+    pthread_mutex_unlock(&f->mu);
 }
 
 void legacy_fixture_release(legacy_fixture *f)

@@ -49,6 +49,11 @@ struct legacy_fixture_hit {
 /* Copies up to max hits, in arrival order; returns how many were copied. */
 size_t legacy_fixture_hits(legacy_fixture *f, struct legacy_fixture_hit *out, size_t max);
 
+/* From now on key's body is data[0..len) (copied) instead of its name's bytes, as if the
+ * application had stored a new version. A request takes its body when it arrives: a held
+ * answer sends what the store had then. */
+void legacy_fixture_put(legacy_fixture *f, const char *key, const void *data, size_t len);
+
 /* hold- keys: how many answers are waiting now; release them all (and every later one). */
 int legacy_fixture_held(legacy_fixture *f);
 void legacy_fixture_release(legacy_fixture *f);
