@@ -1,7 +1,7 @@
 /*
- * `cutover backfill [--config FILE] [--rate N] [--concurrency N] [--batch N]`: copies every
- * document of the backfill source that is not copied yet, then waits until none of the
- * backfill's documents is left to copy, and prints a summary.
+ * `cutover backfill [--config FILE] [--rate N] [--rate-bytes N] [--concurrency N] [--batch N]`:
+ * copies every document of the backfill source that is not copied yet, then waits until none
+ * of the backfill's documents is left to copy, and prints a summary.
  *
  * Wiring, in this thread: the source (storage/backfill.h) is read a batch at a time; each
  * row's S3 key is built from the upload route's template (proxy/extract.h) and the rows not
@@ -13,11 +13,11 @@
  *
  * Throttle: --rate N documents/s is a token bucket at enqueue time (storage/backfill.h): a
  * batch holds at most one second's worth (N rows), after each batch the documents actually
- * inserted are taken from the bucket, and the next batch waits while it is in debt. Documents enter
- * the queue no faster than N a second, so the copies (by this process, or by any sidecar's mirror
- * sharing the queue) follow at that pace. Documents already known cost nothing; work left in the
- * queue by an earlier run is copied unthrottled (it was throttled when it was enqueued); each
- * process has its own bucket.
+ * inserted are taken from the bucket, and the next batch waits while it is in debt. The same
+ * rate, and --rate-bytes, are token buckets of this process's transfer engine on the copies
+ * that read the legacy store (xfer.h's xfer_engine_set_legacy_limits()), so that work left in
+ * the queue by an earlier run is throttled too; a 429/503 from the store holds every copy.
+ * Each process has its own buckets.
  *
  * Progress: on a terminal (stderr) a one-line bar redrawn every second; otherwise a JSON line
  * on stdout every 5 s. At the end a summary: documents of origin `backfill` per state, the
