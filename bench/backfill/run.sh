@@ -184,10 +184,9 @@ for spec in "${SETS[@]}"; do
       "$(calc %.1f "$n / $w")" "$(calc %.1f "$n * $size / 1e6 / $w")" "$c" \
       "$(calc %.2f "$c * 1000 / $n")" "${R[$set,$tool,rss]}" "$s" "$(calc %.2f "$s * 1000 / $n")"
   done
-  printf '%-6s %-8s %9s %9s %8s %8s %9s %8s %9s %9s\n' "$set" seeds "$(calc %.0f "$n / 50")" 50.0 \
-    "$(calc %.1f "50 * $size / 1e6")" - - - - -
+  printf '%-6s %-8s %9s %9s %8s %8s %9s %8s %9s %9s\n' "$set" seeds "$(calc %.0f "$n / 50")" 50.0 - - - - - -
   printf '%-6s cutover/rclone: %.2fx documents/s and MB/s, %.2fx CPU seconds per 1,000 documents\n' \
     "$set" "$(calc %.4f "${R[$set,rclone,wall]} / ${R[$set,cutover,wall]}")" \
     "$(calc %.4f "${R[$set,cutover,cpu]} / ${R[$set,rclone,cpu]}")"
 done
-echo "load average before/after: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) CPUs)"
+echo "load average at the end: $(cut -d" " -f1-3 /proc/loadavg) ($(nproc) CPUs)"
