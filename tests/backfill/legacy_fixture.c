@@ -134,13 +134,13 @@ static struct count *entry(legacy_fixture *f, const char *key)
     return c;
 }
 
-static void hit(legacy_fixture *f, uint64_t at, int status)
+static void hit(legacy_fixture *f, uint64_t at, int status, int nth)
 {
     if (f->nhits == f->caphits) {
         f->caphits = f->caphits ? 2 * f->caphits : 4096;
         f->hits = xrealloc(f->hits, f->caphits * sizeof(*f->hits));
     }
-    f->hits[f->nhits++] = (struct legacy_fixture_hit){at, status};
+    f->hits[f->nhits++] = (struct legacy_fixture_hit){at, status, nth};
 }
 
 static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const char *url,
@@ -193,7 +193,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
                strncmp(name, "e500x", 5) != 0) {
         status = 404;
     }
-    hit(f, now, status);
+    hit(f, now, status, before + 1);
     if (status == 200 && strncmp(name, "hold-", 5) == 0) {
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);

@@ -45,6 +45,7 @@ void legacy_fixture_throttle(legacy_fixture *f, int window_ms, int retry_after_s
 struct legacy_fixture_hit {
     uint64_t at_us;
     int status;
+    int nth; /* the how-many-th request of its key this was (1: the first) */
 };
 /* Copies up to max hits, in arrival order; returns how many were copied. */
 size_t legacy_fixture_hits(legacy_fixture *f, struct legacy_fixture_hit *out, size_t max);
