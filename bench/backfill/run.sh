@@ -21,6 +21,10 @@
 #
 # Usage: bench/backfill/run.sh [--concurrency C] [--small-count N] [--small-size BYTES]
 #                              [--large-count N] [--large-size BYTES] [--only small|large]
+#                              [--rates]
+# --rates measures the throttles instead: 1,500 × 16 KiB at --rate 50 and 600 × 64 KiB at
+# --rate-bytes 1Mi, each over a 20 s window of completions (verified_at) after 3 s, against
+# the limit (the goal: within 10%).
 # BENCH_KEEP=1 keeps the temporary directory. Environment: CUTOVER_BIN (default:
 # build-bench/cmd/cutover, configured RelWithDebInfo and brought up to date here).
 # Needs what the tests need (scripts/deps.sh) plus nginx and rclone (installed when missing).
@@ -33,6 +37,7 @@ SS=16384
 NL=50
 SL=$((20 * 1024 * 1024))
 ONLY=
+RATES=
 while [ $# -gt 0 ]; do
   case "$1" in
     --concurrency) CONC=$2; shift 2 ;;
@@ -41,7 +46,8 @@ while [ $# -gt 0 ]; do
     --large-count) NL=$2; shift 2 ;;
     --large-size) SL=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
-    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+    --rates) RATES=1; shift ;;
+    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -103,8 +109,13 @@ make_set() { # NAME COUNT SIZE
 }
 echo "writing the documents..." >&2
 SETS=()
-[ "$ONLY" = large ] || { make_set small "$NS" "$SS"; SETS+=("small:$NS:$SS"); }
-[ "$ONLY" = small ] || { make_set large "$NL" "$SL"; SETS+=("large:$NL:$SL"); }
+if [ -n "$RATES" ]; then
+  make_set rdocs 1500 16384
+  make_set rbytes 600 65536
+else
+  [ "$ONLY" = large ] || { make_set small "$NS" "$SS"; SETS+=("small:$NS:$SS"); }
+  [ "$ONLY" = small ] || { make_set large "$NL" "$SL"; SETS+=("large:$NL:$SL"); }
+fi
 
 NGX=$(free_port)
 cat > "$T/nginx.conf" <<CONF
@@ -129,6 +140,42 @@ http {
 CONF
 nginx -c "$T/nginx.conf" -p "$T" & NGX_PID=$!
 for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$NGX") 2>/dev/null && break; sleep 0.05; done
+
+# rate_run SET ARGS...: a backfill of SET with ARGS; prints the documents/s and bytes/s of
+# the completions in a 20 s window starting 3 s after the first one
+rate_run() {
+  local set=$1; shift
+  "${PSQL[@]}" "$PG_URL" -c "CREATE DATABASE bfbench_$set" >/dev/null
+  local db="postgresql://postgres@127.0.0.1:$PG_PORT/bfbench_$set"
+  cat > "$T/$set.json" <<CONF
+{"upstream": "http://127.0.0.1:9", "database_url": "$db", "spool_dir": "$T",
+ "log": {"level": "warn"},
+ "s3": {"endpoint": "$S3_ENDPOINT", "region": "$S3_REGION", "bucket": "$BUCKET",
+        "path_style": true, "access_key_id": "$S3_ACCESS_KEY", "secret_access_key": "$S3_SECRET_KEY"},
+ "legacy": {"raw_url": "http://127.0.0.1:$NGX/raw/{key}"},
+ "backfill": {"source": {"jsonl": "$T/$set.jsonl"}, "rate": 0, "concurrency": $CONC}}
+CONF
+  timeout 60 "$BIN" migrate-db --config "$T/$set.json" >/dev/null
+  timeout 600 "$BIN" backfill --config "$T/$set.json" "$@" > "$T/$set.out" 2>&1 ||
+    { tail -5 "$T/$set.out" >&2; exit 1; }
+  "${PSQL[@]}" "$db" -F ' ' -c "
+    WITH t AS (SELECT min(verified_at) + interval '3 s' AS a FROM cutover.documents)
+    SELECT round(count(*) / 20.0, 1), round(coalesce(sum(size), 0) / 20.0)
+    FROM cutover.documents, t WHERE verified_at >= t.a AND verified_at < t.a + interval '20 s'"
+}
+
+if [ -n "$RATES" ]; then
+  echo "documents/s: --rate 50..." >&2
+  read -r d _ <<<"$(rate_run rdocs --rate 50)"
+  echo "bytes/s: --rate-bytes 1Mi..." >&2
+  read -r _ b <<<"$(rate_run rbytes --rate-bytes 1Mi)"
+  printf '\n%-24s %10s %12s %8s\n' limit limit measured off
+  printf '%-24s %10s %12s %7s%%\n' "documents/s (--rate)" 50 "$d" "$(calc %+.1f "($d - 50) * 100 / 50")"
+  printf '%-24s %10s %12s %7s%%\n' "bytes/s (--rate-bytes)" 1048576 "$b" \
+    "$(calc %+.1f "($b - 1048576) * 100 / 1048576")"
+  echo "load average at the end: $(cut -d" " -f1-3 /proc/loadavg) ($(nproc) CPUs)"
+  exit 0
+fi
 
 declare -A R
 # timed NAME SET COMMAND...: runs under GNU time, with the emulator's CPU around it
