@@ -251,8 +251,13 @@ struct sidecar_backfill {
     backfill_runner *runner; /* backfill_runner_progress(runner): the progress for /admin/status */
 };
 
-static bool backfill_start(const struct config *cfg, proxy *px, struct sidecar_backfill *bf,
-                           cut_err *err)
+static json_t *runner_progress(void *runner)
+{
+    return backfill_runner_progress(runner);
+}
+
+static bool backfill_start(const struct config *cfg, proxy *px, admin_api *api,
+                           struct sidecar_backfill *bf, cut_err *err)
 {
     char host[128] = "cutover", *owner;
     bool ok;
@@ -277,6 +282,8 @@ static bool backfill_start(const struct config *cfg, proxy *px, struct sidecar_b
     bf->runner = backfill_runner_new(&o, err);
     free(owner);
     ok = bf->runner && admin_backfill_register(px, bf->runner, err);
+    if (ok && api)
+        admin_api_set_backfill(api, runner_progress, bf->runner);
     return ok;
 }
 
@@ -390,7 +397,8 @@ int cmd_proxy(int argc, char **argv)
         goto fail;
     api = px ? admin_api_new(cfg, dw.flags) : NULL;
     if (!px || !admin_api_register(api, px, &err) || !dual_write_start(cfg, px, &dw, &err) ||
-        !read_cutover_start(cfg, px, &dw, &rcut, &err) || !backfill_start(cfg, px, &bf, &err) ||
+        !read_cutover_start(cfg, px, &dw, &rcut, &err) ||
+        !backfill_start(cfg, px, api, &bf, &err) ||
         !(pm = proxy_metrics_new(px, cfg, dw.flags, &err)) || !proxy_start(px, &err)) {
     fail:
         fprintf(stderr, "cutover proxy: %s\n", err.msg);

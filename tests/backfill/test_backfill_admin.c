@@ -202,6 +202,24 @@ static void test_admin_backfill(void **state)
     assert_int_equal(json_integer_value(json_object_get(o, "total")), NDOCS);
     json_decref(o);
 
+    /* GET /admin/status shows the same run, and the backfill's documents */
+    {
+        struct test_http r;
+        char *url = xasprintf("%s/admin/status", admin);
+        const char *h[] = {"Authorization: Bearer " TOKEN, NULL};
+        assert_int_equal(test_http("GET", url, h, NULL, 0, &r), 0);
+        assert_int_equal(r.status, 200);
+        o = json_loads(r.body ? r.body : "", 0, NULL);
+        assert_non_null(o);
+        json_t *run = json_object_get(o, "backfill_runner"), *bf = json_object_get(o, "backfill");
+        assert_string_equal(jstr(run, "state"), "done");
+        assert_int_equal(json_integer_value(json_object_get(run, "verified")), NDOCS);
+        assert_int_equal(json_integer_value(json_object_get(bf, "done")), NDOCS);
+        json_decref(o);
+        test_http_free(&r);
+        free(url);
+    }
+
     int st = test_stop(pid, SIGTERM, 20000);
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     PQfinish(pg);
