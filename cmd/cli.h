@@ -38,5 +38,6 @@ int cmd_doctor(int argc, char **argv);
 int cmd_migrate_db(int argc, char **argv);
 int cmd_proxy(int argc, char **argv);
 int cmd_backfill(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
 
 #endif
