@@ -289,6 +289,7 @@ struct pgstore_checked {
     const char *storage_key;
     int64_t generation;
     const char *updated_at;    /* the row's updated_at as read (pgstore_doc.updated_at) */
+    enum doc_state state;      /* as read */
     const char *s3_etag;       /* as S3 answered now, NULL: unchanged */
     const char *s3_version_id; /* NULL: none */
     const char *legacy_sha256; /* deep: the raw original's, NULL: unchanged */
@@ -296,8 +297,8 @@ struct pgstore_checked {
 
 /* Records checks that found S3 consistent: checked_at = now() (and the ETag, version id and
  * legacy SHA-256 given) for each document still as it was read (same generation, row not
- * changed since: updated_at); one in state copied moves to verified (its transitions row
- * says by a verify, detail). Rows changed meanwhile are left alone (a re-upload, a repair,
+ * changed since: updated_at, state); one read in state copied moves to verified (its transitions
+ * row says by a verify, detail). Rows changed meanwhile are left alone (a re-upload, a repair,
  * another verify: what this check saw is stale). n <= PGSTORE_VERIFY_PAGE_MAX. *recorded and
  * *promoted (each may be NULL) receive how many were recorded and how many of those moved
  * copied -> verified. Returns 0 or -1 with err set (nothing written). */

@@ -131,10 +131,13 @@ int pgstore_verify_checked(pgstore *st, const struct pgstore_checked *c, size_t 
         PQclear(r);
         r = NULL;
     }
-    /* those still copied: verified now, each with its history row */
+    /* those read `copied` (rare: a copier stopped before verifying): verified now, each with
+     * its history row */
     for (size_t i = 0; i < n; i++) {
         cut_err lerr = CUT_ERR_INIT;
         char gen[24];
+        if (c[i].state != DOC_COPIED)
+            continue;
         int s = lock_as_read(st, "verify checked", c[i].storage_key, c[i].generation,
                              c[i].updated_at, &lerr);
         if (s < 0) {

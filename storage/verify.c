@@ -217,6 +217,7 @@ static int flush_ok(struct vpass *p, cut_err *err)
             .storage_key = k->doc.storage_key,
             .generation = k->doc.generation,
             .updated_at = k->doc.updated_at,
+            .state = k->doc.state,
             .s3_etag = p->ok_etag[i],
             .s3_version_id = k->s3.s3.version_id[0] ? k->s3.s3.version_id : NULL,
             .legacy_sha256 = have_l ? lsha[i] : NULL,

@@ -603,8 +603,14 @@ static void test_stale_result_is_fenced(void **state)
      * recorded over it */
     assert_int_equal(pgstore_requeue(st, "k2", 0, "S3 may hold other bytes", NULL, &err), 0);
     struct pgstore_checked c[2] = {
-        {.storage_key = "k2", .generation = page[1].generation, .updated_at = page[1].updated_at},
-        {.storage_key = "k3", .generation = page[2].generation, .updated_at = page[2].updated_at},
+        {.storage_key = "k2",
+         .generation = page[1].generation,
+         .updated_at = page[1].updated_at,
+         .state = page[1].state},
+        {.storage_key = "k3",
+         .generation = page[2].generation,
+         .updated_at = page[2].updated_at,
+         .state = page[2].state},
     };
     size_t recorded = 9, promoted = 9;
     err_clear(&err);
