@@ -253,8 +253,9 @@ struct pgstore_origin_counts {
 int pgstore_count_origin(pgstore *st, const char *origin, struct pgstore_origin_counts *out,
                          cut_err *err) CUT_MUST_USE;
 
-/* Whether any document of origin is still to be copied (pending, mismatch) or settling (see
- * above): a cheap look through the queue's and the state's indexes, for polling. */
+/* Whether any document of origin is still to be copied (pending, mismatch; not one a verify
+ * holds for a repair: next attempt 'infinity') or settling (see above): a cheap look through the
+ * queue's and the state's indexes, for polling. */
 int pgstore_origin_busy(pgstore *st, const char *origin, bool *busy, cut_err *err) CUT_MUST_USE;
 
 /* A document that did not end verified, and why. */

@@ -362,6 +362,18 @@ static void test_quick_finds_overwrites(void **state)
                            "AND next_attempt_at = 'infinity' AND mismatch->>'side' = 's3'"),
                      NBAD);
 
+    /* a backfill run meanwhile ends (it does not wait for held mismatches) and names them */
+    {
+        char *cmd = xasprintf("timeout 60 '%s' backfill --config '%s'", testenv_var("CUTOVER_BIN"),
+                              E.config),
+             *out = NULL;
+        int brc = test_run(cmd, &out);
+        if (brc != 1 || !strstr(out, "\"state\":\"mismatch\""))
+            fail_with("backfill while mismatches are held (expected exit 1)", brc, out);
+        free(out);
+        free(cmd);
+    }
+
     /* again: the mismatches remain */
     sum = verify("--concurrency 4", 1);
     assert_int_equal(jint(sum, "pass", "checked"), N - NBAD);
