@@ -250,11 +250,48 @@ static int consistent(struct vpass *p, struct check *k, const char *etag, cut_er
     return p->nok == FLUSH_AT ? flush_ok(p, err) : 0;
 }
 
+bool verify_head_agrees(const struct pgstore_doc *d, const struct s3_result *h, bool etag_not_md5,
+                        char *why, size_t whylen, char found_sha256[65])
+{
+    char want_b64[48];
+
+    found_sha256[0] = '\0';
+    why[0] = '\0';
+    if (d->size >= 0 && h->content_length != d->size) {
+        snprintf(why, whylen, "verify: S3 holds %lld bytes, %lld recorded",
+                 (long long)h->content_length, (long long)d->size);
+        return false;
+    }
+    if (h->checksum_sha256[0] && sha_b64_to_hex(h->checksum_sha256, found_sha256) &&
+        sha_hex_to_b64(d->sha256, want_b64)) {
+        if (strcmp(want_b64, h->checksum_sha256) == 0)
+            return true;
+        snprintf(why, whylen, "verify: S3's SHA-256 %s differs from the recorded %s", found_sha256,
+                 d->sha256);
+        return false;
+    }
+    if (!etag_not_md5 && is_hex(h->etag, 32) && is_hex(d->md5, 32)) {
+        if (strcasecmp(h->etag, d->md5) == 0)
+            return true;
+        snprintf(why, whylen, "verify: S3's ETag (MD5) %s differs from the recorded MD5 %s",
+                 h->etag, d->md5);
+        return false;
+    }
+    if (d->s3_etag && h->etag[0] && strcmp(d->s3_etag, h->etag) != 0) {
+        snprintf(why, whylen,
+                 "verify: S3's ETag %.80s differs from the one recorded at the copy "
+                 "%.80s",
+                 h->etag, d->s3_etag);
+        return false;
+    }
+    return true; /* the size is all S3 lets us compare */
+}
+
 static int decide_quick(struct vpass *p, struct check *k, cut_err *err)
 {
     const struct s3_result *h = &k->s3.s3;
     const struct pgstore_doc *d = &k->doc;
-    char why[1024], want_b64[48], found_hex[65];
+    char why[1024], found_sha[65];
 
     if (k->s3_err.code == CUT_ENOTFOUND) {
         snprintf(why, sizeof(why), "verify: S3 has no object %.512s", d->s3_key);
@@ -264,37 +301,13 @@ static int decide_quick(struct vpass *p, struct check *k, cut_err *err)
         unchecked(p, k, k->s3_err.msg);
         return 0;
     }
+    if (verify_head_agrees(d, h, p->o->etag_not_md5, why, sizeof(why), found_sha))
+        return consistent(p, k, h->etag, err);
     json_t *found =
-        json_pack("{s:{s:I,s:s,s:s?}}", "s3", "size", (json_int_t)h->content_length, "etag",
-                  h->etag, "version_id", h->version_id[0] ? h->version_id : NULL);
-    if (d->size >= 0 && h->content_length != d->size) {
-        snprintf(why, sizeof(why), "verify: S3 holds %lld bytes, %lld recorded",
-                 (long long)h->content_length, (long long)d->size);
-        return mismatch(p, k, "s3", found, why, err);
-    }
-    if (h->checksum_sha256[0] && sha_b64_to_hex(h->checksum_sha256, found_hex) &&
-        sha_hex_to_b64(d->sha256, want_b64)) {
-        json_object_set_new(json_object_get(found, "s3"), "sha256", json_string(found_hex));
-        if (strcmp(want_b64, h->checksum_sha256) != 0) {
-            snprintf(why, sizeof(why), "verify: S3's SHA-256 %s differs from the recorded %s",
-                     found_hex, d->sha256);
-            return mismatch(p, k, "s3", found, why, err);
-        }
-    } else if (!p->o->etag_not_md5 && is_hex(h->etag, 32) && is_hex(d->md5, 32)) {
-        if (strcasecmp(h->etag, d->md5) != 0) {
-            snprintf(why, sizeof(why),
-                     "verify: S3's ETag (MD5) %s differs from the recorded MD5 %s", h->etag,
-                     d->md5);
-            return mismatch(p, k, "s3", found, why, err);
-        }
-    } else if (d->s3_etag && h->etag[0] && strcmp(d->s3_etag, h->etag) != 0) {
-        snprintf(why, sizeof(why),
-                 "verify: S3's ETag %s differs from the one recorded at the copy %s", h->etag,
-                 d->s3_etag);
-        return mismatch(p, k, "s3", found, why, err);
-    }
-    json_decref(found);
-    return consistent(p, k, h->etag, err);
+        json_pack("{s:{s:I,s:s,s:s?,s:s?}}", "s3", "size", (json_int_t)h->content_length, "etag",
+                  h->etag, "sha256", found_sha[0] ? found_sha : NULL, "version_id",
+                  h->version_id[0] ? h->version_id : NULL);
+    return mismatch(p, k, "s3", found, why, err);
 }
 
 static int decide_deep(struct vpass *p, struct check *k, cut_err *err)

@@ -112,6 +112,15 @@ struct verify_manifest_sum {
 int verify_manifest_write(pgstore *st, const char *path, struct verify_manifest_sum *out,
                           cut_err *err) CUT_MUST_USE;
 
+/* Whether a HEAD's answer h agrees with the record d (pure, no I/O): the size, then S3's
+ * SHA-256 checksum when it reports a whole-object one (base64) and d has a SHA-256 (hex), else
+ * the ETag when it is an MD5 (32 hex digits, and etag_not_md5 false: not SSE-KMS) and d has an
+ * MD5, else the ETag recorded at the copy; with nothing to compare but the size, true. False
+ * with why (a sentence naming the recorded and the found value) filled; found_sha256 receives
+ * S3's SHA-256 as hex when it reported one ("" otherwise). */
+bool verify_head_agrees(const struct pgstore_doc *d, const struct s3_result *h, bool etag_not_md5,
+                        char *why, size_t whylen, char found_sha256[65]);
+
 /* The consistency ratio of counts (pgstore_count_states()): verified or active over every
  * document not deleted; 1 when there is none. */
 double verify_consistency(const int64_t counts[DOC_NSTATES]);

@@ -4,3 +4,6 @@
 cutover_test(NAME test_verify SOURCES verify/test_verify.c
   LIBS cutover_bfenv cutover_tests3 cutover_storage cutover_core PkgConfig::PQ PkgConfig::JANSSON
   PkgConfig::SSL LABELS e2e SERVICES TIMEOUT 300)
+# How a HEAD's answer is compared with the record, and the consistency ratio (no servers).
+cutover_test(NAME test_verify_unit SOURCES verify/test_verify_unit.c
+  LIBS cutover_storage cutover_core LABELS unit TIMEOUT 60)
