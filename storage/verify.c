@@ -363,7 +363,8 @@ static int decide_deep(struct vpass *p, struct check *k, cut_err *err)
 
 /* ---- the pass ----------------------------------------------------------------------------- */
 
-static bool submit(struct vpass *p, struct check *k)
+/* Hands k's transfers to the engine; a refusal ends k at once as unchecked. */
+static void submit(struct vpass *p, struct check *k)
 {
     cut_err err = CUT_ERR_INIT;
 
@@ -373,7 +374,7 @@ static bool submit(struct vpass *p, struct check *k)
         if (xfer_head(p->e, k->doc.s3_key, s3_ended, k, &err) != 0)
             goto refused;
         p->inflight++;
-        return true;
+        return;
     }
     struct xfer_src ls = {.kind = XFER_SRC_LEGACY, .key = k->doc.storage_key, .legacy = p->legacy};
     struct xfer_src ss = {.kind = XFER_SRC_S3, .key = k->doc.s3_key};
@@ -387,11 +388,10 @@ static bool submit(struct vpass *p, struct check *k)
         struct xfer_outcome none = {0};
         legacy_ended(k, &none, &err);
     }
-    return true;
+    return;
 refused:
     p->c.checked++;
     unchecked(p, k, err.msg);
-    return false;
 }
 
 static int take_done(struct vpass *p, cut_err *err)
