@@ -117,6 +117,29 @@ static void on_progress(void *arg, const struct verify_counts *c)
     json_decref(o);
 }
 
+static void on_repair_progress(void *arg, const struct verify_repaired *rp)
+{
+    struct vrun *r = arg;
+    uint64_t now = now_us();
+    if (now - r->last_us < (r->tty ? 1000000u : 5000000u))
+        return;
+    r->last_us = now;
+    if (r->tty) {
+        fprintf(stderr, "\r\033[Krepair: %lld mismatch and %lld failed queued again, %llu copied",
+                (long long)rp->released, (long long)rp->retried, (unsigned long long)rp->copied);
+        fflush(stderr);
+        return;
+    }
+    json_t *o = json_pack("{s:s,s:s,s:I,s:I,s:I}", "event", "verify_progress", "phase", "repair",
+                          "released", (json_int_t)rp->released, "retried", (json_int_t)rp->retried,
+                          "copied", (json_int_t)rp->copied);
+    char *line = json_dumps(o, JSON_COMPACT);
+    printf("%s\n", line);
+    fflush(stdout);
+    free(line);
+    json_decref(o);
+}
+
 static json_t *counts_json(const struct verify_counts *c, double secs)
 {
     return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:b}", "checked",
@@ -342,13 +365,17 @@ int cmd_verify(int argc, char **argv)
             .lease_ms = cfg->workers.lease_s * 1000,
             .max_attempts = cfg->workers.max_attempts,
             .wait = stop_wait,
+            .progress = on_repair_progress,
             .arg = &r,
         };
+        r.last_us = now_us();
         if (pgstore_verify_now(st, since, &err) != 0 ||
             verify_repair(st, &ro, s3, engine, legacy, &rp, &err) != 0) {
-            fprintf(stderr, "cutover verify: repair: %s\n", err.msg);
+            fprintf(stderr, "%scutover verify: repair: %s\n", r.tty ? "\r\033[K" : "", err.msg);
             pass_failed = true;
         } else {
+            if (r.tty)
+                fprintf(stderr, "\r\033[K");
             json_object_set_new(report, "repair",
                                 json_pack("{s:I,s:I,s:I}", "released", (json_int_t)rp.released,
                                           "retried", (json_int_t)rp.retried, "copied",

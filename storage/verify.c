@@ -546,6 +546,8 @@ int verify_repair(pgstore *st, const struct verify_repair_opts *o, s3_client *s3
         out->copied = ms.verified;
         if (!busy && ms.inflight == 0)
             break;
+        if (o->progress)
+            o->progress(o->arg, out);
         if (o->wait && o->wait(o->arg, 200)) {
             out->interrupted = true;
             break;

@@ -69,13 +69,16 @@ struct verify_opts {
 int verify_pass(pgstore *st, xfer_engine *e, legacy_store *legacy, const struct verify_opts *o,
                 struct verify_counts *out, cut_err *err) CUT_MUST_USE;
 
+struct verify_repaired;
+
 struct verify_repair_opts {
     const char *database_url; /* the mirror's own connection */
     const char *owner;        /* lease owner for humans */
     int concurrency;          /* copies at once; 0: 16 */
     int lease_ms, max_attempts;
     verify_wait_fn wait;
-    void *arg;
+    void (*progress)(void *arg, const struct verify_repaired *r); /* may be NULL; often */
+    void *arg;                                                    /* for both */
 };
 
 struct verify_repaired {
