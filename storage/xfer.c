@@ -438,6 +438,7 @@ static size_t on_header(char *p, size_t sz, size_t n, void *arg)
 
     if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
         r->etag[0] = r->request_id[0] = r->checksum_sha256[0] = r->date[0] = '\0';
+        r->version_id[0] = '\0';
         r->content_length = -1;
         return len;
     }
@@ -453,6 +454,8 @@ static size_t on_header(char *p, size_t sz, size_t n, void *arg)
         copy_value(r->request_id, sizeof(r->request_id), colon, len - nl - 1, false);
     else if (HDR("x-amz-checksum-sha256"))
         copy_value(r->checksum_sha256, sizeof(r->checksum_sha256), colon, len - nl - 1, false);
+    else if (HDR("x-amz-version-id"))
+        copy_value(r->version_id, sizeof(r->version_id), colon, len - nl - 1, false);
     else if (HDR("date"))
         copy_value(r->date, sizeof(r->date), colon, len - nl - 1, false);
     else if (HDR("retry-after") && x->legacy) {
