@@ -25,8 +25,8 @@ RUN --mount=type=bind,source=scripts/packages/runtime.txt,target=/tmp/runtime.tx
     apt-get update \
     && sed 's/#.*//' /tmp/runtime.txt | xargs apt-get install -y --no-install-recommends \
     && rm -rf /var/lib/apt/lists/* \
-    && groupadd --system --gid 10001 cutover \
-    && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+    && groupadd --gid 10001 cutover \
+    && useradd --no-log-init --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
          --shell /usr/sbin/nologin cutover \
     && install -d -o 10001 -g 10001 -m 0750 /var/spool/cutover \
     && install -d -m 0755 /etc/cutover
