@@ -4,9 +4,10 @@
  * becomes a signed_url route's path, the target is matched against it. Checked properties:
  * no crash or read outside the input; a template the configuration refuses is never used;
  * a match with its variables implies a match without them (the cheap path agrees), with as
- * many variables as the template has, each named as in the template; a decoded value is never
- * empty, never longer than its raw segment, and never holds a NUL byte; and re-encoding every
- * value (each byte %XX) into the template gives a target that matches with the same values.
+ * many variables as the template has, each named as in the template; each value is its raw
+ * segment percent-decoded, whole and not empty (a segment that decodes to a NUL byte never
+ * matches); and re-encoding every value (each byte %XX) into the template gives a target
+ * that matches with the same values.
  */
 #include "core/config.h"
 #include "proxy/proxy_int.h"
@@ -21,9 +22,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static struct config *config_with(const char *tpl)
 {
     struct cfg_problems p = {0};
-    json_t *root = json_pack("{s:s, s:s, s:[{s:s, s:s, s:s, s:{s:s}}]}", "listen", "127.0.0.1:1",
-                             "upstream", "http://127.0.0.1:2", "routes", "name", "r", "kind",
-                             "signed_url", "path", tpl, "url", "response_json", "/url");
+    json_t *route =
+        json_pack("{s:s, s:s, s:s, s:{s:s}, s:{s:s}}", "name", "r", "kind", "signed_url", "path",
+                  tpl, "url", "response_json", "/url", "key", "response_json", "/storage_key");
+    json_t *root = json_pack("{s:s, s:s, s:[o]}", "listen", "127.0.0.1:1", "upstream",
+                             "http://127.0.0.1:2", "routes", route);
     char *text = root ? json_dumps(root, 0) : NULL;
     struct config *cfg = text ? config_parse(text, "fuzz", &p) : NULL;
     json_decref(root);
@@ -84,13 +87,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         nvar += r->segments[i].is_var;
     if (m.route != r || m.nvars != nvar)
         abort();
-    size_t plen = strcspn(target, "?"), v = 0;
+    const char *p = target, *end = target + strcspn(target, "?");
+    size_t v = 0;
     for (size_t i = 0; i < r->nsegments; i++) {
+        const char *seg = ++p; /* past the '/' */
+        while (p < end && *p != '/')
+            p++;
         if (!r->segments[i].is_var)
             continue;
+        size_t slen = (size_t)(p - seg);
+        char *dec = xmalloc(slen + 1);
+        long dlen = pct_decode(seg, slen, dec, slen + 1);
         if (strcmp(m.var_names[v], r->segments[i].text) != 0 || m.var_values[v][0] == '\0' ||
-            strlen(m.var_values[v]) > plen)
+            dlen < 0 || (size_t)dlen != strlen(m.var_values[v]) ||
+            memcmp(dec, m.var_values[v], (size_t)dlen) != 0)
             abort();
+        free(dec);
         v++;
     }
     char *again = reencode(r, &m);
