@@ -8,8 +8,8 @@
 #   ConfigMap's configuration with its Secret's variables; a short `cutover proxy` that
 #   serves /healthz, answers a request (502: no app behind it) and drains on SIGTERM.
 # A maintainer's script, not CI: it needs root, debootstrap and the Debian mirror, and takes
-# a few minutes. The mirror is the host's apt source (as ../shared/tools/fresh-debian.sh
-# reads it), or $MIRROR. The root is kept in $IMAGE_ROOT (default /tmp/cutover-image).
+# a few minutes. The mirror is the host's apt source (the first deb line of its sources), or
+# $MIRROR. The root is kept in $IMAGE_ROOT (default /tmp/cutover-image).
 #   sudo ./scripts/image-check.sh
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
