@@ -25,11 +25,11 @@
 #define JSP_MAX_PTR 1024
 
 struct ptr {
-    size_t n;                      /* tokens */
-    size_t off[JSP_MAX_TOKENS];    /* where each unescaped token starts in names */
-    size_t len[JSP_MAX_TOKENS];    /* its length */
-    long idx[JSP_MAX_TOKENS];      /* as an array index, or -1 */
-    char names[JSP_MAX_PTR + 1];   /* the unescaped tokens, back to back */
+    size_t n;                    /* tokens */
+    size_t off[JSP_MAX_TOKENS];  /* where each unescaped token starts in names */
+    size_t len[JSP_MAX_TOKENS];  /* its length */
+    long idx[JSP_MAX_TOKENS];    /* as an array index, or -1 */
+    char names[JSP_MAX_PTR + 1]; /* the unescaped tokens, back to back */
 };
 
 /* Splits and unescapes the pointer. False when malformed or over the ceilings. */
@@ -456,8 +456,7 @@ enum jsplice_result jsplice_find(const char *doc, size_t len, const char *pointe
         k = string_end(s, e, &esc);
         if (!k)
             return JSPLICE_INVALID;
-        on = onp == depth &&
-             key_is(s, k, esc, pt.names + pt.off[depth - 1], pt.len[depth - 1]);
+        on = onp == depth && key_is(s, k, esc, pt.names + pt.off[depth - 1], pt.len[depth - 1]);
         if (on && count[depth - 1]++ > 0)
             dup = true;
         s = ws(k, e);
@@ -480,10 +479,11 @@ bool jsplice_put_string(struct buf *body, size_t start, size_t end, const char *
         return false;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        enc += c == '"' || c == '\\' || c == '\b' || c == '\f' || c == '\n' || c == '\r' ||
-                       c == '\t'
-                   ? 2
-                   : c < 0x20 ? 6 : 1;
+        enc +=
+            c == '"' || c == '\\' || c == '\b' || c == '\f' || c == '\n' || c == '\r' || c == '\t'
+                ? 2
+            : c < 0x20 ? 6
+                       : 1;
     }
     tail = body->len - end;
     if (enc > old) {

@@ -24,3 +24,4 @@ cutover_fuzz(fuzz_h1parse h1parse SOURCES ${CMAKE_SOURCE_DIR}/proxy/h1parse.c
   LIBS cutover_core)
 cutover_fuzz(fuzz_multipart multipart LIBS cutover_proxy cutover_core)
 cutover_fuzz(fuzz_journal journal LIBS cutover_storage cutover_core)
+cutover_fuzz(fuzz_jsplice jsplice LIBS cutover_proxy cutover_core PkgConfig::JANSSON)

@@ -144,8 +144,8 @@ if [ -n "${BENCH_CALLGRIND:-}" ]; then
   N=$BENCH_CALLGRIND
   for n in off:$OFF on:$ON; do
     # N reads on one kept-alive connection; every one must come back 200
-    args=(); for _ in $(seq 1 "$N"); do args+=("http://127.0.0.1:${n##*:}/documents/$EKEY/url"); done
-    codes=$(curl -s -o /dev/null -w '%{http_code}\n' -H 'X-User-Id: bench-user' "${args[@]}" | sort | uniq -c)
+    args=(); for _ in $(seq 1 "$N"); do args+=(-o /dev/null "http://127.0.0.1:${n##*:}/documents/$EKEY/url"); done
+    codes=$(curl -s -w '%{http_code}\n' -H 'X-User-Id: bench-user' "${args[@]}" | sort | uniq -c)
     echo "${n%%:*}: $codes" >&2
     kill -TERM "${CGPID[${n%%:*}]}"; wait "${CGPID[${n%%:*}]}" || true
   done
