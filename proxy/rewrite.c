@@ -41,7 +41,7 @@
 
 struct counters {
     atomic_uint_fast64_t rewritten, not_selected, not_ready, unknown, unconfirmed, unusable,
-        app_refused, activated, bumped;
+        app_refused, activated, bumped, no_credentials;
 };
 
 struct rewrite {
@@ -52,6 +52,7 @@ struct rewrite {
     flags_reader *readers[RW_MAX_READERS];
     size_t nreaders;
     atomic_uint_fast64_t last_legacy_us; /* when the last legacy read was handed to a worker */
+    atomic_bool creds_down;              /* the last presign found no valid credentials */
     struct counters c;
 };
 
@@ -346,7 +347,19 @@ static enum proxy_answer_mode act(struct rwx *s, proxy_exchange *x, struct buf *
         maybe_bump(rw, s->key, st);
         return keep(s);
     }
-    n = s3_presign(rw->d.s3, "GET", s3_key, rw->cfg->s3.presign_expires, 0, url, sizeof(url), &err);
+    n = s3_presign_nowait(rw->d.s3, "GET", s3_key, rw->cfg->s3.presign_expires, 0, url, sizeof(url),
+                          &err);
+    if (n == S3_NO_CREDS) {
+        /* counted per read, logged once per outage (the refresher logs its attempts) */
+        COUNT(rw, no_credentials);
+        if (!atomic_exchange(&rw->creds_down, true))
+            log_msgf(LOG_WARN, "rewrite",
+                     "no valid S3 credentials: reads keep the app's URL until they are fetched");
+        return keep(s);
+    }
+    if (atomic_load_explicit(&rw->creds_down, memory_order_relaxed) &&
+        atomic_exchange(&rw->creds_down, false))
+        log_msgf(LOG_INFO, "rewrite", "S3 credentials back: reads are rewritten again");
     if (n < 0) {
         log_msgf(LOG_WARN, "rewrite", "no presigned URL: %s", err.msg);
         COUNT(rw, unusable);
@@ -462,6 +475,7 @@ rewrite *rewrite_new(const struct config *cfg, const struct rewrite_deps *d, cut
         rw->d.lookup_wait_ms = 1000;
     pthread_mutex_init(&rw->mu, NULL);
     atomic_init(&rw->last_legacy_us, 0);
+    atomic_init(&rw->creds_down, false);
     return rw;
 }
 
@@ -500,5 +514,6 @@ void rewrite_stats_get(rewrite *rw, struct rewrite_stats *out)
     LOAD(app_refused);
     LOAD(activated);
     LOAD(bumped);
+    LOAD(no_credentials);
 #undef LOAD
 }

@@ -536,8 +536,8 @@ long s3_object_url(s3_client *c, const char *key, char *out, size_t outlen)
     return m < 0 ? -1 : n + m;
 }
 
-long s3_presign(s3_client *c, const char *method, const char *key, long expires_s, time_t at,
-                char *out, size_t outlen, cut_err *err)
+static long presign(s3_client *c, const char *method, const char *key, long expires_s, time_t at,
+                    char *out, size_t outlen, bool wait, cut_err *err)
 {
     struct creds *cr = NULL;
     struct sigv4_kv hv[1] = {{"host", c->obj_host}};
@@ -558,8 +558,8 @@ long s3_presign(s3_client *c, const char *method, const char *key, long expires_
         err_set(err, CUT_ELIMIT, "s3", "presign: URL longer than %zu bytes", outlen);
         return -1;
     }
-    if (creds_acquire(c->creds, &cr, err) != 0)
-        return -1;
+    if (wait ? creds_acquire(c->creds, &cr, err) != 0 : creds_peek(c->creds, &cr, err) != 0)
+        return wait ? -1 : S3_NO_CREDS;
     sigv4_amz_date(at ? at : time(NULL), amz);
     {
         const char *uri = strstr(out, "://");
@@ -574,4 +574,16 @@ long s3_presign(s3_client *c, const char *method, const char *key, long expires_
     }
     creds_release(cr);
     return q < 0 ? -1 : n + 1 + q;
+}
+
+long s3_presign(s3_client *c, const char *method, const char *key, long expires_s, time_t at,
+                char *out, size_t outlen, cut_err *err)
+{
+    return presign(c, method, key, expires_s, at, out, outlen, true, err);
+}
+
+long s3_presign_nowait(s3_client *c, const char *method, const char *key, long expires_s, time_t at,
+                       char *out, size_t outlen, cut_err *err)
+{
+    return presign(c, method, key, expires_s, at, out, outlen, false, err);
 }

@@ -149,6 +149,7 @@ if [ -n "${BENCH_CALLGRIND:-}" ]; then
     echo "${n%%:*}: $codes" >&2
     kill -TERM "${CGPID[${n%%:*}]}"; wait "${CGPID[${n%%:*}]}" || true
   done
+  [ -n "${BENCH_CALLGRIND_KEEP:-}" ] && cp "$T/on.cg" "$T/off.cg" "$BENCH_CALLGRIND_KEEP/"
   total() { callgrind_annotate "$1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1}'; }
   incl() { callgrind_annotate --inclusive=yes "$1" 2>/dev/null |
     awk -v f="$2" '$0 ~ ":"f" " || $0 ~ ":"f"$" {gsub(",","",$1); print $1; exit}'; }
