@@ -469,21 +469,35 @@ enum jsplice_result jsplice_find(const char *doc, size_t len, const char *pointe
     return dup ? JSPLICE_DUPLICATE : found;
 }
 
+/* The bytes c takes inside a JSON string as jansson writes it. */
+static size_t esc_len(unsigned char c)
+{
+    if (c == '"' || c == '\\' || c == '\b' || c == '\f' || c == '\n' || c == '\r' || c == '\t')
+        return 2;
+    return c < 0x20 ? 6 : 1;
+}
+
 bool jsplice_put_string(struct buf *body, size_t start, size_t end, const char *s, size_t n)
 {
     static const char hex[] = "0123456789ABCDEF";
     size_t enc = 2, old = end - start, tail;
+    bool plain = true, ascii = true; /* nothing to escape; no byte over 0x7f */
     char *o;
 
-    if (!utf8_valid(s, n) || start > end || end > body->len)
+    if (start > end || end > body->len)
         return false;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        enc +=
-            c == '"' || c == '\\' || c == '\b' || c == '\f' || c == '\n' || c == '\r' || c == '\t'
-                ? 2
-            : c < 0x20 ? 6
-                       : 1;
+        plain &= c >= 0x20 && c != '"' && c != '\\';
+        ascii &= c < 0x80;
+    }
+    if (!ascii && !utf8_valid(s, n))
+        return false;
+    if (plain) {
+        enc += n;
+    } else {
+        for (size_t i = 0; i < n; i++)
+            enc += esc_len((unsigned char)s[i]);
     }
     tail = body->len - end;
     if (enc > old) {
@@ -505,7 +519,11 @@ bool jsplice_put_string(struct buf *body, size_t start, size_t end, const char *
     memmove(body->data + start + enc, body->data + end, tail);
     o = body->data + start;
     *o++ = '"';
-    for (size_t i = 0; i < n; i++) {
+    if (plain) {
+        memcpy(o, s, n);
+        o += n;
+    }
+    for (size_t i = 0; !plain && i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         const char *sh = c == '"'    ? "\\\""
                          : c == '\\' ? "\\\\"
