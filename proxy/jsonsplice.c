@@ -486,13 +486,22 @@ bool jsplice_put_string(struct buf *body, size_t start, size_t end, const char *
 
     if (start > end || end > body->len)
         return false;
-    for (size_t i = 0; i < n; i++) {
+    /* the common case (a URL): printable ASCII only, found in one short loop */
+    for (size_t i = 0; i < n && plain; i++) {
         unsigned char c = (unsigned char)s[i];
-        plain &= c >= 0x20 && c != '"' && c != '\\';
-        ascii &= c < 0x80;
+        plain = c >= 0x20 && c < 0x80 && c != '"' && c != '\\';
     }
-    if (!ascii && !utf8_valid(s, n))
-        return false;
+    if (!plain) {
+        for (size_t i = 0; i < n && ascii; i++)
+            ascii = (unsigned char)s[i] < 0x80;
+        if (!ascii && !utf8_valid(s, n))
+            return false;
+        plain = true;
+        for (size_t i = 0; i < n && plain; i++) {
+            unsigned char c = (unsigned char)s[i];
+            plain = c >= 0x20 && c != '"' && c != '\\';
+        }
+    }
     if (plain) {
         enc += n;
     } else {

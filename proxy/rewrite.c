@@ -69,7 +69,7 @@ struct rwx {
     /* the worker's answer, read by the loop after the resume */
     bool lk_ok, lk_found;
     enum doc_state lk_state;
-    char lk_s3_key[RW_KEYBUF];
+    char *lk_s3_key; /* a new string, only after a lookup that found the document */
 };
 
 static __thread flags_reader *tl_reader;
@@ -99,6 +99,7 @@ static void rwx_unref(struct rwx *s)
     if (atomic_fetch_sub(&s->refs, 1) != 1)
         return;
     free(s->key);
+    free(s->lk_s3_key);
     free(s);
 }
 
@@ -232,7 +233,7 @@ static void lookup_job(worker_ctx *ctx, void *arg)
         b->s->lk_found = found;
         b->s->lk_state = st;
         if (found)
-            memcpy(b->s->lk_s3_key, s3_key, strlen(s3_key) + 1);
+            b->s->lk_s3_key = xstrdup(s3_key);
         proxy_exchange_resume(b->s->ticket);
         rwx_unref(b->s);
     }

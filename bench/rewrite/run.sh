@@ -152,14 +152,19 @@ if [ -n "${BENCH_CALLGRIND:-}" ]; then
   [ -n "${BENCH_CALLGRIND_KEEP:-}" ] && cp "$T/on.cg" "$T/off.cg" "$BENCH_CALLGRIND_KEEP/"
   total() { callgrind_annotate "$1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1}'; }
   incl() { callgrind_annotate --inclusive=yes "$1" 2>/dev/null |
-    awk -v f="$2" '$0 ~ ":"f" " || $0 ~ ":"f"$" {gsub(",","",$1); print $1; exit}'; }
+    awk -v f="$2" '!done && ($0 ~ ":"f" " || $0 ~ ":"f"$") {gsub(",","",$1); print $1; done=1}'; }
   echo
   echo "callgrind, $N reads each (the process from start to stop), instructions per read:"
   awk -v on="$(total "$T/on.cg")" -v off="$(total "$T/off.cg")" -v n="$N" 'BEGIN {
     printf "  whole process, rewrite off: %.0f\n  whole process, rewrite on:  %.0f\n", off/n, on/n;
     printf "  difference (on - off):     %.0f\n", (on-off)/n }'
-  for f in rw_start rw_response rw_response_body s3_presign replace_url splice_url; do
-    v=$(incl "$T/on.cg" "$f"); [ -n "$v" ] && awk -v v="$v" -v n="$N" -v f="$f" 'BEGIN {printf "  %-18s %.0f (inclusive)\n", f, v/n}'
+  echo "rewrite-on, inclusive, per read (those present in this build):"
+  for f in rw_start rw_response rw_response_body act s3_presign s3_presign_nowait \
+           sigv4_presign_query jsplice_find jsplice_put_string json_loadb json_dumps; do
+    v=$(incl "$T/on.cg" "$f")
+    if [ -n "$v" ]; then
+      awk -v v="$v" -v n="$N" -v f="$f" 'BEGIN {printf "  %-20s %.0f\n", f, v/n}'
+    fi
   done
   exit 0
 fi
