@@ -242,13 +242,62 @@ static void test_put_string(void **state)
     buf_free(&body);
 }
 
+/* Every length around the 8-byte steps, a byte to escape (or not) at every position: the
+ * string written is the one jansson writes for the same value. */
+static void test_put_string_like_jansson(void **state)
+{
+    const char *specials[] = {"\"", "\\", "\x1f", "\n", "\x7f", "\xc3\xa9", "/", "a"};
+    (void)state;
+    for (size_t len = 0; len <= 24; len++) {
+        for (size_t pos = 0; pos <= len; pos++) {
+            for (size_t k = 0; k < sizeof(specials) / sizeof(specials[0]); k++) {
+                char v[64], *want;
+                size_t n = 0, a, b;
+                struct buf body;
+                json_t *j;
+                for (size_t i = 0; i < len; i++) {
+                    if (i == pos) {
+                        memcpy(v + n, specials[k], strlen(specials[k]));
+                        n += strlen(specials[k]);
+                    }
+                    v[n++] = (char)('a' + i % 26);
+                }
+                if (pos == len) {
+                    memcpy(v + n, specials[k], strlen(specials[k]));
+                    n += strlen(specials[k]);
+                }
+                j = json_stringn(v, n);
+                assert_non_null(j);
+                want = json_dumps(j, JSON_ENCODE_ANY);
+                buf_init(&body, 0);
+                assert_true(buf_append(&body, "[\"x\",1]", 7));
+                assert_int_equal(jsplice_find(body.data, body.len, "/0", &a, &b), JSPLICE_STRING);
+                assert_true(jsplice_put_string(&body, a, b, v, n));
+                if (body.len != strlen(want) + 4 ||
+                    memcmp(body.data + 1, want, strlen(want)) != 0 ||
+                    strcmp(body.data + 1 + strlen(want), ",1]") != 0)
+                    fail_msg("len %zu pos %zu special %zu: %s, want [%s,1]", len, pos, k, body.data,
+                             want);
+                free(want);
+                json_decref(j);
+                buf_free(&body);
+            }
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_positions),  cmocka_unit_test(test_whitespace_kept),
-        cmocka_unit_test(test_escapes),    cmocka_unit_test(test_absent_and_types),
-        cmocka_unit_test(test_duplicates), cmocka_unit_test(test_invalid_like_jansson),
-        cmocka_unit_test(test_depth),      cmocka_unit_test(test_put_string),
+        cmocka_unit_test(test_positions),
+        cmocka_unit_test(test_whitespace_kept),
+        cmocka_unit_test(test_escapes),
+        cmocka_unit_test(test_absent_and_types),
+        cmocka_unit_test(test_duplicates),
+        cmocka_unit_test(test_invalid_like_jansson),
+        cmocka_unit_test(test_depth),
+        cmocka_unit_test(test_put_string),
+        cmocka_unit_test(test_put_string_like_jansson),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
