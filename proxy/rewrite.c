@@ -475,6 +475,14 @@ rewrite *rewrite_new(const struct config *cfg, const struct rewrite_deps *d, cut
     if (!rw->d.lookup_wait_ms)
         rw->d.lookup_wait_ms = 1000;
     pthread_mutex_init(&rw->mu, NULL);
+    {
+        /* temporary credentials: start fetching now, in the background, so that the first
+         * reads find them; the URL itself is thrown away */
+        char url[RW_URLBUF];
+        cut_err e = CUT_ERR_INIT;
+        if (s3_presign_nowait(d->s3, "GET", "cutover-warm-up", 60, 0, url, sizeof(url), &e) < 0)
+            log_msgf(LOG_DEBUG, "rewrite", "no S3 credentials yet: %s", e.msg);
+    }
     atomic_init(&rw->last_legacy_us, 0);
     atomic_init(&rw->creds_down, false);
     return rw;
