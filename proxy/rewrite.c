@@ -15,15 +15,17 @@
  * to active, the move to the front of the copy queue, the last legacy read) is a job of its
  * own that owns its copies: the client never waits for it.
  *
- * The rewritten JSON answer is the app's document re-encoded by jansson with the URL member
- * replaced (members keep their order); any other byte-level detail of the app's formatting is
- * not kept. An answer that is not JSON, has no string at the pointer, or would grow past
+ * The rewritten JSON answer is the app's bytes with only the URL string's bytes replaced
+ * (proxy/jsonsplice.h: one scan that also checks the answer is JSON jansson would load, no
+ * tree, no re-encoding), so the app's formatting is kept. An answer that is not JSON, has no
+ * string at the pointer, repeats a member name on the pointer's path, or would grow past
  * limits.max_json_answer goes unchanged.
  */
 #include "proxy/rewrite.h"
 
 #include "flags/rollout.h"
 #include "proxy/extract.h"
+#include "proxy/jsonsplice.h"
 
 #include <jansson.h>
 #include <pthread.h>
@@ -39,7 +41,7 @@
 
 struct counters {
     atomic_uint_fast64_t rewritten, not_selected, not_ready, unknown, unconfirmed, unusable,
-        app_refused, activated, bumped;
+        app_refused, activated, bumped, no_credentials;
 };
 
 struct rewrite {
@@ -50,6 +52,7 @@ struct rewrite {
     flags_reader *readers[RW_MAX_READERS];
     size_t nreaders;
     atomic_uint_fast64_t last_legacy_us; /* when the last legacy read was handed to a worker */
+    atomic_bool creds_down;              /* the last presign found no valid credentials */
     struct counters c;
 };
 
@@ -66,7 +69,7 @@ struct rwx {
     /* the worker's answer, read by the loop after the resume */
     bool lk_ok, lk_found;
     enum doc_state lk_state;
-    char lk_s3_key[RW_KEYBUF];
+    char *lk_s3_key; /* a new string, only after a lookup that found the document */
 };
 
 static __thread flags_reader *tl_reader;
@@ -96,6 +99,7 @@ static void rwx_unref(struct rwx *s)
     if (atomic_fetch_sub(&s->refs, 1) != 1)
         return;
     free(s->key);
+    free(s->lk_s3_key);
     free(s);
 }
 
@@ -229,7 +233,7 @@ static void lookup_job(worker_ctx *ctx, void *arg)
         b->s->lk_found = found;
         b->s->lk_state = st;
         if (found)
-            memcpy(b->s->lk_s3_key, s3_key, strlen(s3_key) + 1);
+            b->s->lk_s3_key = xstrdup(s3_key);
         proxy_exchange_resume(b->s->ticket);
         rwx_unref(b->s);
     }
@@ -310,33 +314,24 @@ static enum proxy_answer_mode rw_response(void *arg, void *state, proxy_exchange
 }
 
 /* Puts url in place of the app's URL. False: the answer stays as it was. */
-static bool replace_url(struct rwx *s, proxy_exchange *x, struct buf *body, const char *url)
+static bool replace_url(struct rwx *s, proxy_exchange *x, struct buf *body, const char *url,
+                        size_t n)
 {
-    json_error_t je;
-    json_t *doc;
-    const json_t *v;
-    char *text = NULL;
-    bool ok = false;
+    size_t a = 0, b = 0;
+    enum jsplice_result r;
 
     if (!s->json)
         return proxy_exchange_set_response_header(x, "Location", url);
-    doc = json_loadb(body->data ? body->data : "", body->len, 0, &je);
-    v = doc ? extract_json_pointer(doc, s->m->route->url.name) : NULL;
-    if (!v || !json_is_string(v) || json_string_set((json_t *)v, url) != 0)
-        goto out;
-    text = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    if (!text)
-        goto out;
-    if (body->max && strlen(text) > body->max) {
-        log_msgf(LOG_WARN, "rewrite", "the rewritten answer would pass limits.max_json_answer");
-        goto out;
+    r = jsplice_find(body->data ? body->data : "", body->len, s->m->route->url.name, &a, &b);
+    if (r != JSPLICE_STRING) {
+        log_msgf(LOG_DEBUG, "rewrite", "answer left as it is: %s", jsplice_result_name(r));
+        return false;
     }
-    buf_reset(body);
-    ok = buf_append(body, text, strlen(text)); /* within the ceiling: cannot fail */
-out:
-    free(text);
-    json_decref(doc);
-    return ok;
+    if (!jsplice_put_string(body, a, b, url, n)) {
+        log_msgf(LOG_WARN, "rewrite", "the rewritten answer would pass limits.max_json_answer");
+        return false;
+    }
+    return true;
 }
 
 /* The state is known: rewrite or not. body is left intact unless the rewrite succeeds. */
@@ -346,20 +341,33 @@ static enum proxy_answer_mode act(struct rwx *s, proxy_exchange *x, struct buf *
     rewrite *rw = s->rw;
     char url[RW_URLBUF];
     cut_err err = CUT_ERR_INIT;
+    long n;
 
     if (st != DOC_VERIFIED && st != DOC_ACTIVE) {
         COUNT(rw, not_ready);
         maybe_bump(rw, s->key, st);
         return keep(s);
     }
-    if (s3_presign(rw->d.s3, "GET", s3_key, rw->cfg->s3.presign_expires, 0, url, sizeof(url),
-                   &err) < 0) {
+    n = s3_presign_nowait(rw->d.s3, "GET", s3_key, rw->cfg->s3.presign_expires, 0, url, sizeof(url),
+                          &err);
+    if (n == S3_NO_CREDS) {
+        /* counted per read, logged once per outage (the refresher logs its attempts) */
+        COUNT(rw, no_credentials);
+        if (!atomic_exchange(&rw->creds_down, true))
+            log_msgf(LOG_WARN, "rewrite",
+                     "no valid S3 credentials: reads keep the app's URL until they are fetched");
+        return keep(s);
+    }
+    if (atomic_load_explicit(&rw->creds_down, memory_order_relaxed) &&
+        atomic_exchange(&rw->creds_down, false))
+        log_msgf(LOG_INFO, "rewrite", "S3 credentials back: reads are rewritten again");
+    if (n < 0) {
         log_msgf(LOG_WARN, "rewrite", "no presigned URL: %s", err.msg);
         COUNT(rw, unusable);
         return keep(s);
     }
     /* the body changes only once its replacement is whole and fits */
-    if (!replace_url(s, x, body, url)) {
+    if (!replace_url(s, x, body, url, (size_t)n)) {
         COUNT(rw, unusable);
         return keep(s);
     }
@@ -467,7 +475,16 @@ rewrite *rewrite_new(const struct config *cfg, const struct rewrite_deps *d, cut
     if (!rw->d.lookup_wait_ms)
         rw->d.lookup_wait_ms = 1000;
     pthread_mutex_init(&rw->mu, NULL);
+    {
+        /* temporary credentials: start fetching now, in the background, so that the first
+         * reads find them; the URL itself is thrown away */
+        char url[RW_URLBUF];
+        cut_err e = CUT_ERR_INIT;
+        if (s3_presign_nowait(d->s3, "GET", "cutover-warm-up", 60, 0, url, sizeof(url), &e) < 0)
+            log_msgf(LOG_DEBUG, "rewrite", "no S3 credentials yet: %s", e.msg);
+    }
     atomic_init(&rw->last_legacy_us, 0);
+    atomic_init(&rw->creds_down, false);
     return rw;
 }
 
@@ -506,5 +523,6 @@ void rewrite_stats_get(rewrite *rw, struct rewrite_stats *out)
     LOAD(app_refused);
     LOAD(activated);
     LOAD(bumped);
+    LOAD(no_credentials);
 #undef LOAD
 }

@@ -9,8 +9,10 @@
  * length follows. A `verified` document then becomes `active` (in the background). Anything
  * else (not selected, a document not verified or unknown, states that cannot be confirmed
  * because the database or its notifications are away, flags not read from the database yet,
- * an answer that does not parse, over limits.max_json_answer, a presign error) sends the app's
- * answer byte for byte; a non-2xx/3xx answer is never touched.
+ * an answer that does not parse, over limits.max_json_answer, a presign error, no valid S3
+ * credentials at hand) sends the app's answer byte for byte; a non-2xx/3xx answer is never
+ * touched. Presigning never waits for credentials (s3_presign_nowait()): temporary ones are
+ * fetched ahead of expiry by the provider's refresher thread.
  *
  * States come from the notified cache (storage/doccache.h): a hit costs no database round
  * trip; a miss parks the exchange while a worker looks the document up (lookup_wait_ms at
@@ -54,15 +56,16 @@ bool rewrite_register(rewrite *rw, proxy *px, cut_err *err) CUT_MUST_USE;
 void rewrite_free(rewrite *rw);
 
 struct rewrite_stats {
-    uint64_t rewritten;    /* answered with an S3 presigned URL */
-    uint64_t not_selected; /* the flag left the read on the legacy store */
-    uint64_t not_ready;    /* selected, but the document is not verified or active */
-    uint64_t unknown;      /* selected, no such document */
-    uint64_t unconfirmed;  /* selected, the state could not be confirmed */
-    uint64_t unusable;     /* selected, the answer or the key could not be used */
-    uint64_t app_refused;  /* non-2xx/3xx answers, passed untouched */
-    uint64_t activated;    /* verified → active asked for */
-    uint64_t bumped;       /* documents moved to the front of the copy queue */
+    uint64_t rewritten;      /* answered with an S3 presigned URL */
+    uint64_t not_selected;   /* the flag left the read on the legacy store */
+    uint64_t not_ready;      /* selected, but the document is not verified or active */
+    uint64_t unknown;        /* selected, no such document */
+    uint64_t unconfirmed;    /* selected, the state could not be confirmed */
+    uint64_t unusable;       /* selected, the answer or the key could not be used */
+    uint64_t app_refused;    /* non-2xx/3xx answers, passed untouched */
+    uint64_t activated;      /* verified → active asked for */
+    uint64_t bumped;         /* documents moved to the front of the copy queue */
+    uint64_t no_credentials; /* selected and ready, but no valid S3 credentials at hand */
 };
 void rewrite_stats_get(rewrite *rw, struct rewrite_stats *out);
 

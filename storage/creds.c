@@ -10,6 +10,13 @@
  * The credentials object is immutable and reference-counted, so a request that started
  * with the old set finishes with it.
  *
+ * An event loop must never wait for STS or a credentials endpoint, so creds_peek() only
+ * reads the set already fetched. When that set is missing or near its expiry, it wakes a
+ * refresher thread of the provider (started on the first need, temporary sources only) that
+ * fetches through the same single-flight path, ahead of expiry, and after a failure again
+ * with a growing pause (1 s doubling to 30 s), so that a failing endpoint is not hammered by
+ * every read.
+ *
  * Why not a generic HTTP client: both endpoints are one GET with a capped answer. The web
  * identity token and the container authorization token are re-read from their files at
  * every fetch, because Kubernetes rotates them. No secret is ever logged: messages name
@@ -48,6 +55,13 @@ struct creds_provider {
     struct creds *cur;
     int margin_s;
     atomic_uint fetches;
+
+    /* the refresher (creds_peek()'s background fetches); all under mu */
+    pthread_cond_t cv;
+    pthread_t thread;
+    bool started, stop;
+    time_t next_try; /* after a failed fetch, not before this */
+    int backoff_s;
 };
 
 static struct creds *creds_make(const char *ak, const char *sk, const char *tok, time_t exp)
@@ -143,6 +157,8 @@ creds_provider *creds_provider_new(const struct cfg_s3 *cfg, cut_err *err)
 
     pthread_mutex_init(&p->mu, NULL);
     pthread_mutex_init(&p->refresh, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    p->backoff_s = 1;
     p->margin_s = 300;
     atomic_init(&p->fetches, 0);
 
@@ -199,6 +215,12 @@ void creds_provider_free(creds_provider *p)
 {
     if (p == NULL)
         return;
+    pthread_mutex_lock(&p->mu);
+    p->stop = true;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    if (p->started)
+        pthread_join(p->thread, NULL); /* at most one fetch's timeout */
     creds_release(p->cur);
     free(p->role_arn);
     free(p->token_file);
@@ -212,6 +234,7 @@ void creds_provider_free(creds_provider *p)
     free(p->auth_token_file);
     pthread_mutex_destroy(&p->mu);
     pthread_mutex_destroy(&p->refresh);
+    pthread_cond_destroy(&p->cv);
     free(p);
 }
 
@@ -222,7 +245,10 @@ enum creds_source creds_provider_source(const creds_provider *p)
 
 void creds_provider_set_refresh_margin(creds_provider *p, int seconds)
 {
+    pthread_mutex_lock(&p->mu);
     p->margin_s = seconds;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
 }
 
 unsigned creds_provider_fetches(const creds_provider *p)
@@ -487,4 +513,80 @@ int creds_acquire(creds_provider *p, struct creds **out, cut_err *err)
     creds_release(old);
     *out = n;
     return n ? 0 : -1;
+}
+
+/* The refresher: fetches when the set is missing or within the margin of its expiry, then
+ * sleeps until the next set nears its expiry, a creds_peek() wakes it, or the provider stops. */
+static void *refresher(void *arg)
+{
+    creds_provider *p = arg;
+
+    pthread_mutex_lock(&p->mu);
+    while (!p->stop) {
+        time_t now = time(NULL);
+        struct timespec ts = {0, 0};
+        if (!fresh(p, p->cur, now) && now >= p->next_try) {
+            struct creds *c = NULL;
+            cut_err err = CUT_ERR_INIT;
+            int rc;
+            pthread_mutex_unlock(&p->mu);
+            rc = creds_acquire(p, &c, &err); /* logs what it fetched or why it failed */
+            creds_release(c);
+            pthread_mutex_lock(&p->mu);
+            if (rc == 0 && fresh(p, p->cur, time(NULL))) {
+                p->backoff_s = 1;
+            } else if (rc == 0) {
+                /* a set that lives less than the margin: not again at once */
+                p->next_try = time(NULL) + p->backoff_s;
+                p->backoff_s = p->backoff_s >= 15 ? 30 : p->backoff_s * 2;
+            } else {
+                log_msgf(LOG_WARN, "creds_refresh", "no credentials, trying again in %d s: %s",
+                         p->backoff_s, err.msg);
+                p->next_try = time(NULL) + p->backoff_s;
+                p->backoff_s = p->backoff_s >= 15 ? 30 : p->backoff_s * 2;
+            }
+            continue;
+        }
+        if (fresh(p, p->cur, now))
+            ts.tv_sec = p->cur->expires ? p->cur->expires - p->margin_s : 0;
+        else
+            ts.tv_sec = p->next_try;
+        if (ts.tv_sec)
+            pthread_cond_timedwait(&p->cv, &p->mu, &ts);
+        else
+            pthread_cond_wait(&p->cv, &p->mu);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+int creds_peek(creds_provider *p, struct creds **out, cut_err *err)
+{
+    time_t now = time(NULL);
+    struct creds *c;
+
+    *out = NULL;
+    pthread_mutex_lock(&p->mu);
+    c = p->cur;
+    if (valid(c, now))
+        atomic_fetch_add(&c->refs, 1);
+    else
+        c = NULL;
+    if (!fresh(p, p->cur, now) && !p->stop &&
+        (p->source == CREDS_WEB_IDENTITY || p->source == CREDS_CONTAINER)) {
+        if (p->started)
+            pthread_cond_signal(&p->cv);
+        else if (pthread_create(&p->thread, NULL, refresher, p) == 0)
+            p->started = true;
+        else
+            log_msgf(LOG_ERROR, "creds_refresh", "cannot start the credentials refresher");
+    }
+    pthread_mutex_unlock(&p->mu);
+    if (!c) {
+        err_set(err, CUT_EHTTP, "creds", "no valid credentials from the %s yet (being fetched)",
+                creds_source_name(p->source));
+        return -1;
+    }
+    *out = c;
+    return 0;
 }

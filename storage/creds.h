@@ -8,7 +8,8 @@
  *   4. the container endpoint (AWS_CONTAINER_CREDENTIALS_FULL_URI or _RELATIVE_URI, with
  *      AWS_CONTAINER_AUTHORIZATION_TOKEN or AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE).
  * Temporary credentials are fetched again a margin before they expire (default 5 minutes);
- * one thread refreshes while the others keep using the still-valid set.
+ * one thread refreshes while the others keep using the still-valid set. creds_peek() never
+ * waits: a background thread fetches for it.
  */
 #ifndef CUTOVER_CREDS_H
 #define CUTOVER_CREDS_H
@@ -57,5 +58,12 @@ unsigned creds_provider_fetches(const creds_provider *p);
  * fetching or refreshing them when needed. Thread-safe. Returns 0, or -1 with err set. */
 int creds_acquire(creds_provider *p, struct creds **out, cut_err *err) CUT_MUST_USE;
 void creds_release(struct creds *c);
+
+/* The same without ever waiting for a fetch, for an event loop: a reference to the current
+ * set when it has not expired (release with creds_release()), else -1 with err set. When the
+ * set is missing or within the refresh margin, wakes the provider's refresher thread (started
+ * here the first time), which fetches in the background; after a failed fetch it tries again
+ * 1 s later, doubling to 30 s. Static sources never need it. */
+int creds_peek(creds_provider *p, struct creds **out, cut_err *err) CUT_MUST_USE;
 
 #endif

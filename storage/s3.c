@@ -16,6 +16,11 @@
  * capped at 20 s), within max_attempts and the total time budget; other 4xx never. The
  * rules live here (s3_retryable_answer / s3_retryable_curl); the waiting is the engine's.
  * Secrets stay out of logs: log lines name the method, the key, status and S3 code only.
+ *
+ * Presigning keeps its last URLs (PRESIGN_SLOTS, one per hash of the key): a presigned URL is
+ * a function of the credentials, method, key, expiry and the second it is signed in, so a
+ * second read of a hot document within the same second gets the very same bytes without
+ * signing again. A slot holds a reference to its credentials, so they cannot change under it.
  */
 #include "storage/s3.h"
 #include "storage/s3_util.h"
@@ -23,6 +28,8 @@
 #include "storage/xfer.h"
 
 #include <curl/curl.h>
+
+#define PRESIGN_SLOTS 64
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/crypto.h>
@@ -53,6 +60,16 @@ struct s3_client {
 
     pthread_mutex_t eng_mu;
     xfer_engine *eng; /* started at the first blocking call */
+
+    pthread_mutex_t pre_mu; /* guards pre */
+    struct presigned {
+        struct creds *cr; /* a reference; NULL: empty */
+        time_t at;
+        long expires_s;
+        bool put;
+        char *key, *url; /* grown as needed, kept across reuses */
+        size_t key_cap, url_cap, url_len;
+    } pre[PRESIGN_SLOTS];
 };
 
 /* ---- construction ---------------------------------------------------------------------- */
@@ -79,6 +96,7 @@ s3_client *s3_client_new(const struct cfg_s3 *cfg, creds_provider *creds, cut_er
     size_t pl;
 
     pthread_mutex_init(&c->eng_mu, NULL);
+    pthread_mutex_init(&c->pre_mu, NULL);
     if (cfg->bucket == NULL || !cfg->bucket[0]) {
         err_set(err, CUT_EINVAL, "s3", "s3.bucket: missing");
         goto fail;
@@ -152,6 +170,12 @@ void s3_client_free(s3_client *c)
         return;
     xfer_engine_free(c->eng);
     pthread_mutex_destroy(&c->eng_mu);
+    pthread_mutex_destroy(&c->pre_mu);
+    for (size_t i = 0; i < PRESIGN_SLOTS; i++) {
+        creds_release(c->pre[i].cr);
+        free(c->pre[i].key);
+        free(c->pre[i].url);
+    }
     sigv4_signer_free(c->signer);
     free(c->scheme);
     free(c->host);
@@ -536,11 +560,23 @@ long s3_object_url(s3_client *c, const char *key, char *out, size_t outlen)
     return m < 0 ? -1 : n + m;
 }
 
-long s3_presign(s3_client *c, const char *method, const char *key, long expires_s, time_t at,
-                char *out, size_t outlen, cut_err *err)
+static uint32_t key_hash(const char *s, size_t n)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 16777619u;
+    return h;
+}
+
+static long presign(s3_client *c, const char *method, const char *key, long expires_s, time_t at,
+                    char *out, size_t outlen, bool wait, cut_err *err)
 {
     struct creds *cr = NULL;
     struct sigv4_kv hv[1] = {{"host", c->obj_host}};
+    struct presigned *slot;
+    struct creds *old;
+    bool put = method[0] == 'P';
+    size_t klen;
     char amz[17];
     long n, q = -1;
 
@@ -553,14 +589,30 @@ long s3_presign(s3_client *c, const char *method, const char *key, long expires_
                 S3_MAX_KEY);
         return -1;
     }
+    if (wait ? creds_acquire(c->creds, &cr, err) != 0 : creds_peek(c->creds, &cr, err) != 0)
+        return wait ? -1 : S3_NO_CREDS;
+    if (!at)
+        at = time(NULL);
+    klen = strlen(key);
+    slot = &c->pre[key_hash(key, klen) % PRESIGN_SLOTS];
+    pthread_mutex_lock(&c->pre_mu);
+    if (slot->cr == cr && slot->at == at && slot->expires_s == expires_s && slot->put == put &&
+        strcmp(slot->key, key) == 0 && slot->url_len < outlen) {
+        memcpy(out, slot->url, slot->url_len + 1);
+        q = (long)slot->url_len;
+    }
+    pthread_mutex_unlock(&c->pre_mu);
+    if (q >= 0) {
+        creds_release(cr);
+        return q;
+    }
     n = s3_object_url(c, key, out, outlen);
     if (n < 0 || (size_t)n + 2 >= outlen) {
         err_set(err, CUT_ELIMIT, "s3", "presign: URL longer than %zu bytes", outlen);
+        creds_release(cr);
         return -1;
     }
-    if (creds_acquire(c->creds, &cr, err) != 0)
-        return -1;
-    sigv4_amz_date(at ? at : time(NULL), amz);
+    sigv4_amz_date(at, amz);
     {
         const char *uri = strstr(out, "://");
         struct sigv4_creds sc = {cr->access_key_id, cr->secret_access_key, cr->session_token};
@@ -572,6 +624,37 @@ long s3_presign(s3_client *c, const char *method, const char *key, long expires_
         if (q >= 0)
             out[n] = '?';
     }
-    creds_release(cr);
-    return q < 0 ? -1 : n + 1 + q;
+    if (q < 0) {
+        creds_release(cr);
+        return -1;
+    }
+    q += n + 1;
+    pthread_mutex_lock(&c->pre_mu);
+    old = slot->cr;
+    slot->cr = cr; /* the slot takes our reference */
+    slot->at = at;
+    slot->expires_s = expires_s;
+    slot->put = put;
+    if (slot->key_cap < klen + 1)
+        slot->key = xrealloc(slot->key, slot->key_cap = klen + 1);
+    memcpy(slot->key, key, klen + 1);
+    if (slot->url_cap < (size_t)q + 1)
+        slot->url = xrealloc(slot->url, slot->url_cap = (size_t)q + 1);
+    memcpy(slot->url, out, (size_t)q + 1);
+    slot->url_len = (size_t)q;
+    pthread_mutex_unlock(&c->pre_mu);
+    creds_release(old);
+    return q;
+}
+
+long s3_presign(s3_client *c, const char *method, const char *key, long expires_s, time_t at,
+                char *out, size_t outlen, cut_err *err)
+{
+    return presign(c, method, key, expires_s, at, out, outlen, true, err);
+}
+
+long s3_presign_nowait(s3_client *c, const char *method, const char *key, long expires_s, time_t at,
+                       char *out, size_t outlen, cut_err *err)
+{
+    return presign(c, method, key, expires_s, at, out, outlen, false, err);
 }

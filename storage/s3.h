@@ -91,6 +91,14 @@ int s3_head_bucket(s3_client *c, struct s3_result *res, cut_err *err) CUT_MUST_U
 long s3_presign(s3_client *c, const char *method, const char *key, long expires_s, time_t at,
                 char *out, size_t outlen, cut_err *err) CUT_MUST_USE;
 
+/* s3_presign() for an event loop: it never waits for credentials to be fetched (STS, the
+ * container endpoint). It reads only the set already at hand (creds_peek(), which asks the
+ * provider's refresher to fetch ahead of expiry); when none is valid it returns S3_NO_CREDS
+ * with err set, at once. Otherwise as s3_presign(). */
+#define S3_NO_CREDS (-2)
+long s3_presign_nowait(s3_client *c, const char *method, const char *key, long expires_s, time_t at,
+                       char *out, size_t outlen, cut_err *err) CUT_MUST_USE;
+
 /* A Content-Disposition value (RFC 6266) that makes a browser open the object inline under
  * filename: `inline; filename="..."` with an ASCII fallback (non-ASCII bytes, quotes,
  * backslashes and control characters replaced by '_'), plus `filename*=UTF-8''...`

@@ -29,3 +29,4 @@ cutover_fuzz(fuzz_route route SOURCES ${CMAKE_SOURCE_DIR}/proxy/route.c
 cutover_fuzz(fuzz_extract extract SOURCES ${CMAKE_SOURCE_DIR}/proxy/extract.c LIBS cutover_core)
 cutover_fuzz(fuzz_s3xml s3xml LIBS cutover_storage)
 cutover_fuzz(fuzz_sigv4_sign sigv4_sign LIBS cutover_storage)
+cutover_fuzz(fuzz_jsplice jsplice LIBS cutover_proxy cutover_core PkgConfig::JANSSON)

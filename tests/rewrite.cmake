@@ -15,3 +15,7 @@ cutover_test(NAME test_rewrite_faults SOURCES rewrite/test_rewrite.c
 # long keys, negative entries, the size bound, a lost listening connection.
 cutover_test(NAME test_doccache SOURCES rewrite/test_doccache.c
   LIBS cutover_storage cutover_core PkgConfig::PQ LABELS pg SERVICES TIMEOUT 120)
+# The splice of the presigned URL into the app's JSON answer: positions, escapes, absent,
+# other types, duplicate names, answers jansson refuses, whitespace kept, the ceiling.
+cutover_test(NAME test_jsplice SOURCES rewrite/test_jsplice.c
+  LIBS cutover_proxy cutover_core PkgConfig::JANSSON LABELS unit TIMEOUT 60)

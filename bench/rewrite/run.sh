@@ -18,6 +18,10 @@
 # Usage: bench/rewrite/run.sh [--duration S] [--connections N] [--threads T] [--rounds R]
 # Environment: CUTOVER_BIN (default: build-proxy/cmd/cutover, built if missing);
 # BENCH_PERF=FILE records a 5 s `perf record -g` profile of the rewrite-on cutover afterwards.
+# BENCH_CALLGRIND=N instead runs both cutovers under valgrind --tool=callgrind, sends each N
+# reads one after another on one connection (no wrk), and prints instructions per read: the
+# whole process's (on and off) and the rewrite hooks' own (inclusive). Instruction counts do
+# not depend on the machine's load, so they compare builds where timings cannot.
 # Needs: wrk, nginx, PostgreSQL 15 server binaries, node (services.sh). Everything binds to
 # 127.0.0.1 and everything started here is stopped on exit.
 set -euo pipefail
@@ -111,10 +115,17 @@ CONF
   timeout 60 "$BIN" migrate-db --config "$T/$name.json" > "$T/$name.migrate.log" 2>&1 ||
     { cat "$T/$name.migrate.log" >&2; exit 1; }
   "${PSQL[@]}" "$db" -c "INSERT INTO cutover.documents (storage_key, s3_key, state) VALUES ('$KEY', 'bench/$KEY', 'verified')" >/dev/null
-  "$BIN" proxy --config "$T/$name.json" > "$T/$name.log" 2>&1 & PIDS+=($!)
+  if [ -n "${BENCH_CALLGRIND:-}" ]; then
+    valgrind --tool=callgrind --callgrind-out-file="$T/$name.cg" \
+      "$BIN" proxy --config "$T/$name.json" > "$T/$name.log" 2>&1 & PIDS+=($!)
+    CGPID[$name]=$!
+  else
+    "$BIN" proxy --config "$T/$name.json" > "$T/$name.log" 2>&1 & PIDS+=($!)
+  fi
   wait_port "$port" >&2
   PORT=$port
 }
+declare -A CGPID
 start_cutover off 0; OFF=$PORT
 start_cutover on 100; ON=$PORT
 wait_port "$APP"
@@ -128,6 +139,35 @@ curl -s -H 'X-User-Id: u1' "http://127.0.0.1:$ON/documents/$EKEY/url" | grep -q 
   { echo "the rewrite-on cutover does not rewrite" >&2; cat "$T/on.log" >&2; exit 1; }
 curl -s -H 'X-User-Id: u1' "http://127.0.0.1:$OFF/documents/$EKEY/url" | grep -q legacy.example ||
   { echo "the pass-through cutover rewrites" >&2; exit 1; }
+
+if [ -n "${BENCH_CALLGRIND:-}" ]; then
+  N=$BENCH_CALLGRIND
+  for n in off:$OFF on:$ON; do
+    # N reads on one kept-alive connection; every one must come back 200
+    args=(); for _ in $(seq 1 "$N"); do args+=(-o /dev/null "http://127.0.0.1:${n##*:}/documents/$EKEY/url"); done
+    codes=$(curl -s -w '%{http_code}\n' -H 'X-User-Id: bench-user' "${args[@]}" | sort | uniq -c)
+    echo "${n%%:*}: $codes" >&2
+    kill -TERM "${CGPID[${n%%:*}]}"; wait "${CGPID[${n%%:*}]}" || true
+  done
+  [ -n "${BENCH_CALLGRIND_KEEP:-}" ] && cp "$T/on.cg" "$T/off.cg" "$BENCH_CALLGRIND_KEEP/"
+  total() { callgrind_annotate "$1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1}'; }
+  incl() { callgrind_annotate --inclusive=yes "$1" 2>/dev/null |
+    awk -v f="$2" '!done && ($0 ~ ":"f" " || $0 ~ ":"f"$") {gsub(",","",$1); print $1; done=1}'; }
+  echo
+  echo "callgrind, $N reads each (the process from start to stop), instructions per read:"
+  awk -v on="$(total "$T/on.cg")" -v off="$(total "$T/off.cg")" -v n="$N" 'BEGIN {
+    printf "  whole process, rewrite off: %.0f\n  whole process, rewrite on:  %.0f\n", off/n, on/n;
+    printf "  difference (on - off):     %.0f\n", (on-off)/n }'
+  echo "rewrite-on, inclusive, per read (those present in this build):"
+  for f in rw_start rw_response rw_response_body act s3_presign s3_presign_nowait \
+           sigv4_presign_query jsplice_find jsplice_put_string json_loadb json_dumps; do
+    v=$(incl "$T/on.cg" "$f")
+    if [ -n "$v" ]; then
+      awk -v v="$v" -v n="$N" -v f="$f" 'BEGIN {printf "  %-20s %.0f\n", f, v/n}'
+    fi
+  done
+  exit 0
+fi
 
 declare -A RPS P50 P99
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.3f", v}'; }

@@ -6,7 +6,10 @@
  *   - the headers a PutObject and a CreateMultipartUpload carry (Content-MD5, checksum,
  *     SSE-S3 and SSE-KMS, the session token);
  *   - STS AssumeRoleWithWebIdentity and the container credentials endpoint, handing out
- *     credentials that expire in seconds, so refresh (and refresh under 8 threads) is seen.
+ *     credentials that expire in seconds, so refresh (and refresh under 8 threads) is seen;
+ *   - a container endpoint that holds its answer: s3_presign_nowait() (the event loop's
+ *     presign) returns at once without credentials, the refresher fetches in the background,
+ *     and a set near its expiry keeps signing while the refresh hangs.
  * Nothing sleeps and hopes: waits are polls of a condition with a deadline.
  */
 #include "storage/creds.h"
@@ -36,7 +39,10 @@ struct fixture {
     enum mode mode;
     pthread_mutex_t mu;
     int requests;
-    int expires_in;          /* STS / container: seconds of validity handed out */
+    int expires_in; /* STS / container: seconds of validity handed out */
+    bool hold;      /* container: answers wait until hold is cleared */
+    int held;       /* requests waiting now */
+    pthread_cond_t cv;
     char last_headers[8192]; /* "name: value\n" of the last request */
     char last_method[16];
     char last_url[1024];
@@ -134,6 +140,10 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
                  n, n, exp);
         break;
     case M_CONTAINER:
+        f->held++;
+        while (f->hold)
+            pthread_cond_wait(&f->cv, &f->mu);
+        f->held--;
         if (!strstr(f->last_headers, "Authorization: pod-token-42\n")) {
             status = 401;
             break;
@@ -160,6 +170,7 @@ static struct fixture *fixture_start(enum mode m)
     struct fixture *f = xcalloc(1, sizeof(*f));
 
     pthread_mutex_init(&f->mu, NULL);
+    pthread_cond_init(&f->cv, NULL);
     f->mode = m;
     f->expires_in = 3600;
     f->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
@@ -174,6 +185,7 @@ static void fixture_stop(struct fixture *f)
 {
     MHD_stop_daemon(f->d);
     pthread_mutex_destroy(&f->mu);
+    pthread_cond_destroy(&f->cv);
     free(f);
 }
 
@@ -553,6 +565,125 @@ static void test_container_refresh_concurrent(void **state)
     fixture_stop(f);
 }
 
+static void set_hold(struct fixture *f, bool hold)
+{
+    pthread_mutex_lock(&f->mu);
+    f->hold = hold;
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+}
+
+struct nowait {
+    s3_client *c;
+    struct fixture *f;
+    long n;
+    int held;
+    char url[4096];
+};
+
+static bool held_one(void *arg)
+{
+    struct nowait *w = arg;
+    pthread_mutex_lock(&w->f->mu);
+    w->held = w->f->held;
+    pthread_mutex_unlock(&w->f->mu);
+    return w->held == 1;
+}
+
+static bool signs_with(void *arg, const char *token)
+{
+    struct nowait *w = arg;
+    cut_err err = CUT_ERR_INIT;
+    w->n = s3_presign_nowait(w->c, "GET", "doc.pdf", 60, 0, w->url, sizeof(w->url), &err);
+    return w->n > 0 && strstr(w->url, token) != NULL;
+}
+static bool signs_with_1(void *arg)
+{
+    return signs_with(arg, "X-Amz-Security-Token=ct-token-1");
+}
+static bool signs_with_2(void *arg)
+{
+    return signs_with(arg, "X-Amz-Security-Token=ct-token-2");
+}
+
+/* The event loop's presign never waits for the credentials endpoint: with the endpoint
+ * holding its answer, s3_presign_nowait() returns S3_NO_CREDS at once (a blocking presign
+ * would sit in the fetch until its 10 s timeout and fail with another error), the refresher
+ * asks once in the background (not once per presign), and once the answer comes presigning
+ * works; a set within the refresh margin keeps signing while the next fetch hangs. */
+static void test_presign_nowait_endpoint_hangs(void **state)
+{
+    struct fixture *f = fixture_start(M_CONTAINER);
+    struct cfg_s3 cfg = {0};
+    char *dir = test_tmpdir("ctnw"), *tokfile = xasprintf("%s/token", dir), uri[96], *cmd;
+    creds_provider *p;
+    struct nowait w = {0};
+    cut_err err = CUT_ERR_INIT;
+    char ep[64];
+
+    (void)state;
+    clear_env();
+    assert_true(test_write_file(tokfile, "pod-token-42\n", 13));
+    snprintf(uri, sizeof(uri), "http://127.0.0.1:%d/v1/credentials", f->port);
+    setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", uri, 1);
+    setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", tokfile, 1);
+    p = creds_provider_new(&cfg, &err);
+    assert_non_null(p);
+    snprintf(ep, sizeof(ep), "http://127.0.0.1:%d", f->port);
+    cfg.endpoint = ep;
+    cfg.region = "eu-west-1";
+    cfg.bucket = "bucket";
+    cfg.path_style = true;
+    cfg.max_attempts = 1;
+    cfg.timeout_s = 10;
+    w.c = s3_client_new(&cfg, p, &err);
+    assert_non_null(w.c);
+    w.f = f;
+    set_hold(f, true);
+
+    /* no credentials yet: refused at once, the fetch runs in the background */
+    assert_int_equal(s3_presign_nowait(w.c, "GET", "doc.pdf", 60, 0, w.url, sizeof(w.url), &err),
+                     S3_NO_CREDS);
+    assert_true(err_isset(&err));
+    assert_null(strstr(err.msg, "ct-"));
+    if (!test_wait_until(held_one, &w, 10000))
+        fail_msg("the refresher never asked the endpoint (%d held)", w.held);
+    for (int i = 0; i < 100; i++) {
+        cut_err e2 = CUT_ERR_INIT;
+        assert_int_equal(s3_presign_nowait(w.c, "GET", "doc.pdf", 60, 0, w.url, sizeof(w.url), &e2),
+                         S3_NO_CREDS);
+    }
+    assert_int_equal(requests(f), 1); /* one fetch in flight, not one per presign */
+
+    set_hold(f, false);
+    if (!test_wait_until(signs_with_1, &w, 10000))
+        fail_msg("never presigned with the fetched set");
+
+    /* the set is now within the margin: presigning goes on with it while the refresh hangs */
+    set_hold(f, true);
+    creds_provider_set_refresh_margin(p, 3650); /* the set lives 3600 s */
+    assert_true(signs_with_1(&w));              /* also wakes the refresher */
+    if (!test_wait_until(held_one, &w, 10000))
+        fail_msg("the refresher did not refresh ahead of expiry");
+    creds_provider_set_refresh_margin(p, 300); /* so that the next set is not refreshed */
+    for (int i = 0; i < 10; i++)
+        assert_true(signs_with_1(&w));
+    set_hold(f, false);
+    if (!test_wait_until(signs_with_2, &w, 10000))
+        fail_msg("never presigned with the refreshed set");
+    assert_int_equal(requests(f), 2);
+
+    s3_client_free(w.c);
+    creds_provider_free(p);
+    clear_env();
+    cmd = xasprintf("rm -rf '%s'", dir);
+    assert_int_equal(test_run(cmd, NULL), 0);
+    free(cmd);
+    free(tokfile);
+    free(dir);
+    fixture_stop(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -564,6 +695,7 @@ int main(void)
         cmocka_unit_test(test_chain_order),
         cmocka_unit_test(test_web_identity_refresh),
         cmocka_unit_test(test_container_refresh_concurrent),
+        cmocka_unit_test(test_presign_nowait_endpoint_hangs),
     };
 
     log_set_level(LOG_ERROR);

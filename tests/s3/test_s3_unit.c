@@ -149,6 +149,35 @@ static void test_presign_doc_example(void **state)
     assert_int_equal(s3_presign(c, "DELETE", "k", 60, at, url, sizeof(url), &err), -1);
     assert_int_equal(s3_presign(c, "GET", "k", 604801, at, url, sizeof(url), &err), -1);
     assert_int_equal(s3_presign(c, "GET", "k", 60, at, url, 40, &err), -1);
+    /* the client keeps its last URLs: asked again (same key, second, expiry, method, from
+     * the cache or not, colliding slots included) the answer is what a client that never
+     * presigned before gives */
+    {
+        struct cfg_s3 cfg2;
+        creds_provider *cp2;
+        s3_client *c2 = client(&cfg2, &cp2, "https://s3.amazonaws.com", "examplebucket", false);
+        char u1[2048], u2[2048], key[32];
+        for (int round = 0; round < 2; round++) {
+            for (int i = 0; i < 200; i++) {
+                const char *m = i % 5 ? "GET" : "PUT";
+                snprintf(key, sizeof(key), "k/%d", i % 150);
+                assert_true(
+                    s3_presign_nowait(c, m, key, 60 + i % 2, at + i % 3, u1, sizeof(u1), &err) > 0);
+                if (round == 1) {
+                    assert_true(
+                        s3_presign(c2, m, key, 60 + i % 2, at + i % 3, u2, sizeof(u2), &err) > 0);
+                    assert_string_equal(u1, u2);
+                }
+            }
+        }
+        assert_true(s3_presign(c, "GET", "test.txt", 86400, at, url, sizeof(url), &err) > 0);
+        assert_string_equal(url, DOC_URL);
+        assert_true(s3_presign(c, "GET", "test.txt", 86400, at, url, sizeof(url), &err) > 0);
+        assert_string_equal(url, DOC_URL);
+        assert_int_equal(s3_presign(c, "GET", "test.txt", 86400, at, url, 100, &err), -1);
+        s3_client_free(c2);
+        creds_provider_free(cp2);
+    }
     t0 = now_us();
     for (int i = 0; i < n; i++)
         assert_true(s3_presign(c, "GET", "documents/org/patient/report.pdf", 3600, 0, url,
