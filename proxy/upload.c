@@ -699,7 +699,7 @@ static bool replay_one(void *arg, const void *payload, size_t n)
     json_t *o = json_loadb(payload, n, 0, &je);
     const char *key = json_string_value(json_object_get(o, "storage_key"));
     json_t *size = json_object_get(o, "size");
-    cut_err err = CUT_ERR_INIT, probe = CUT_ERR_INIT;
+    cut_err err = CUT_ERR_INIT;
     if (!key) {
         log_msgf(LOG_ERROR, "journal", "a journal record without a storage key is skipped");
         json_decref(o);
@@ -712,9 +712,12 @@ static bool replay_one(void *arg, const void *payload, size_t n)
                           STR("md5"), STR("sha256"), STR("content_type"), STR("filename"),
                           STR("unmirrorable"), &err);
 #undef STR
-    if (rc != 0 && pgstore_schema_version(r->db, &probe) >= 0) {
-        /* the database answers but refuses this record: skipped, or it would hold back every
-         * record behind it for ever */
+    if (rc != 0 && (err.code != CUT_EDB || pgstore_last_refused(r->db))) {
+        /* the database refuses this record for what it holds: skipped, or it would hold back
+         * every record behind it for ever. Only the failure itself tells: a lost connection,
+         * or a server that was away, is not a refusal even when a new connection works at
+         * once (a probe on one would take a record cut by a restart for a refused one, and
+         * lose it) */
         log_msgf(LOG_ERROR, "upload_lost",
                  "%s: NOT RECORDED: the database refuses its journal record (%s); "
                  "a backfill will find it",

@@ -272,6 +272,18 @@ void pgs_after_failure(pgstore *st)
     }
 }
 
+/* A statement's error that a later try cannot change: the server answered, on a live
+ * connection, that the data itself is wrong (class 22: a value it cannot take; 23: a
+ * constraint; 54: a limit such as an index row too large). Everything else (the connection
+ * lost or refused, a server shutting down or starting: 08, 57; resources: 53, 58; a rollback
+ * such as a deadlock: 40; an error libpq made up itself, with no SQLSTATE) may pass. */
+static bool refusal_sqlstate(const char *sqlstate)
+{
+    return sqlstate && strlen(sqlstate) == 5 &&
+           (strncmp(sqlstate, "22", 2) == 0 || strncmp(sqlstate, "23", 2) == 0 ||
+            strncmp(sqlstate, "54", 2) == 0);
+}
+
 /* Runs one parameterised statement; returns its result (PQclear()) when its status is
  * COMMAND_OK or TUPLES_OK, or NULL with err set. */
 PGresult *pgs_run(pgstore *st, const char *where, const char *sql, int n, const char *const *params,
@@ -281,6 +293,7 @@ PGresult *pgs_run(pgstore *st, const char *where, const char *sql, int n, const 
     ExecStatusType s;
     char msg[400];
 
+    st->refused = false;
     if (!pgs_ensure(st, err))
         return NULL;
     r = PQexecParams(st->conn, sql, n, NULL, params, NULL, NULL, 0);
@@ -289,9 +302,16 @@ PGresult *pgs_run(pgstore *st, const char *where, const char *sql, int n, const 
         return r;
     pq_message(st->conn, msg, sizeof(msg));
     err_set(err, CUT_EDB, where, "%s", msg);
+    st->refused = PQstatus(st->conn) == CONNECTION_OK &&
+                  refusal_sqlstate(r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL);
     PQclear(r);
     pgs_after_failure(st);
     return NULL;
+}
+
+bool pgstore_last_refused(const pgstore *st)
+{
+    return st->refused;
 }
 
 bool pgs_run_ok(pgstore *st, const char *where, const char *sql, int n, const char *const *params,
@@ -509,6 +529,7 @@ int pgstore_upsert(pgstore *st, const struct pgstore_doc_in *d, int64_t *generat
         "    next_attempt_at = now(), updated_at = now(), copied_at = NULL, verified_at = NULL,\n"
         "    activated_at = NULL, mismatch_at = NULL, failed_at = EXCLUDED.failed_at,\n"
         "    deleted_at = NULL\n"
+        "  WHERE EXCLUDED.spool_path IS NULL OR d.spool_path IS DISTINCT FROM EXCLUDED.spool_path\n"
         "  RETURNING generation, state)\n"
         "INSERT INTO cutover.transitions (storage_key, from_state, to_state, detail, "
         "generation)\n"

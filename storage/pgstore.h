@@ -29,6 +29,11 @@ void pgstore_free(pgstore *st); /* NULL is fine */
 /* The server process serving this store's connection, or 0 when not connected (for
  * diagnostics and tests that cut the connection). */
 int pgstore_backend_pid(pgstore *st);
+/* After a call that failed with CUT_EDB: true when a live server refused the statement for
+ * its data (a value it cannot take, a constraint, a limit: trying again cannot help); false
+ * when the database was away, the connection was lost (the statement may or may not have
+ * been applied) or the failure may pass. */
+bool pgstore_last_refused(const pgstore *st);
 
 /* Brings schema `cutover` to the latest version, each migration in the same transaction as
  * its version row, under an advisory lock (key PGSTORE_MIGRATION_LOCK) so that replicas
@@ -88,8 +93,10 @@ struct pgstore_doc_in {
 /* Records a document in state pending (or failed, see failed_reason). A storage_key already present
  * is re-recorded: its generation goes up by one, its state returns to pending (with a row in
  * transitions), its lease and checksums are cleared, so work on the older generation can no longer
- * complete. *generation (may be NULL) receives the new generation (1 for a new document). Returns 0
- * or -1 with err set. */
+ * complete. *generation (may be NULL) receives the new generation (1 for a new document). A record
+ * with the same spool_path as the current generation's is that same upload recorded again (an
+ * upsert whose answer was lost, then journaled and replayed): nothing changes and *generation
+ * receives 0. Returns 0 or -1 with err set. */
 int pgstore_upsert(pgstore *st, const struct pgstore_doc_in *d, int64_t *generation,
                    cut_err *err) CUT_MUST_USE;
 

@@ -16,6 +16,7 @@
 struct pgstore {
     PGconn *conn;
     char *url;
+    bool refused; /* the last failed statement was refused by a live server (pgs_run) */
 };
 
 /* The columns of a document row, times as ISO 8601 text (to_json's form), in the order

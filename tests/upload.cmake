@@ -34,3 +34,8 @@ if(NOT CUTOVER_SANITIZE)
   set_tests_properties(test_faults_slow PROPERTIES LABELS "e2e;faults" TIMEOUT 300
     ENVIRONMENT "${faults_env}")
 endif()
+# The journal's replay at the moments an outage makes ambiguous: a connection cut by a
+# restart (not a refusal), a refused record, an upsert whose answer was lost replayed.
+cutover_test(NAME test_replay SOURCES upload/test_replay.c
+  LIBS cutover_proxy cutover_flags cutover_storage cutover_core PkgConfig::PQ PkgConfig::JANSSON
+  Threads::Threads LABELS pg SERVICES TIMEOUT 60)
