@@ -15,6 +15,7 @@
 #include "cmd/cli.h"
 #include "flags/flags.h"
 #include "proxy/admin_api.h"
+#include "proxy/metrics_http.h"
 #include "proxy/proxy.h"
 #include "proxy/rewrite.h"
 #include "proxy/shadow_read.h"
@@ -320,6 +321,7 @@ int cmd_proxy(int argc, char **argv)
     struct dual_write dw = {0};
     admin_api *api = NULL;
     struct read_cutover rcut = {0};
+    proxy_metrics *pm = NULL;
     cut_err err = CUT_ERR_INIT;
     int rc = EXIT_WORK;
     sigset_t set;
@@ -356,7 +358,8 @@ int cmd_proxy(int argc, char **argv)
         goto fail;
     api = px ? admin_api_new(cfg, dw.flags) : NULL;
     if (!px || !admin_api_register(api, px, &err) || !dual_write_start(cfg, px, &dw, &err) ||
-        !read_cutover_start(cfg, px, &dw, &rcut, &err) || !proxy_start(px, &err)) {
+        !read_cutover_start(cfg, px, &dw, &rcut, &err) ||
+        !(pm = proxy_metrics_new(px, cfg, dw.flags, &err)) || !proxy_start(px, &err)) {
     fail:
         fprintf(stderr, "cutover proxy: %s\n", err.msg);
         goto out_curl;
@@ -383,6 +386,7 @@ out_curl:
     proxy_free(px);
     admin_api_free(api);
     read_cutover_free(&rcut);
+    proxy_metrics_free(pm);
     dual_write_free(&dw);
     curl_global_cleanup();
 out:

@@ -17,6 +17,7 @@
  * before do not trigger again once the percentage is raised. A window over the threshold
  * while the rollback is disabled is logged once per crossing.
  */
+#include "core/metrics.h"
 #include "flags/flags.h"
 
 #include <pthread.h>
@@ -186,9 +187,10 @@ static void *rollback_main(void *arg)
         pthread_mutex_unlock(&rb->mu);
         if (flags_store_rollback(rb->fs, reason, &done, &err) != 0)
             log_msgf(LOG_ERROR, "auto_rollback", "rollback not written (retried): %s", err.msg);
-        else if (done)
+        else if (done) {
+            metrics_inc(MET_ROLLBACKS, 0, 0);
             log_msgf(LOG_ERROR, "auto_rollback", "rolled back: %s", reason);
-        else
+        } else
             log_msgf(LOG_WARN, "auto_rollback",
                      "over the threshold, but read_from_s3.percent is 0 already (another replica "
                      "rolled back)");

@@ -142,18 +142,8 @@ phase_dw="not built yet"
 if [ "$phase_proxy" != "not built yet" ]; then
     say "7. phase dual-write: every upload through cutover mirrored to S3, verified"
     psql() { "$PG_BIN/psql" -X -q -A -t "$PG_URL" "$@"; }
-    # the admin API that flips flags comes later: the flag is set in cutover.flags, with its
-    # audit row, and cutover restarted so that it starts with the new value
-    psql -c "UPDATE cutover.flags SET value = 'true', updated_at = now(), updated_by = 'demo'
-               WHERE name = 'dual_write';
-             INSERT INTO cutover.audit (actor, action, flag, old, new, reason)
-               VALUES ('demo', 'flag_set', 'dual_write', 'false', 'true', 'demo: phase dual-write');"
-    kill "$(cat "$run/cutover.pid")"
-    for _ in $(seq 100); do kill -0 "$(cat "$run/cutover.pid")" 2>/dev/null || break; sleep 0.1; done
-    "$bin" proxy --config "$run/cutover.json" >>"$run/cutover.log" 2>&1 &
-    echo $! >"$run/cutover.pid"
-    wait_url "http://127.0.0.1:$admin_port/readyz" 30 || { echo "cutover did not come back; see $run/cutover.log" >&2; exit 1; }
-    info "flag dual_write: $(psql -c "SELECT value FROM cutover.flags WHERE name = 'dual_write'") (cutover restarted with it)"
+    info "cutover flags set dual_write=true (through the admin API; every replica follows within 1 s):"
+    "$bin" flags set dual_write=true --reason "demo: phase dual-write" --config "$run/cutover.json" | sed 's/^/     /'
     printf '%%PDF-1.4\n%% Befund for patient 17\n%%%%EOF\n' >"$run/Befund Müller.pdf"
     head -c 3145728 /dev/urandom >"$run/scan 2026-11-27.tiff"
     keys=()
@@ -221,17 +211,10 @@ phase_live="not built yet (flag read_from_s3)"
 if [ "$phase_proxy" != "not built yet" ]; then
     say "9. phase read cutover: signed-URL reads answered from S3, 0% -> 25% -> 100%, sticky per user"
     psql() { "$PG_BIN/psql" -X -q -A -t "$PG_URL" "$@"; }
-    # flags are written to cutover.flags (with their audit row); cutover reloads them every second
-    set_flag() { # set_flag NAME JSON REASON
-        psql -v n="$1" -v v="$2" -v r="$3" <<'SQL' >/dev/null
-INSERT INTO cutover.audit (actor, action, flag, old, new, reason)
-  SELECT 'demo', 'flag_set', :'n', (SELECT value FROM cutover.flags WHERE name = :'n'), :'v'::jsonb, :'r';
-INSERT INTO cutover.flags (name, value, updated_by) VALUES (:'n', :'v'::jsonb, 'demo')
-  ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, updated_at = now(), updated_by = 'demo';
-SQL
-        sleep 2 # the sidecar's reload period is 1 s
+    set_flag() { # set_flag NAME=VALUE REASON: through the admin API, audited; 100% passes the
+        # cutover gate only while verified/total >= cutover_gate (all verified here)
+        "$bin" flags set "$1" --reason "$2" --config "$run/cutover.json" >/dev/null
     }
-    set_flag dual_write 'true' "demo: read cutover needs documents in S3"
     rkeys=()
     for i in 1 2 3 4 5 6; do
         printf 'Report %d for patient 42\n' "$i" >"$run/report $i.txt"
@@ -246,7 +229,7 @@ SQL
     info "6 documents uploaded through cutover, verified in S3"
     live_ok=1
     for pct in 0 25 100; do
-        set_flag read_from_s3 "{\"percent\": $pct}" "demo: read cutover at $pct%"
+        set_flag "read_from_s3.percent=$pct" "demo: read cutover at $pct%"
         info "read_from_s3.percent = $pct: each user reads one document (app = legacy URL, S3 = presigned)"
         line=""
         for i in 1 2 3 4 5 6 7 8; do
@@ -268,7 +251,12 @@ SQL
     info "(a user selected at 25% stays selected at 100%: buckets only ever get added)"
     info "documents by state now: $(psql -c "SELECT string_agg(state || ' ' || n, ', ') FROM (SELECT state, count(*) n FROM cutover.documents WHERE storage_key LIKE 'clinic-9/%' GROUP BY 1 ORDER BY 1) t")"
     info "last read answered with a legacy URL: $(psql -c "SELECT max(last_at) FROM cutover.legacy_reads")"
-    set_flag read_from_s3 '{"percent": 0}' "demo: back to the legacy store (rollback is one flag)"
+    set_flag read_from_s3.percent=0 "demo: back to the legacy store (rollback is one flag)"
+    info "cutover status:"
+    "$bin" status --config "$run/cutover.json" | sed 's/^/     /'
+    info "the audit trail (GET /admin/audit?limit=6):"
+    curl -fsS -H "Authorization: Bearer $CUTOVER_ADMIN_TOKEN" "http://127.0.0.1:$admin_port/admin/audit?limit=6" |
+        node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{for(const r of JSON.parse(s))console.log(`     ${r.at}  ${r.actor}  ${r.action}  ${r.flag}  ${JSON.stringify(r.old)} -> ${JSON.stringify(r.new)}  (${r.reason})`)})'
     [ $live_ok -eq 1 ] && phase_live="works: reads from S3 for verified documents, sticky rollout"
 fi
 
@@ -282,7 +270,9 @@ cat <<TABLE
    verify       not built yet
    shadow       not built yet (flag shadow_read)
    live         ${phase_live}
-   rollback     not built yet
+   rollback     one flag, by hand (above) or automatic (auto_rollback: see the README)
 
    The stack stays up. Logs: $run/. Stop it with: ./scripts/demo.sh stop
+   Dashboard: http://127.0.0.1:$admin_port/ (admin token: $CUTOVER_ADMIN_TOKEN)
+   Metrics:   http://127.0.0.1:$admin_port/metrics
 TABLE

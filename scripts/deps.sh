@@ -2,7 +2,8 @@
 # Installs what building, testing and the demo need on Debian 12, only what is missing:
 # the compiler and libraries, PostgreSQL 15's server binaries, curl, Node.js (Debian 12 ships
 # 18) and the pinned S3 emulator from npm. Safe to run again. Needs root for apt-get
-# (skipped when everything is present).
+# (skipped when everything is present). The tests also use promtool (Debian's prometheus
+# package: `promtool check metrics`) and headless Chromium (the dashboard's test).
 #
 # The tests and the demo run their own throwaway PostgreSQL cluster on a free port
 # (tests/harness/services.sh), so the `main` cluster that Debian's package would create (and,
@@ -11,7 +12,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 
 packages=(build-essential cmake pkg-config clang-format libmicrohttpd-dev libcurl4-openssl-dev
-          libssl-dev libpq-dev libjansson-dev libcmocka-dev postgresql-15 curl ca-certificates)
+          libssl-dev libpq-dev libjansson-dev libcmocka-dev postgresql-15 curl ca-certificates
+          prometheus chromium)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -30,6 +32,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # only promtool is wanted: a Prometheus server started by the package (with systemd) would
+    # hold port 9090, the admin port's usual address
+    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+        systemctl disable --now prometheus >/dev/null 2>&1 || true
+    fi
 fi
 
 node_major=$(node -p 'process.versions.node.split(".")[0]')

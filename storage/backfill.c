@@ -21,6 +21,7 @@
  */
 #include "storage/backfill.h"
 
+#include "core/metrics.h"
 #include <errno.h>
 #include <libpq-fe.h>
 #include <stdio.h>
@@ -438,6 +439,8 @@ int backfill_enqueue(pgstore *st, backfill_key_fn key_of, void *arg,
     }
     if (pgstore_insert_missing(st, docs, nd, &inserted, &inserted_failed, err) != 0)
         goto out;
+    metrics_add(MET_BACKFILL_DOCUMENTS, MET_BACKFILL_ENQUEUED, 0, inserted);
+    metrics_add(MET_BACKFILL_DOCUMENTS, MET_BACKFILL_KNOWN, 0, nd - inserted);
     if (out) {
         out->inserted += inserted;
         out->known += nd - inserted;

@@ -30,6 +30,7 @@
  */
 #include "storage/mirror.h"
 
+#include "core/metrics.h"
 #include "storage/pgstore.h"
 #include "storage/spool.h"
 #include "storage/worker.h"
@@ -133,6 +134,27 @@ static void count(mirror *m, uint64_t *field)
     pthread_mutex_unlock(&m->mu);
 }
 
+/* Metrics of a finished job: outcome (enum met_copy_outcome), bytes and, for an upload copied
+ * and verified, its lag from the record (created_at; a re-recorded document's updated_at,
+ * which a claim leaves alone). */
+static void count_metrics(const struct job *j, unsigned outcome)
+{
+    bool bf = j->doc.origin && strcmp(j->doc.origin, "backfill") == 0;
+    unsigned origin = bf ? MET_ORIGIN_BACKFILL : MET_ORIGIN_UPLOAD;
+    metrics_inc(MET_MIRROR_DOCUMENTS, origin, outcome);
+    if (outcome != MET_COPY_VERIFIED)
+        return;
+    metrics_add(MET_MIRROR_BYTES, origin, 0, j->copy.bytes);
+    if (bf) {
+        metrics_inc(MET_BACKFILL_DOCUMENTS, MET_BACKFILL_VERIFIED, 0);
+        metrics_add(MET_BACKFILL_BYTES, 0, 0, j->copy.bytes);
+    } else {
+        metrics_observe_us(
+            MET_MIRROR_LAG, 0,
+            metrics_age_us(j->doc.generation > 1 ? j->doc.updated_at : j->doc.created_at));
+    }
+}
+
 /* The attempt failed: recorded with its reason, rescheduled or `failed` (at once when
  * another attempt cannot succeed: max_attempts 1). Frees j. */
 static void attempt_failed_after(mirror *m, struct job *j, const char *reason, int max_attempts)
@@ -140,6 +162,7 @@ static void attempt_failed_after(mirror *m, struct job *j, const char *reason, i
     cut_err err = CUT_ERR_INIT;
     enum doc_state state = DOC_PENDING;
 
+    count_metrics(j, MET_COPY_FAILED);
     if (pgstore_fail_backoff(m->store, j->doc.storage_key, j->token, reason, max_attempts,
                              m->o.backoff_ms, m->o.max_backoff_ms, &state, &err) != 0) {
         if (err.code == CUT_ECONFLICT)
@@ -343,6 +366,7 @@ static void head_checked(mirror *m, struct job *j)
         return;
     }
     count(m, &m->st.verified);
+    count_metrics(j, MET_COPY_VERIFIED);
     if (j->doc.spool_path && !m->o.keep_spool)
         unlink(j->doc.spool_path);
     m->inflight--;
@@ -410,6 +434,7 @@ static void removed(mirror *m, struct job *j)
                  err.msg);
     } else {
         count(m, &m->st.removed);
+        count_metrics(j, MET_COPY_REMOVED);
         if (j->doc.spool_path && !m->o.keep_spool)
             unlink(j->doc.spool_path);
     }

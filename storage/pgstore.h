@@ -353,8 +353,7 @@ int pgstore_legacy_read_mark(pgstore *st, const char *replica, cut_err *err) CUT
  * store 30 days after the last legacy read". */
 int pgstore_legacy_read_last(pgstore *st, char **at, cut_err *err) CUT_MUST_USE;
 
-/* ---- shadow reads (pgstore_shadow.c) ----------------------------------------------------------
- */
+/* ---- shadow reads (pgstore_shadow.c) ------------------------------------------------------- */
 
 /* Rows kept in cutover.shadow_mismatches: older ones are removed as new ones come. */
 #define PGSTORE_SHADOW_KEEP 100000
@@ -389,6 +388,14 @@ int pgstore_shadow_record(pgstore *st, const struct pgstore_shadow_row *r,
 int pgstore_shadow_list(pgstore *st, int limit, json_t **out, cut_err *err) CUT_MUST_USE;
 /* Rows per class: *out a new object {class: n} (json_decref()). */
 int pgstore_shadow_counts(pgstore *st, json_t **out, cut_err *err) CUT_MUST_USE;
+
+/* ---- metrics: the figures /metrics exports (pgstore_metrics.c) ----------------------------- */
+
+/* Documents per state into counts[state], and the queue's depth, as pgstore_status_counts()
+ * defines them, in a transaction under statement_timeout = timeout_ms. Returns 0 or -1 with
+ * err set. */
+int pgstore_metrics_counts(pgstore *st, int64_t counts[DOC_NSTATES], int64_t *queue_depth,
+                           int timeout_ms, cut_err *err) CUT_MUST_USE;
 
 /* ---- schema -------------------------------------------------------------------------------- */
 

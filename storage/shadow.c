@@ -17,12 +17,17 @@
  * GETs of URLs that carry their own authorisation (XFER_SRC_URL), the S3 one being exactly the
  * kind of presigned URL the rewrite hands to clients, so a signing fault shows up here first.
  *
+ * Counts go to this value's stats (GET /admin/shadow) and to /metrics
+ * (cutover_shadow_compares_total, cutover_shadow_mismatches_total{class},
+ * cutover_shadow_skipped_total{reason}: the label values are these enums' names in order).
+ *
  * Each fetch has a ceiling of twice the recorded size plus 1 MiB (a delivery larger than that
  * is a failed fetch, not a stream to follow forever) and the timeout. URLs live only in the
  * compare (freed with it) and in the engine's request; no log line, message or row holds one.
  */
 #include "storage/shadow.h"
 
+#include "core/metrics.h"
 #include "storage/pgstore.h"
 #include "storage/worker.h"
 #include "storage/xfer.h"
@@ -101,6 +106,7 @@ bool shadow_class_is_s3_fault(enum shadow_class c)
 static void skip(shadow *sh, enum shadow_skip why)
 {
     atomic_fetch_add_explicit(&sh->skipped[why], 1, memory_order_relaxed);
+    metrics_inc(MET_SHADOW_SKIPPED, (unsigned)why, 0);
 }
 
 static void compare_free(struct compare *c)
@@ -179,6 +185,7 @@ static void finish(struct compare *c)
         mismatch = false;
 
     atomic_fetch_add(&sh->compares, 1);
+    metrics_inc(MET_SHADOW_COMPARES, 0, 0);
     atomic_fetch_add(&sh->legacy_us_sum, c->legacy.us);
     atomic_fetch_add(&sh->legacy_fetches, 1);
     max_store(&sh->legacy_us_max, c->legacy.us);
@@ -193,6 +200,7 @@ static void finish(struct compare *c)
         return;
     }
     atomic_fetch_add(&sh->mismatches[c->cls], 1);
+    metrics_inc(MET_SHADOW_MISMATCHES, (unsigned)c->cls, 0);
     log_msgf(LOG_WARN, "shadow_mismatch",
              "%s: %s (original %lld bytes; legacy: HTTP %ld, %llu bytes%s%s; S3: HTTP %ld, %llu "
              "bytes%s%s)",

@@ -31,6 +31,7 @@
  * signals a condition variable.
  */
 #include "storage/xfer.h"
+#include "core/metrics.h"
 #include "storage/s3_util.h"
 
 #include <curl/curl.h>
@@ -618,6 +619,42 @@ static void legacy_classify(struct xreq *r, CURLcode cc, long status, struct leg
         lr->fail = LEGACY_OK;
 }
 
+/* The S3 operation of a request, for metrics: by method and the query's names. */
+static unsigned s3_op(const struct s3_req *rq)
+{
+    bool part = false, uploads = false, upload_id = false;
+    for (size_t i = 0; i < rq->nquery; i++) {
+        part |= strcmp(rq->query[i].name, "partNumber") == 0;
+        uploads |= strcmp(rq->query[i].name, "uploads") == 0;
+        upload_id |= strcmp(rq->query[i].name, "uploadId") == 0;
+    }
+    if (strcmp(rq->method, "PUT") == 0)
+        return part ? MET_S3_MULTIPART_PART : MET_S3_PUT;
+    if (strcmp(rq->method, "POST") == 0)
+        return uploads     ? MET_S3_MULTIPART_CREATE
+               : upload_id ? MET_S3_MULTIPART_COMPLETE
+                           : MET_S3_OTHER;
+    if (strcmp(rq->method, "DELETE") == 0)
+        return upload_id ? MET_S3_MULTIPART_ABORT : MET_S3_DELETE;
+    if (strcmp(rq->method, "HEAD") == 0)
+        return MET_S3_HEAD;
+    return strcmp(rq->method, "GET") == 0 && rq->key ? MET_S3_GET : MET_S3_OTHER;
+}
+
+/* Counts an S3 request that ended (its retries included): an error is an error answer from S3
+ * or no answer at all (404 is an answer; local trouble with the body is not S3's). */
+static void s3_count(const struct xreq *r)
+{
+    unsigned op;
+    if (r->legacy)
+        return;
+    op = s3_op(&r->rq);
+    metrics_inc(MET_S3_REQUESTS, op, 0);
+    if (r->err.code == CUT_ES3 || r->err.code == CUT_EHTTP)
+        metrics_inc(MET_S3_ERRORS, op, 0);
+    metrics_observe_us(MET_S3_DURATION, op, now_us() - r->start_us);
+}
+
 /* A request's attempt ended (cc from libcurl). Retries it after a backoff, or finishes it. */
 static void req_finished(xfer_engine *e, struct xreq *r, CURLcode cc)
 {
@@ -763,6 +800,7 @@ decide:
     }
 done:
     r->running = false;
+    s3_count(r);
     r->done(r);
 }
 

@@ -95,7 +95,7 @@ static void test_basic_every_split(void **state)
     (void)state;
     /* whole, one byte at a time, and every size of piece */
     for (size_t step = 0; step <= len; step++) {
-        struct got g;
+        struct got g = {0};
         cut_err err = CUT_ERR_INIT;
         bool ok;
         multipart *mp = parse(CT, basic, len, step, NULL, &g, &ok, &err);
@@ -107,7 +107,7 @@ static void test_basic_every_split(void **state)
     }
     /* two pieces, cut at every point */
     for (size_t cut = 0; cut <= len; cut++) {
-        struct got g;
+        struct got g = {0};
         cut_err err = CUT_ERR_INIT;
         multipart *mp;
         buf_init(&g.file, 0);
