@@ -8,9 +8,10 @@
  * the recorders, the journal, the transfer engine, the legacy store and the mirror. With a
  * database it keeps the flags (LISTEN/NOTIFY, with a periodic reload behind) and serves the
  * admin API. With signed-URL routes it wires read cutover too (the notified document cache,
- * its lookup workers, the rewrite; it shares dual-write's flags, S3 client and mirror when
- * those run). Between signals, this thread replays the journal into the
- * database when there is one to replay (every 500 ms: a stat() when there is none).
+ * its lookup workers, the rewrite, and shadow reads' compares and handler, registered before
+ * the rewrite so that they see the app's own URL; it shares dual-write's flags, S3 client and
+ * mirror when those run). Between signals, this thread replays the journal into the database when
+ * there is one to replay (every 500 ms: a stat() when there is none).
  */
 #include "cmd/cli.h"
 #include "flags/flags.h"
