@@ -40,5 +40,6 @@ int cmd_proxy(int argc, char **argv);
 int cmd_backfill(int argc, char **argv);
 int cmd_flags(int argc, char **argv);
 int cmd_status(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
 
 #endif

@@ -1,7 +1,7 @@
 /*
- * `cutover backfill [--config FILE] [--rate N] [--concurrency N] [--batch N]`: copies every
- * document of the backfill source that is not copied yet, then waits until none of the
- * backfill's documents is left to copy, and prints a summary.
+ * `cutover backfill [--config FILE] [--rate N] [--rate-bytes N] [--concurrency N] [--batch N]`:
+ * copies every document of the backfill source that is not copied yet, then waits until none
+ * of the backfill's documents is left to copy, and prints a summary.
  *
  * Wiring, in this thread: the source (storage/backfill.h) is read a batch at a time; each
  * row's S3 key is built from the upload route's template (proxy/extract.h) and the rows not
@@ -13,11 +13,11 @@
  *
  * Throttle: --rate N documents/s is a token bucket at enqueue time (storage/backfill.h): a
  * batch holds at most one second's worth (N rows), after each batch the documents actually
- * inserted are taken from the bucket, and the next batch waits while it is in debt. Documents enter
- * the queue no faster than N a second, so the copies (by this process, or by any sidecar's mirror
- * sharing the queue) follow at that pace. Documents already known cost nothing; work left in the
- * queue by an earlier run is copied unthrottled (it was throttled when it was enqueued); each
- * process has its own bucket.
+ * inserted are taken from the bucket, and the next batch waits while it is in debt. The same
+ * rate, and --rate-bytes, are token buckets of this process's transfer engine on the copies
+ * that read the legacy store (xfer.h's xfer_engine_set_legacy_limits()), so that work left in
+ * the queue by an earlier run is throttled too; a 429/503 from the store holds every copy.
+ * Each process has its own buckets.
  *
  * Progress: on a terminal (stderr) a one-line bar redrawn every second; otherwise a JSON line
  * on stdout every 5 s. At the end a summary: documents of origin `backfill` per state, the
@@ -64,19 +64,23 @@ struct run {
 
 static void help(FILE *out)
 {
-    fprintf(out,
-            "usage: cutover backfill [--config FILE] [--rate N] [--concurrency N] [--batch N]\n\n"
-            "Reads backfill.source (SQL paged by key, or JSONL), records the documents not known\n"
-            "yet as pending (origin backfill), copies them from legacy.raw_url to S3, checks\n"
-            "and verifies each, and waits until none is left to copy. Resumable: a second run\n"
-            "copies only what is missing; several runs at once share the work.\n\n"
-            "  --rate N         documents/s entering the queue (default backfill.rate; 0: none)\n"
-            "  --concurrency N  copies in flight (default backfill.concurrency)\n"
-            "  --batch N        rows per source page and per insert (default 500, at most %d)\n\n"
-            "Progress: a bar on a terminal, JSON lines every 5 s otherwise; then a summary.\n"
-            "Exit 0: every backfilled document verified; 1: some failed (listed) or rows of\n"
-            "the source were unusable; 2: bad usage or configuration.\n",
-            BACKFILL_MAX_PAGE);
+    fprintf(
+        out,
+        "usage: cutover backfill [--config FILE] [--rate N] [--rate-bytes N] [--concurrency N]\n"
+        "                        [--batch N]\n\n"
+        "Reads backfill.source (SQL paged by key, or JSONL), records the documents not known\n"
+        "yet as pending (origin backfill), copies them from legacy.raw_url to S3, checks\n"
+        "and verifies each, and waits until none is left to copy. Resumable: a second run\n"
+        "copies only what is missing; several runs at once share the work.\n\n"
+        "  --rate N         documents/s entering the queue (default backfill.rate; 0: none)\n"
+        "  --rate-bytes N   bytes/s read from the legacy store, shared by all copies\n"
+        "                   (default backfill.rate_bytes; 0: none; suffixes k M G, Ki Mi Gi)\n"
+        "  --concurrency N  copies in flight (default backfill.concurrency)\n"
+        "  --batch N        rows per source page and per insert (default 500, at most %d)\n\n"
+        "Progress: a bar on a terminal, JSON lines every 5 s otherwise; then a summary.\n"
+        "Exit 0: every backfilled document verified; 1: some failed (listed) or rows of\n"
+        "the source were unusable; 2: bad usage or configuration.\n",
+        BACKFILL_MAX_PAGE);
 }
 
 static char *key_of(void *arg, const struct backfill_row *row, cut_err *err)
@@ -320,6 +324,32 @@ static bool parse_count(const char *s, double lo, double hi, double *out)
     return true;
 }
 
+/* A byte rate: a number with an optional k, M, G (powers of 1000) or Ki, Mi, Gi suffix. */
+static bool parse_bytes(const char *s, double *out)
+{
+    char *end;
+    double v, mul = 1;
+    errno = 0;
+    v = strtod(s, &end);
+    if (errno || end == s || v < 0)
+        return false;
+    if (*end) {
+        static const char *const suf[] = {"k", "K", "M", "G", "Ki", "Mi", "Gi", NULL};
+        static const double mult[] = {1e3, 1e3, 1e6, 1e9, 1024.0, 1048576.0, 1073741824.0};
+        int i;
+        for (i = 0; suf[i] && strcmp(end, suf[i]) != 0; i++)
+            ;
+        if (!suf[i])
+            return false;
+        mul = mult[i];
+    }
+    v *= mul;
+    if (v > 1e12)
+        return false;
+    *out = v;
+    return true;
+}
+
 int cmd_backfill(int argc, char **argv)
 {
     const char *path = NULL;
@@ -331,7 +361,7 @@ int cmd_backfill(int argc, char **argv)
     pgstore *st = NULL;
     struct run r = {0};
     cut_err err = CUT_ERR_INIT;
-    double rate = -1, conc = -1, batch = 500;
+    double rate = -1, rate_bytes = -1, conc = -1, batch = 500;
     int rc = EXIT_USAGE, v;
     bool curl_up = false, interrupted = false;
     char host[128] = "cutover", *owner = NULL;
@@ -347,6 +377,10 @@ int cmd_backfill(int argc, char **argv)
         } else if (strcmp(a, "--rate") == 0 && i + 1 < argc) {
             if (!parse_count(argv[++i], 0, 1e6, &rate))
                 return cli_usage_error("backfill", "--rate: a number of documents/s, 0..1e6");
+        } else if (strcmp(a, "--rate-bytes") == 0 && i + 1 < argc) {
+            if (!parse_bytes(argv[++i], &rate_bytes))
+                return cli_usage_error("backfill",
+                                       "--rate-bytes: bytes/s, 0..1e12, with k M G Ki Mi Gi");
         } else if (strcmp(a, "--concurrency") == 0 && i + 1 < argc) {
             if (!parse_count(argv[++i], 1, 1024, &conc) || conc != (int)conc)
                 return cli_usage_error("backfill", "--concurrency: an integer, 1..1024");
@@ -379,6 +413,8 @@ int cmd_backfill(int argc, char **argv)
         batch = (double)(long long)rate < rate ? (double)(long long)rate + 1 : rate;
     if (conc < 0)
         conc = cfg->backfill.concurrency;
+    if (rate_bytes < 0)
+        rate_bytes = cfg->backfill.rate_bytes;
     r.cfg = cfg;
     r.tpl = backfill_key_template(cfg);
     r.tty = isatty(STDERR_FILENO);
@@ -429,6 +465,10 @@ int cmd_backfill(int argc, char **argv)
         fprintf(stderr, "cutover backfill: %s\n", err.msg);
         goto out;
     }
+    /* the copies themselves start no faster than --rate and read no more than --rate-bytes
+     * (also those of documents an earlier run left in the queue) */
+    xfer_engine_set_legacy_limits(engine, rate, rate_bytes);
+    xfer_engine_set_buffer_budget(engine, BACKFILL_BUFFER_BUDGET);
     gethostname(host, sizeof(host) - 1);
     owner = xasprintf("backfill:%s:%ld", host, (long)getpid());
     struct mirror_opts mo = {

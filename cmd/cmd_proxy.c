@@ -12,10 +12,14 @@
  * the rewrite so that they see the app's own URL; it shares dual-write's flags, S3 client and
  * mirror when those run). Between signals, this thread replays the journal into the database when
  * there is one to replay (every 500 ms: a stat() when there is none).
+ *
+ * With a backfill source as well (and legacy.raw_url), POST /admin/backfill starts, pauses
+ * and resumes a backfill on a thread of the sidecar (storage/backfill_runner.h).
  */
 #include "cmd/cli.h"
 #include "flags/flags.h"
 #include "proxy/admin_api.h"
+#include "proxy/admin_backfill.h"
 #include "proxy/metrics_http.h"
 #include "proxy/proxy.h"
 #include "proxy/rewrite.h"
@@ -264,6 +268,60 @@ static void read_cutover_free(struct read_cutover *rc)
     memset(rc, 0, sizeof(*rc));
 }
 
+/* The backfill inside the sidecar (POST /admin/backfill): a client of S3 and of the legacy
+ * store of its own, so that it does not depend on dual-write being configured. */
+struct sidecar_backfill {
+    creds_provider *creds;
+    s3_client *s3;
+    legacy_store *legacy;
+    backfill_runner *runner; /* backfill_runner_progress(runner): the progress for /admin/status */
+};
+
+static json_t *runner_progress(void *runner)
+{
+    return backfill_runner_progress(runner);
+}
+
+static bool backfill_start(const struct config *cfg, proxy *px, admin_api *api,
+                           struct sidecar_backfill *bf, cut_err *err)
+{
+    char host[128] = "cutover", *owner;
+    bool ok;
+
+    if (cfg->backfill.kind == BACKFILL_NONE || !cfg->database_url || !cfg->has_s3 ||
+        !cfg->has_legacy)
+        return true;
+    if (!(bf->creds = creds_provider_new(&cfg->s3, err)) ||
+        !(bf->s3 = s3_client_new(&cfg->s3, bf->creds, err)) ||
+        !(bf->legacy = legacy_new(&cfg->legacy, NULL, err)))
+        return false;
+    gethostname(host, sizeof(host) - 1);
+    owner = xasprintf("backfill:%s:%ld", host, (long)getpid());
+    struct backfill_runner_opts o = {
+        .cfg = cfg,
+        .key_of = admin_backfill_key_of,
+        .key_arg = (void *)backfill_key_template(cfg),
+        .s3 = bf->s3,
+        .legacy = bf->legacy,
+        .owner = owner,
+    };
+    bf->runner = backfill_runner_new(&o, err);
+    free(owner);
+    ok = bf->runner && admin_backfill_register(px, bf->runner, err);
+    if (ok && api)
+        admin_api_set_backfill(api, runner_progress, bf->runner);
+    return ok;
+}
+
+static void backfill_free(struct sidecar_backfill *bf)
+{
+    backfill_runner_free(bf->runner);
+    legacy_free(bf->legacy);
+    s3_client_free(bf->s3);
+    creds_provider_free(bf->creds);
+    memset(bf, 0, sizeof(*bf));
+}
+
 /* The journal's records go to the database as soon as it takes them. */
 static void replay(struct dual_write *dw)
 {
@@ -304,14 +362,19 @@ static void dual_write_free(struct dual_write *dw)
 
 static void help(FILE *out)
 {
-    fprintf(out, "usage: cutover proxy [--config FILE]\n\n"
-                 "Runs the reverse proxy on `listen`, forwarding to `upstream`, and the admin\n"
-                 "port (/healthz, /readyz; with `database_url` the admin API under /admin/:\n"
-                 "flags, status, documents, audit) on `admin.listen`. With it, an `s3`\n"
-                 "section and upload or delete routes, it also mirrors uploads to S3 while the\n"
-                 "flag dual_write is on (see the README's Dual-write). SIGTERM or SIGINT: stop\n"
-                 "accepting, finish in-flight requests within limits.shutdown_grace_s, exit 0.\n"
-                 "The configuration comes from FILE, or $CUTOVER_CONFIG.\n");
+    fprintf(out,
+            "usage: cutover proxy [--config FILE]\n\n"
+            "Runs the reverse proxy on `listen`, forwarding to `upstream`, and the admin\n"
+            "port (/healthz, /readyz, /metrics, the dashboard at /; with `database_url` the\n"
+            "admin API under /admin/: flags, status, documents, audit) on `admin.listen`.\n"
+            "With it, an `s3` section and upload or delete routes, it also mirrors uploads to\n"
+            "S3 while the flag dual_write is on (see the README's Dual-write); with\n"
+            "signed-URL routes, it answers reads with S3 presigned URLs per read_from_s3.\n"
+            "With backfill.source and legacy.raw_url, POST /admin/backfill\n"
+            "{\"action\": \"start\"|\"pause\"|\"resume\"} runs the backfill inside the sidecar.\n"
+            "SIGTERM or SIGINT: stop accepting, finish in-flight requests within\n"
+            "limits.shutdown_grace_s, exit 0. The configuration comes from FILE, or\n"
+            "$CUTOVER_CONFIG.\n");
 }
 
 int cmd_proxy(int argc, char **argv)
@@ -323,6 +386,7 @@ int cmd_proxy(int argc, char **argv)
     admin_api *api = NULL;
     struct read_cutover rcut = {0};
     proxy_metrics *pm = NULL;
+    struct sidecar_backfill bf = {0};
     cut_err err = CUT_ERR_INIT;
     int rc = EXIT_WORK;
     sigset_t set;
@@ -360,6 +424,7 @@ int cmd_proxy(int argc, char **argv)
     api = px ? admin_api_new(cfg, dw.flags) : NULL;
     if (!px || !admin_api_register(api, px, &err) || !dual_write_start(cfg, px, &dw, &err) ||
         !read_cutover_start(cfg, px, &dw, &rcut, &err) ||
+        !backfill_start(cfg, px, api, &bf, &err) ||
         !(pm = proxy_metrics_new(px, cfg, dw.flags, &err)) || !proxy_start(px, &err)) {
     fail:
         fprintf(stderr, "cutover proxy: %s\n", err.msg);
@@ -388,6 +453,7 @@ out_curl:
     admin_api_free(api);
     read_cutover_free(&rcut);
     proxy_metrics_free(pm);
+    backfill_free(&bf);
     dual_write_free(&dw);
     curl_global_cleanup();
 out:

@@ -88,6 +88,7 @@ static void print_table(const json_t *o)
                text_or(rb, "reason", ""));
     else
         printf("%-24s none\n", "last rollback");
+    printf("%-24s %s\n", "last legacy read", text_or(o, "last_legacy_read", "none recorded"));
     printf("\n%-24s %s (%s)\n", "FLAG", "VALUE", text_or(o, "flags_source", "?"));
     json_object_foreach((json_t *)flags, k, v)
     {

@@ -20,6 +20,10 @@ const struct cli_command cli_commands[] = {
      "copy every document of backfill.source not yet copied (resumable, shared by\n"
      "               several runs), verify each, summarise; --rate N, --concurrency N",
      cmd_backfill},
+    {"verify",
+     "check copied documents against S3 (--deep: and the raw originals), --repair what\n"
+     "               differs, --manifest FILE for an auditor; report and exit 1 on mismatches",
+     cmd_verify},
     {"presign", "print an S3 presigned URL (GET or PUT) for an object key", cmd_presign},
     {"doctor",
      "check before a migration: the database and its schema, the application and the\n"

@@ -113,6 +113,8 @@ static const struct field backfill_fields[] = {
      "documents per second across this process, 0 = unlimited"},
     {"concurrency", FT_INT, OFF(backfill.concurrency), 0, "8", 1, 256, NULL,
      "documents copied at once"},
+    {"rate_bytes", FT_DOUBLE, OFF(backfill.rate_bytes), 0, "0", 0, 1e12, NULL,
+     "bytes per second read from the legacy store across this process, 0 = unlimited"},
     {NULL, 0, 0, 0, NULL, 0, 0, NULL, NULL},
 };
 

@@ -103,8 +103,9 @@ struct cfg_backfill {
     char *sql;
     char *database_url; /* NULL: the state database */
     char *jsonl;
-    double rate;     /* documents per second, 0 = unlimited; default 50 */
-    int concurrency; /* default 8 */
+    double rate;       /* documents per second, 0 = unlimited; default 50 */
+    double rate_bytes; /* bytes per second read from the legacy store, 0 = unlimited */
+    int concurrency;   /* default 8 */
 };
 
 struct cfg_limits {

@@ -2,7 +2,8 @@
  * status: the one picture of a migration that GET /admin/status and `cutover status --json`
  * both print, so that the two can never disagree on a figure's meaning: documents per state,
  * the queue depth, the consistency ratio against the cutover gate, the flags, the latest
- * backfill run's progress and the last automatic rollback. The figures come from
+ * backfill run's progress, the last automatic rollback, and the last read answered with the
+ * legacy store's URL (the runbook retires the legacy store 30 days after it). The figures come from
  * pgstore_status_counts() (which defines verified, total and the queue depth once) and the
  * ratio from flags_consistency_ratio(), the same ones the gate uses.
  */
@@ -10,17 +11,21 @@
 
 #include "storage/pgstore.h"
 
+#include <stdlib.h>
+
 int flags_status_json(pgstore *st, const flags_snapshot *s, json_t **out, cut_err *err)
 {
     struct pgstore_status c;
     json_t *o = NULL, *docs, *cons, *backfill = NULL, *rollback = NULL;
+    char *legacy_read = NULL;
     double ratio, gate = flags_cutover_gate(s);
     int rc = -1;
 
     *out = NULL;
     if (pgstore_status_counts(st, &c, err) != 0 ||
         pgstore_backfill_progress(st, &backfill, err) != 0 ||
-        pgstore_audit_list(st, FLAGS_ROLLBACK_ACTOR, 1, &rollback, err) != 0)
+        pgstore_audit_list(st, FLAGS_ROLLBACK_ACTOR, 1, &rollback, err) != 0 ||
+        pgstore_legacy_read_last(st, &legacy_read, err) != 0)
         goto out;
     o = json_object();
     docs = json_object();
@@ -44,6 +49,8 @@ int flags_status_json(pgstore *st, const flags_snapshot *s, json_t **out, cut_er
     json_object_set_new(o, "last_rollback",
                         json_array_size(rollback) > 0 ? json_incref(json_array_get(rollback, 0))
                                                       : json_null());
+    json_object_set_new(o, "last_legacy_read",
+                        legacy_read ? json_string(legacy_read) : json_null());
     *out = o;
     o = NULL;
     rc = 0;
@@ -51,5 +58,6 @@ out:
     json_decref(o);
     json_decref(backfill);
     json_decref(rollback);
+    free(legacy_read);
     return rc;
 }

@@ -28,7 +28,15 @@ struct admin_api {
     pthread_mutex_t mu;
     pgstore *idle[POOL_IDLE];
     size_t nidle;
+    json_t *(*backfill)(void *arg); /* NULL: no backfill inside this sidecar */
+    void *backfill_arg;
 };
+
+void admin_api_set_backfill(admin_api *a, json_t *(*fn)(void *arg), void *arg)
+{
+    a->backfill = fn;
+    a->backfill_arg = arg;
+}
 
 admin_api *admin_api_new(const struct config *cfg, flags_store *flags)
 {
@@ -242,10 +250,15 @@ static void h_status(void *arg, const struct proxy_admin_req *req, struct proxy_
         return;
     s = flags_store_current(a->flags);
     st = db_take(a);
-    if (flags_status_json(st, s, &o, &err) != 0)
+    if (flags_status_json(st, s, &o, &err) != 0) {
         reply_err(rep, &err);
-    else
+    } else {
+        if (a->backfill) {
+            json_t *b = a->backfill(a->backfill_arg);
+            json_object_set_new(o, "backfill_runner", b ? b : json_null());
+        }
         reply_json(rep, 200, o);
+    }
     db_give(a, st);
     flags_snapshot_unref(s);
 }

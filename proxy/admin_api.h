@@ -17,6 +17,11 @@ typedef struct admin_api admin_api;
 admin_api *admin_api_new(const struct config *cfg, flags_store *flags);
 void admin_api_free(admin_api *a);
 
+/* Adds the sidecar's own backfill to GET /admin/status as member "backfill_runner": fn(arg)
+ * returns a new object (its progress) or NULL, on the admin thread, without blocking. Call
+ * before proxy_start(). */
+void admin_api_set_backfill(admin_api *a, json_t *(*fn)(void *arg), void *arg);
+
 /* Registers the handlers on px (before proxy_start()). False with err set when the table is
  * full. */
 bool admin_api_register(admin_api *a, proxy *px, cut_err *err) CUT_MUST_USE;

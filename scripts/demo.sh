@@ -207,9 +207,43 @@ if has_command backfill; then
     [ $rc -eq 0 ] && phase_bf="works: $seeded historical documents copied and verified, resumable"
 fi
 
+phase_vf="not built yet"
+if has_command verify && [ "$phase_bf" != "not built yet" ]; then
+    say "9. phase verify: every copied document checked against S3; one altered behind cutover's back"
+    # one line of a verify summary: "exit N: checked C, mismatch M, consistency R"
+    vline() {
+        grep '"event":"verify_summary"' "$1" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const o=JSON.parse(s);const r=o.recheck?`, repaired ${o.repair.released}, rechecked ${o.recheck.consistent} consistent`:"";console.log(`checked ${o.pass.checked} (${Math.round(o.pass.docs_per_s)}/s), mismatch found ${o.pass.mismatched}${r}; states ${Object.entries(o.states).filter(e=>e[1]).map(e=>e.join(" ")).join(", ")}; consistency ${o.consistency.toFixed(4)}`);for(const m of o.mismatches)console.log(`  mismatch ${m.key}: ${m.reason}`)})'
+    }
+    rc=0; "$bin" verify --config "$run/cutover.json" >"$run/verify1.out" 2>&1 || rc=$?
+    info "cutover verify: exit $rc, $(vline "$run/verify1.out")"
+    k="clinic-7/archive-000042.bin"
+    s3k=$(psql -v k="$k" <<<"SELECT s3_key FROM cutover.documents WHERE storage_key = :'k'")
+    head -c 16384 /dev/urandom >"$run/tampered.bin"
+    code=$(curl -s -o /dev/null -w '%{http_code}' -T "$run/tampered.bin" \
+        "$("$bin" presign "$s3k" --config "$run/cutover.json" --method PUT --expires 600)")
+    info "s3://cutover-demo/$s3k overwritten straight in S3 with other bytes of the same size: HTTP $code"
+    rc=0; "$bin" verify --config "$run/cutover.json" >"$run/verify2.out" 2>&1 || rc=$?
+    vline "$run/verify2.out" | sed "1s/^/cutover verify: exit $rc, /" | sed 's/^/   /'
+    rc3=0; "$bin" verify --config "$run/cutover.json" --repair --manifest "$run/manifest.jsonl" >"$run/verify3.out" 2>&1 || rc3=$?
+    info "cutover verify --repair --manifest: exit $rc3, $(vline "$run/verify3.out")"
+    enc=$(node -e 'console.log(encodeURIComponent(process.argv[1]))' "$k")
+    curl -fsS -o "$run/raw.bin" "$APP_URL/legacy/raw/$enc"
+    curl -fsS -o "$run/s3.bin" "$("$bin" presign "$s3k" --config "$run/cutover.json" --expires 600)"
+    same=DIFFERENT; cmp -s "$run/raw.bin" "$run/s3.bin" && same=identical
+    info "$k in S3 after the repair: bytes $same to the raw original"
+    want=$(tail -n 1 "$run/manifest.jsonl" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).sha256))')
+    got=$(head -n -1 "$run/manifest.jsonl" | sha256sum | cut -d' ' -f1)
+    info "manifest $run/manifest.jsonl: $(($(wc -l <"$run/manifest.jsonl") - 1)) documents; summary sha256 $want"
+    info "  head -n -1 manifest.jsonl | sha256sum: $got ($([ "$want" = "$got" ] && echo equal || echo DIFFERENT))"
+    info "  $(grep -F "\"storage_key\":\"$k\"" "$run/manifest.jsonl")"
+    info "  sha256sum of the object read from S3: $(sha256sum <"$run/s3.bin" | cut -d' ' -f1)"
+    [ $rc -eq 1 ] && [ $rc3 -eq 0 ] && [ "$same" = identical ] && [ "$want" = "$got" ] &&
+        phase_vf="works: an object altered in S3 found, repaired from the raw original, manifest written"
+fi
+
 phase_live="not built yet (flag read_from_s3)"
 if [ "$phase_proxy" != "not built yet" ]; then
-    say "9. phase read cutover: signed-URL reads answered from S3, 0% -> 25% -> 100%, sticky per user"
+    say "10. phase read cutover: signed-URL reads answered from S3, 0% -> 25% -> 100%, sticky per user"
     psql() { "$PG_BIN/psql" -X -q -A -t "$PG_URL" "$@"; }
     set_flag() { # set_flag NAME=VALUE REASON: through the admin API, audited; 100% passes the
         # cutover gate only while verified/total >= cutover_gate (all verified here)
@@ -262,7 +296,7 @@ fi
 
 phase_shadow="not built yet (flag shadow_read)"
 if [ "$phase_live" != "not built yet (flag read_from_s3)" ]; then
-    say "10. phase shadow: reads fetched from both stores in the background and compared"
+    say "11. phase shadow: reads fetched from both stores in the background and compared"
     psql() { "$PG_BIN/psql" -X -q -A -t "$PG_URL" "$@"; }
     shadow_json() { curl -fsS -H "Authorization: Bearer $CUTOVER_ADMIN_TOKEN" "http://127.0.0.1:$admin_port/admin/shadow?limit=${1:-5}"; }
     "$bin" flags set shadow_read=1 --reason "demo: shadow every signed-URL read" --config "$run/cutover.json" >/dev/null
@@ -303,7 +337,7 @@ cat <<TABLE
    S3 client    ${phase_s3}
    dual-write   ${phase_dw}
    backfill     ${phase_bf}
-   verify       not built yet
+   verify       ${phase_vf}
    shadow       ${phase_shadow}
    live         ${phase_live}
    rollback     one flag, by hand (above) or automatic (auto_rollback: see the README)

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs what building, testing and the demo need on Debian 12, only what is missing:
 # the compiler and libraries, PostgreSQL 15's server binaries, curl, Node.js (Debian 12 ships
-# 18) and the pinned S3 emulator from npm. Safe to run again. Needs root for apt-get
-# (skipped when everything is present). The tests also use promtool (Debian's prometheus
-# package: `promtool check metrics`) and headless Chromium (the dashboard's test).
+# 18), the pinned S3 emulator and the Kubernetes schemas from npm. The Debian packages are
+# listed in scripts/packages/ (build.txt, test.txt), which the Dockerfile reads too; the tests
+# use promtool (Debian's prometheus package: `promtool check metrics`) and headless Chromium
+# (the dashboard's test). Safe to run again. Needs root for apt-get (skipped when everything
+# is present).
 #
 # The tests and the demo run their own throwaway PostgreSQL cluster on a free port
 # (tests/harness/services.sh), so the `main` cluster that Debian's package would create (and,
@@ -11,9 +13,9 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 
-packages=(build-essential cmake pkg-config clang-format libmicrohttpd-dev libcurl4-openssl-dev
-          libssl-dev libpq-dev libjansson-dev libcmocka-dev postgresql-15 curl ca-certificates
-          prometheus chromium)
+# the one package list, shared with the Dockerfile: scripts/packages/ (one name a line)
+mapfile -t packages < <(sed 's/#.*//; s/[[:space:]]//g; /^$/d' \
+    "$root/scripts/packages/build.txt" "$root/scripts/packages/test.txt")
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -47,4 +49,8 @@ fi
 if [ ! -d "$root/tests/harness/s3rver/node_modules/@20minutes/s3rver" ]; then
     echo "deps: installing the S3 emulator (npm ci)"
     (cd "$root/tests/harness/s3rver" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
+if [ ! -d "$root/tests/deploy/node_modules/kubernetes-models" ]; then
+    echo "deps: installing the Kubernetes schemas for the manifests' check (npm ci)"
+    (cd "$root/tests/deploy" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi

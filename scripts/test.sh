@@ -2,11 +2,12 @@
 # The whole test suite: installs what is missing, builds cutover twice (optimised, then with
 # AddressSanitizer + UndefinedBehaviorSanitizer) and runs every CTest test in both builds
 # against a real PostgreSQL, s3rver and the example application, all started and stopped
-# by the suite itself. Exits non-zero on any failure.
+# by the suite itself, after a short pass of every fuzz target. Exits non-zero on any failure.
 #
 #   ./scripts/test.sh            # everything
 #   CUTOVER_TEST_SANITIZE=0 ./scripts/test.sh    # skip the sanitizer build
 #   CUTOVER_TEST_ARGS="-L unit" ./scripts/test.sh  # extra ctest arguments
+#   CUTOVER_TEST_FUZZ=0 ./scripts/test.sh        # skip the fuzzers' short pass (default 3 s each)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -29,6 +30,11 @@ run_suite() { # run_suite BUILD_DIR CMAKE_ARGS...
     trap - EXIT
 }
 
+# a short pass of every fuzz target (libFuzzer, ASan + UBSan): CUTOVER_TEST_FUZZ seconds each
+if [ "${CUTOVER_TEST_FUZZ:-3}" != 0 ]; then
+    echo "== fuzz: ${CUTOVER_TEST_FUZZ:-3} s per target"
+    "$root/scripts/fuzz.sh" "${CUTOVER_TEST_FUZZ:-3}"
+fi
 run_suite build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCUTOVER_SANITIZE=OFF
 if [ "${CUTOVER_TEST_SANITIZE:-1}" != 0 ]; then
     export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}

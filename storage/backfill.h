@@ -30,6 +30,9 @@
 #define BACKFILL_MAX_LINE 65536
 #define BACKFILL_MAX_KEY 4096
 #define BACKFILL_MAX_PAGE PGSTORE_INSERT_MAX
+/* The part buffers of a backfill's copies, all together (xfer_engine_set_buffer_budget()):
+ * small documents reserve their own size, large ones a part (s3.part_size) each. */
+#define BACKFILL_BUFFER_BUDGET (48ull << 20)
 
 typedef struct backfill_source backfill_source;
 

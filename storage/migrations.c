@@ -22,6 +22,11 @@
  * 3 adds what the S3 object is served with: the document's content type and original
  * filename, as the upload gave them.
  *
+ * 5 adds what verification finds (storage/pgstore_verify.c): the time of the last check that
+ * found S3 consistent, the S3 object's version id when the bucket keeps versions, and the
+ * detail of the last mismatch (which side differs, the recorded and the found size and
+ * checksums) as one JSON object.
+ *
  * 2 adds the document's generation (a document re-recorded under the same storage key is a
  * new generation, so work on an older one cannot overwrite it) and the lease token that fences
  * a claim's completion.
@@ -137,6 +142,11 @@ const struct pg_migration pg_migrations[] = {
      "  replica text PRIMARY KEY,\n"
      "  last_at timestamptz NOT NULL\n"
      ");\n"},
+    {5, "verification: last check, S3 version id, mismatch detail",
+     "ALTER TABLE cutover.documents\n"
+     "  ADD COLUMN checked_at    timestamptz,\n"
+     "  ADD COLUMN s3_version_id text,\n"
+     "  ADD COLUMN mismatch      jsonb;\n"},
     {6, "shadow read mismatches",
      "CREATE TABLE cutover.shadow_mismatches (\n"
      "  id              bigserial PRIMARY KEY,\n"

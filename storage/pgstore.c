@@ -1301,7 +1301,8 @@ int pgstore_origin_busy(pgstore *st, const char *origin, bool *busy, cut_err *er
     PGresult *r =
         pgs_run(st, "origin busy",
                 "SELECT EXISTS (SELECT 1 FROM cutover.documents WHERE state IN ('pending', "
-                "'mismatch') AND origin = $1) OR EXISTS (SELECT 1 FROM cutover.documents "
+                "'mismatch') AND origin = $1 AND next_attempt_at < 'infinity') OR EXISTS (SELECT 1 "
+                "FROM cutover.documents "
                 "WHERE state = 'copied' AND origin = $1 AND updated_at > now() - "
                 "interval '10 seconds')",
                 1, p, err);

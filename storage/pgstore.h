@@ -253,8 +253,9 @@ struct pgstore_origin_counts {
 int pgstore_count_origin(pgstore *st, const char *origin, struct pgstore_origin_counts *out,
                          cut_err *err) CUT_MUST_USE;
 
-/* Whether any document of origin is still to be copied (pending, mismatch) or settling (see
- * above): a cheap look through the queue's and the state's indexes, for polling. */
+/* Whether any document of origin is still to be copied (pending, mismatch; not one a verify
+ * holds for a repair: next attempt 'infinity') or settling (see above): a cheap look through the
+ * queue's and the state's indexes, for polling. */
 int pgstore_origin_busy(pgstore *st, const char *origin, bool *busy, cut_err *err) CUT_MUST_USE;
 
 /* A document that did not end verified, and why. */
@@ -396,6 +397,97 @@ int pgstore_shadow_counts(pgstore *st, json_t **out, cut_err *err) CUT_MUST_USE;
  * err set. */
 int pgstore_metrics_counts(pgstore *st, int64_t counts[DOC_NSTATES], int64_t *queue_depth,
                            int timeout_ms, cut_err *err) CUT_MUST_USE;
+
+/* ---- verification (pgstore_verify.c) ----------------------------------------------------------
+ */
+
+/* Documents of one verification page at most. */
+#define PGSTORE_VERIFY_PAGE_MAX 1000
+
+/* Up to max (1..PGSTORE_VERIFY_PAGE_MAX) documents in state copied, verified or active whose
+ * storage key sorts after `after` (NULL: from the first), in key order (keyset paging: each
+ * page costs the same however far the run is). since (ISO 8601, may be NULL): only those
+ * verified at or after it. *docs is a new array of *n documents (pgstore_verify_page_free();
+ * NULL when *n is 0). Returns 0 or -1 with err set. */
+int pgstore_verify_page(pgstore *st, const char *after, const char *since, size_t max,
+                        struct pgstore_doc **docs, size_t *n, cut_err *err) CUT_MUST_USE;
+void pgstore_verify_page_free(struct pgstore_doc *docs, size_t n); /* NULL is fine */
+
+/* A document a check found consistent with S3, as the check saw it. Strings borrowed. */
+struct pgstore_checked {
+    const char *storage_key;
+    int64_t generation;
+    const char *updated_at;    /* the row's updated_at as read (pgstore_doc.updated_at) */
+    enum doc_state state;      /* as read */
+    const char *s3_etag;       /* as S3 answered now, NULL: unchanged */
+    const char *s3_version_id; /* NULL: none */
+    const char *legacy_sha256; /* deep: the raw original's, NULL: unchanged */
+};
+
+/* Records checks that found S3 consistent: checked_at = now() (and the ETag, version id and
+ * legacy SHA-256 given) for each document still as it was read (same generation, row not
+ * changed since: updated_at, state); one read in state copied moves to verified (its transitions
+ * row says by a verify, detail). Rows changed meanwhile are left alone (a re-upload, a repair,
+ * another verify: what this check saw is stale). n <= PGSTORE_VERIFY_PAGE_MAX. *recorded and
+ * *promoted (each may be NULL) receive how many were recorded and how many of those moved
+ * copied -> verified. Returns 0 or -1 with err set (nothing written). */
+int pgstore_verify_checked(pgstore *st, const struct pgstore_checked *c, size_t n,
+                           const char *detail, size_t *recorded, size_t *promoted,
+                           cut_err *err) CUT_MUST_USE;
+
+/* Records a mismatch: the document (still as it was read: generation and updated_at, and in
+ * state copied, verified or active) moves to `mismatch` with its transitions row (detail),
+ * last_error = detail, mismatch = mismatch_json (a JSON object: which side differs, the
+ * recorded and the found sizes and checksums), and is held off the queue (next attempt
+ * 'infinity') until a repair releases it: no mirror copies it again before an operator asks.
+ * CUT_ECONFLICT (nothing written) when the row changed since it was read. */
+int pgstore_verify_mismatch(pgstore *st, const char *storage_key, int64_t generation,
+                            const char *updated_at, const char *mismatch_json, const char *detail,
+                            cut_err *err) CUT_MUST_USE;
+
+/* For a repair: every `mismatch` document is due again at once, its spool path dropped (the
+ * copy reads legacy.raw_url), and where the mismatch found the raw original itself changed
+ * (side legacy or both) its recorded size and checksums are cleared so that the copy takes the
+ * raw original as it is now; every `failed` document that was attempted (attempts > 0: not
+ * one recorded failed because it cannot be mirrored at all) goes back to `pending` (a legal
+ * transition, with its row). With history rows. *mismatches and *failed (may be NULL) receive
+ * the counts. Returns 0 or -1 with err set (nothing written). */
+int pgstore_verify_release(pgstore *st, int64_t *mismatches, int64_t *failed,
+                           cut_err *err) CUT_MUST_USE;
+
+/* The database's clock now, as ISO 8601 text into out (a `since` for pgstore_verify_page()
+ * that no skew between this host and the database can shift). */
+int pgstore_verify_now(pgstore *st, char out[64], cut_err *err) CUT_MUST_USE;
+
+/* Whether any document is queued for a copy that can still come (pending or mismatch, next
+ * attempt not 'infinity'). */
+int pgstore_verify_busy(pgstore *st, bool *busy, cut_err *err) CUT_MUST_USE;
+
+/* One document in state mismatch, for the report. Owned strings: pgstore_verify_mm_free(). */
+struct pgstore_mismatch_row {
+    char *storage_key, *s3_key;
+    char *mismatch;   /* the JSON object recorded, or NULL */
+    char *last_error; /* or NULL */
+};
+/* Up to max documents in state mismatch, by storage key. *out is a new array of *n. */
+int pgstore_verify_mismatches(pgstore *st, size_t max, struct pgstore_mismatch_row **out, size_t *n,
+                              cut_err *err) CUT_MUST_USE;
+void pgstore_verify_mm_free(struct pgstore_mismatch_row *rows, size_t n);
+
+/* One line of a verification manifest. Owned strings: pgstore_manifest_rows_free(). */
+struct pgstore_manifest_row {
+    char *storage_key, *s3_key;
+    int64_t size; /* -1 unknown */
+    char *sha256; /* hex, or NULL */
+    enum doc_state state;
+    char *verified_at; /* ISO 8601 (UTC), or NULL */
+    char *s3_etag, *s3_version_id;
+};
+/* Up to max (1..PGSTORE_VERIFY_PAGE_MAX) documents not deleted, after `after` (NULL: from the
+ * first) in key order. *out is a new array of *n rows. */
+int pgstore_manifest_page(pgstore *st, const char *after, size_t max,
+                          struct pgstore_manifest_row **out, size_t *n, cut_err *err) CUT_MUST_USE;
+void pgstore_manifest_rows_free(struct pgstore_manifest_row *rows, size_t n);
 
 /* ---- schema -------------------------------------------------------------------------------- */
 

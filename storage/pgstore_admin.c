@@ -90,22 +90,24 @@ int pgstore_consistency(pgstore *st, int64_t *verified, int64_t *total, cut_err 
 
 int pgstore_backfill_progress(pgstore *st, json_t **out, cut_err *err)
 {
-    /* the run's row, and the progress of documents recorded by backfill: done (verified or
-     * active), failed, waiting (pending or mismatch), and the documents made verified in the
-     * last minute as a rate */
+    /* the latest run's row (its members null when no run was recorded), and the progress of
+     * documents recorded by backfill: done (verified or active), failed, waiting (pending or
+     * mismatch), and the documents made verified in the last minute as a rate; null when
+     * there is neither a run nor a backfill document */
     static const char sql[] =
-        "SELECT json_build_object('id', r.id, 'state', r.state, 'started_at', r.started_at,\n"
+        "SELECT CASE WHEN r.id IS NULL AND d.documents = 0 THEN NULL ELSE\n"
+        "  json_build_object('id', r.id, 'state', r.state, 'started_at', r.started_at,\n"
         "  'updated_at', r.updated_at, 'finished_at', r.finished_at, 'total', r.total,\n"
         "  'enqueued', r.enqueued, 'last_error', r.last_error,\n"
         "  'documents', d.documents, 'done', d.done, 'failed', d.failed, 'waiting', d.waiting,\n"
-        "  'rate_per_s', round(d.last_minute / 60.0, 2))\n"
-        "FROM (SELECT * FROM cutover.backfill_runs ORDER BY id DESC LIMIT 1) r,\n"
-        "  (SELECT count(*) FILTER (WHERE state <> 'deleted') AS documents,\n"
+        "  'rate_per_s', round(d.last_minute / 60.0, 2)) END\n"
+        "FROM (SELECT count(*) FILTER (WHERE state <> 'deleted') AS documents,\n"
         "     count(*) FILTER (WHERE state IN ('verified', 'active')) AS done,\n"
         "     count(*) FILTER (WHERE state = 'failed') AS failed,\n"
         "     count(*) FILTER (WHERE state IN ('pending', 'mismatch')) AS waiting,\n"
         "     count(*) FILTER (WHERE verified_at > now() - interval '60 seconds') AS last_minute\n"
-        "   FROM cutover.documents WHERE origin = 'backfill') d";
+        "   FROM cutover.documents WHERE origin = 'backfill') d\n"
+        "  LEFT JOIN (SELECT * FROM cutover.backfill_runs ORDER BY id DESC LIMIT 1) r ON true";
     PGresult *r = pgs_run(st, "backfill progress", sql, 0, NULL, err);
 
     *out = NULL;

@@ -34,6 +34,7 @@ struct s3_result {
     char request_id[80];      /* x-amz-request-id, or "" */
     char checksum_sha256[64]; /* x-amz-checksum-sha256 (HEAD with checksum mode), or "" */
     char date[64];            /* the Date header of the answer, or "" */
+    char version_id[128];     /* x-amz-version-id (a versioned bucket), or "" */
     int64_t content_length;   /* Content-Length of the answer, -1 when absent */
     int attempts;             /* requests sent, retries included */
 };

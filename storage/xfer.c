@@ -5,8 +5,10 @@
  * time against S3 (struct xreq: create, part, complete, put, head...) and, when its source
  * is streamed, one GET beside it. Submissions from any thread go into a locked list and
  * wake the loop (curl_multi_wakeup); everything else belongs to the engine thread and
- * takes no lock. The loop: take submissions, admit transfers up to max_active (where
- * documents/s and bytes/s limits will go), start requests whose backoff timer is due, let
+ * takes no lock. The loop: take submissions, admit transfers up to max_active (and, for those
+ * reading the legacy store, within its documents/s bucket, its hold after a 429/503 and its
+ * concurrency ceiling), resume the GETs the bytes/s bucket paused, start requests whose
+ * backoff timer is due, let
  * libcurl work, hand finished requests to their transfer, then poll for at most the time to
  * the next timer. A request to be retried leaves the multi handle and waits in a list with
  * its due time: the thread keeps serving every other transfer meanwhile.
@@ -22,10 +24,13 @@
  * the copy.
  *
  * Legacy -> S3. The GET's bytes fill a part buffer (s3.part_size); the GET pauses while a
- * full part is uploaded (with Content-MD5 and SHA-256 of the part, known from the
- * incremental hashers). A document that ends within the first part goes as one PUT with
- * Content-MD5 and checksum; a longer one as a multipart upload. At most max_active part
- * buffers exist at once: that, not the document's size, bounds the memory.
+ * full part is uploaded (with the Content-MD5 of the part, one pass over the buffer). A
+ * document that ends within the first part goes as one PUT with Content-MD5 and checksum,
+ * both the GET's own hashes (so a small document is hashed once); a longer one as a multipart
+ * upload. A part buffer is reserved (its announced length, or a whole part) from the engine's
+ * budget before the first byte, else the GET pauses until a copy ends: at most
+ * max(budget, one part) of part buffers exist at once (max_active parts without a budget),
+ * whatever the documents' sizes.
  *
  * The blocking wrappers (xfer_s3_call, xfer_copy_wait) submit a transfer whose completion
  * signals a condition variable.
@@ -44,6 +49,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define XFER_MAX_ERROR_BODY (64 * 1024)
@@ -53,6 +59,9 @@
 #define XFER_MAX_KEY 1024
 #define XFER_HANDLE_POOL 64
 #define XFER_DEFAULT_ACTIVE 64
+#define XFER_MAX_HOLD_S 60         /* ceiling of a Retry-After or a shared backoff */
+#define XFER_HOLD_FIRST_MS 500     /* the shared backoff's first hold without Retry-After */
+#define XFER_THROTTLED_ATTEMPTS 10 /* attempts of a GET the store keeps answering 429/503 */
 
 /* ---- incremental hashing --------------------------------------------------------------- */
 
@@ -148,6 +157,59 @@ static void hasher_peek(const struct hasher *h, unsigned char md5[16], unsigned 
     EVP_MD_CTX_free(b);
 }
 
+/* ---- token buckets ---------------------------------------------------------------------- */
+
+/* rate tokens a second, at most one second's worth saved, empty at the start; a taker may
+ * leave it in debt, and nothing more is let through until the debt is paid back. rate <= 0:
+ * no limit. */
+struct tbucket {
+    double rate, tokens, burst;
+    uint64_t last_us;
+};
+
+static void tb_init(struct tbucket *b, double rate, uint64_t now)
+{
+    b->rate = rate;
+    b->burst = rate > 1 ? rate : 1;
+    b->tokens = 0;
+    b->last_us = now;
+}
+
+static void tb_refill(struct tbucket *b, uint64_t now)
+{
+    if (now > b->last_us) {
+        b->tokens += (double)(now - b->last_us) * b->rate / 1e6;
+        if (b->tokens > b->burst)
+            b->tokens = b->burst;
+    }
+    b->last_us = now;
+}
+
+/* True when b lets something through now (not in debt). */
+static bool tb_open(struct tbucket *b, uint64_t now)
+{
+    if (b->rate <= 0)
+        return true;
+    tb_refill(b, now);
+    return b->tokens >= 0;
+}
+
+static void tb_take(struct tbucket *b, double n, uint64_t now)
+{
+    if (b->rate <= 0)
+        return;
+    tb_refill(b, now);
+    b->tokens -= n;
+}
+
+/* Microseconds from now until b is out of debt (0: open). */
+static uint64_t tb_wait_us(struct tbucket *b, uint64_t now)
+{
+    if (tb_open(b, now))
+        return 0;
+    return (uint64_t)(-b->tokens * 1e6 / b->rate) + 1;
+}
+
 /* ---- requests -------------------------------------------------------------------------- */
 
 struct xjob;
@@ -182,6 +244,9 @@ struct xreq {
     uint64_t sent, got;
     bool delivered, sink_stop, keep_over, too_big, body_bad, running;
     int fd_errno;
+    long retry_after_s; /* legacy: the answer's Retry-After in seconds, -1 when none */
+    bool thr_paused;    /* legacy: paused by the bytes/s bucket, in the engine's thr list */
+    struct xreq *tnext; /* the bytes/s wait list */
 };
 
 /* ---- transfers ------------------------------------------------------------------------- */
@@ -195,6 +260,10 @@ struct xjob {
     struct xjob *anext, *aprev; /* active list */
     struct xjob *pnext;         /* poke list */
     bool poked;
+    bool reads_legacy;  /* admitted under the legacy store's limits (legacy_active) */
+    uint64_t reserved;  /* part-buffer bytes reserved from the engine's budget */
+    bool mem_paused;    /* its GET waits for a reservation, in the engine's memwait list */
+    struct xjob *mnext; /* the memwait list */
     xfer_done_fn done;
     void *arg;
     struct xfer_outcome out;
@@ -264,11 +333,27 @@ struct xfer_engine {
     int npool;
     uint64_t seed;
 
+    /* limits on the transfers that read the legacy store (engine thread; the wanted values
+     * are set under mu and picked up by the loop) */
+    double want_docs, want_bytes, have_docs, have_bytes;
+    struct tbucket docs, bytes;
+    struct xreq *thr_head, *thr_tail; /* GETs paused by the bytes/s bucket, oldest first */
+    int legacy_active;                /* admitted transfers that read the legacy store */
+    int legacy_cap;                   /* their ceiling while the store asks for less load */
+    uint64_t hold_until_us;           /* no new legacy request before (429/503) */
+    uint64_t cap_changed_us;          /* the last decrease or increase of legacy_cap */
+    uint64_t backoff_ms;              /* shared backoff without Retry-After, doubling */
+    /* part buffers of legacy -> S3 copies: reserved before their first byte */
+    uint64_t want_budget, buf_budget, buf_reserved;
+    struct xjob *mem_head, *mem_tail; /* copies waiting for a reservation, oldest first */
+
     atomic_ullong st_submitted, st_completed, st_failed, st_requests, st_retries;
-    atomic_int st_active, st_peak;
+    atomic_ullong st_throttled, st_legacy_bytes, st_hold_ms;
+    atomic_int st_active, st_peak, st_legacy_cap, st_legacy_active;
 };
 
 static void job_step(struct xjob *j);
+static void mem_unlist(xfer_engine *e, struct xjob *j);
 static void req_start(xfer_engine *e, struct xreq *r);
 static void job_cancel_reqs(struct xjob *j);
 
@@ -355,6 +440,7 @@ static size_t on_header(char *p, size_t sz, size_t n, void *arg)
 
     if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
         r->etag[0] = r->request_id[0] = r->checksum_sha256[0] = r->date[0] = '\0';
+        r->version_id[0] = '\0';
         r->content_length = -1;
         return len;
     }
@@ -370,9 +456,22 @@ static size_t on_header(char *p, size_t sz, size_t n, void *arg)
         copy_value(r->request_id, sizeof(r->request_id), colon, len - nl - 1, false);
     else if (HDR("x-amz-checksum-sha256"))
         copy_value(r->checksum_sha256, sizeof(r->checksum_sha256), colon, len - nl - 1, false);
+    else if (HDR("x-amz-version-id"))
+        copy_value(r->version_id, sizeof(r->version_id), colon, len - nl - 1, false);
     else if (HDR("date"))
         copy_value(r->date, sizeof(r->date), colon, len - nl - 1, false);
-    else if (HDR("content-length")) {
+    else if (HDR("retry-after") && x->legacy) {
+        /* delay-seconds or an HTTP-date (RFC 9110 §10.2.3); the caller caps it */
+        char v[64];
+        copy_value(v, sizeof(v), colon, len - nl - 1, false);
+        if (v[0] >= '0' && v[0] <= '9') {
+            x->retry_after_s = strtol(v, NULL, 10);
+        } else {
+            time_t at = curl_getdate(v, NULL);
+            if (at > 0)
+                x->retry_after_s = at > time(NULL) ? (long)(at - time(NULL)) : 0;
+        }
+    } else if (HDR("content-length")) {
         char v[32];
         long status = 0;
         copy_value(v, sizeof(v), colon, len - nl - 1, false);
@@ -390,6 +489,44 @@ static size_t on_header(char *p, size_t sz, size_t n, void *arg)
 
 static size_t job_tee(struct xjob *j, const char *p, size_t len);
 
+/* The bytes/s bucket of a legacy GET: paused while the bucket is in debt, in the engine's
+ * wait list (oldest first, so the paused GETs share the rate in turn). */
+static bool thr_pause(struct xreq *r)
+{
+    xfer_engine *e = r->job->e;
+
+    if (tb_open(&e->bytes, now_us()))
+        return false;
+    r->thr_paused = true;
+    r->tnext = NULL;
+    if (e->thr_tail)
+        e->thr_tail->tnext = r;
+    else
+        e->thr_head = r;
+    e->thr_tail = r;
+    return true;
+}
+
+static void thr_remove(xfer_engine *e, struct xreq *r)
+{
+    struct xreq *prev = NULL;
+
+    if (!r->thr_paused)
+        return;
+    for (struct xreq *x = e->thr_head; x; prev = x, x = x->tnext)
+        if (x == r) {
+            if (prev)
+                prev->tnext = r->tnext;
+            else
+                e->thr_head = r->tnext;
+            if (e->thr_tail == r)
+                e->thr_tail = prev;
+            break;
+        }
+    r->thr_paused = false;
+    r->tnext = NULL;
+}
+
 static size_t on_write(char *p, size_t sz, size_t n, void *arg)
 {
     struct xreq *r = arg;
@@ -402,8 +539,14 @@ static size_t on_write(char *p, size_t sz, size_t n, void *arg)
             r->too_big = true;
             return 0;
         }
+        if (r->legacy && thr_pause(r))
+            return CURL_WRITEFUNC_PAUSE;
         if (r->tee && job_tee(r->job, p, len) == CURL_WRITEFUNC_PAUSE)
             return CURL_WRITEFUNC_PAUSE;
+        if (r->legacy) {
+            tb_take(&r->job->e->bytes, (double)len, now_us());
+            atomic_fetch_add(&r->job->e->st_legacy_bytes, len);
+        }
         r->got += len;
         for (int i = 0; i < 2; i++)
             if (r->hout[i])
@@ -496,6 +639,7 @@ static void req_attempt(xfer_engine *e, struct xreq *r)
     r->sent = r->got = 0;
     r->delivered = r->sink_stop = r->keep_over = r->too_big = r->body_bad = false;
     r->fd_errno = 0;
+    r->retry_after_s = -1;
     r->ebuf[0] = '\0';
     buf_reset(&r->errbody);
     if (rq->keep)
@@ -655,6 +799,52 @@ static void s3_count(const struct xreq *r)
     metrics_observe_us(MET_S3_DURATION, op, now_us() - r->start_us);
 }
 
+/* The legacy store answered 429 or 503: it asks for less load, from the whole engine, not
+ * only for this document. No new legacy request starts until the hold ends (Retry-After when
+ * given, capped; else a shared backoff doubling from XFER_HOLD_FIRST_MS), and the number of
+ * transfers reading the store at once is halved (once per hold: the answers of requests
+ * already in flight say the same thing), then grows back by one a second (admit()). */
+static void legacy_throttled(xfer_engine *e, struct xreq *r, long status)
+{
+    uint64_t now = now_us(), hold_ms;
+    bool holding = now < e->hold_until_us;
+
+    atomic_fetch_add(&e->st_throttled, 1);
+    if (r->retry_after_s >= 0) {
+        hold_ms =
+            (uint64_t)(r->retry_after_s > XFER_MAX_HOLD_S ? XFER_MAX_HOLD_S : r->retry_after_s) *
+            1000;
+        if (hold_ms < XFER_HOLD_FIRST_MS)
+            hold_ms = XFER_HOLD_FIRST_MS;
+    } else {
+        e->backoff_ms = e->backoff_ms ? 2 * e->backoff_ms : XFER_HOLD_FIRST_MS;
+        if (e->backoff_ms > XFER_MAX_HOLD_S * 1000)
+            e->backoff_ms = XFER_MAX_HOLD_S * 1000;
+        hold_ms = e->backoff_ms;
+    }
+    if (now + hold_ms * 1000 > e->hold_until_us) {
+        atomic_fetch_add(
+            &e->st_hold_ms,
+            (e->hold_until_us > now ? now + hold_ms * 1000 - e->hold_until_us : hold_ms * 1000) /
+                1000);
+        e->hold_until_us = now + hold_ms * 1000;
+    }
+    if (!holding) {
+        int cap = e->legacy_active / 2;
+        if (cap < 1)
+            cap = 1;
+        if (cap < e->legacy_cap)
+            e->legacy_cap = cap;
+        e->cap_changed_us = now;
+        atomic_store(&e->st_legacy_cap, e->legacy_cap);
+        log_msgf(LOG_WARN, "legacy_throttled",
+                 "the legacy store answered %ld%s: no new request for %llu ms, then at most %d "
+                 "at once, growing back by one a second",
+                 status, r->retry_after_s >= 0 ? " with Retry-After" : "",
+                 (unsigned long long)hold_ms, e->legacy_cap);
+    }
+}
+
 /* A request's attempt ended (cc from libcurl). Retries it after a backoff, or finishes it. */
 static void req_finished(xfer_engine *e, struct xreq *r, CURLcode cc)
 {
@@ -664,7 +854,9 @@ static void req_finished(xfer_engine *e, struct xreq *r, CURLcode cc)
     char why[CURL_ERROR_SIZE + 64];
     const char *what = r->legacy ? "GET" : rq->method;
     const char *name = r->legacy ? r->job->src_key : (rq->key ? rq->key : "(bucket)");
+    bool throttled = false;
 
+    thr_remove(e, r);
     if (r->h) {
         curl_easy_getinfo(r->h, CURLINFO_RESPONSE_CODE, &status);
         curl_multi_remove_handle(e->multi, r->h);
@@ -688,6 +880,8 @@ static void req_finished(xfer_engine *e, struct xreq *r, CURLcode cc)
         }
         switch (lr->fail) {
         case LEGACY_OK:
+            if (now_us() >= e->hold_until_us)
+                e->backoff_ms = 0; /* the store serves again: the next 429 starts afresh */
             goto done;
         case LEGACY_TIMEOUT:
         case LEGACY_UNREACHABLE:
@@ -698,6 +892,10 @@ static void req_finished(xfer_engine *e, struct xreq *r, CURLcode cc)
             break;
         case LEGACY_HTTP_STATUS:
             retry = status >= 500 || status == 408 || status == 429;
+            if (status == 429 || status == 503) {
+                throttled = true;
+                legacy_throttled(e, r, status);
+            }
             snprintf(why, sizeof(why), "HTTP %ld", status);
             break;
         case LEGACY_NOT_FOUND:
@@ -760,20 +958,24 @@ static void req_finished(xfer_engine *e, struct xreq *r, CURLcode cc)
         retry = s3_retryable_answer(status, r->res.code);
     }
 decide:
-    if (retry && r->attempt + 1 < r->max_attempts) {
+    if (retry && r->attempt + 1 < (throttled && r->max_attempts < XFER_THROTTLED_ATTEMPTS
+                                       ? XFER_THROTTLED_ATTEMPTS
+                                       : r->max_attempts)) {
         uint64_t cap_ms = (uint64_t)e->lim.retry_base_ms << (r->attempt < 20 ? r->attempt : 20);
         uint64_t wait_ms, spent_ms;
         if (cap_ms > XFER_BACKOFF_CAP_MS)
             cap_ms = XFER_BACKOFF_CAP_MS;
         wait_ms = e->no_jitter ? cap_ms : rnd_next(&e->seed) % (cap_ms + 1);
         spent_ms = (now_us() - r->start_us) / 1000;
-        if (spent_ms + wait_ms < (uint64_t)e->lim.retry_max_total_ms) {
+        if (throttled || spent_ms + wait_ms < (uint64_t)e->lim.retry_max_total_ms) {
             log_msgf(LOG_WARN, r->legacy ? "legacy_retry" : "s3_retry",
                      "%s %s: %s%s%s; attempt %d, retrying in %lu ms", what, name, why,
                      r->res.code[0] ? " " : "", r->res.code, r->attempt + 1,
                      (unsigned long)wait_ms);
             r->attempt++;
             r->due_us = now_us() + wait_ms * 1000;
+            if (r->legacy && r->due_us < e->hold_until_us)
+                r->due_us = e->hold_until_us; /* the whole engine waits for the store */
             r->running = true; /* waiting counts as running: the job must not move on */
             r->wnext = e->waiting;
             e->waiting = r;
@@ -857,7 +1059,16 @@ static void job_finish(struct xjob *j, const cut_err *err)
         j->aprev->anext = j->anext;
     else if (e->act == j)
         e->act = j->anext;
+    mem_unlist(e, j);
+    if (j->reserved) {
+        e->buf_reserved -= j->reserved;
+        j->reserved = 0;
+    }
     atomic_fetch_sub(&e->st_active, 1);
+    if (j->reads_legacy) {
+        e->legacy_active--;
+        atomic_store(&e->st_legacy_active, e->legacy_active);
+    }
     atomic_fetch_add(err && err_isset(err) ? &e->st_failed : &e->st_completed, 1);
     j->done(j->arg, &j->out, err ? err : &ok);
     job_free(j);
@@ -1213,19 +1424,85 @@ static void mpu_create(struct xjob *j)
 
 /* ---- J_LEGACY_PUT: the legacy store's bytes to S3, a part buffered at a time ----------- */
 
+/* Reserves j's part buffer from the engine's budget: the announced length when it is under a
+ * part, else a whole part. Granted when it fits, or when nothing is reserved at all (a part
+ * larger than the budget still goes, one at a time). A copy holding a reservation can always
+ * fill and send its part, so the copies waiting for one never wait on each other. */
+static bool mem_reserve(struct xjob *j)
+{
+    xfer_engine *e = j->e;
+    int64_t cl = j->src.res.content_length;
+    uint64_t need = cl >= 0 && (uint64_t)cl < j->part_size ? (uint64_t)cl + 1 : j->pbuf.max;
+
+    if (e->buf_budget && e->buf_reserved > 0 && e->buf_reserved + need > e->buf_budget)
+        return false;
+    e->buf_reserved += need;
+    j->reserved = need;
+    /* the buffer in one allocation of that size, not grown by doubling past it */
+    if (j->pbuf.cap < need + 1) {
+        j->pbuf.data = xrealloc(j->pbuf.data, need + 1);
+        j->pbuf.cap = need + 1;
+    }
+    return true;
+}
+
+static void mem_unlist(xfer_engine *e, struct xjob *j)
+{
+    struct xjob *prev = NULL;
+    if (!j->mem_paused)
+        return;
+    for (struct xjob *x = e->mem_head; x; prev = x, x = x->mnext)
+        if (x == j) {
+            if (prev)
+                prev->mnext = j->mnext;
+            else
+                e->mem_head = j->mnext;
+            if (e->mem_tail == j)
+                e->mem_tail = prev;
+            break;
+        }
+    j->mem_paused = false;
+    j->mnext = NULL;
+}
+
+/* Copies waiting for a reservation go on, oldest first, while the budget has room. */
+static void mem_release(xfer_engine *e)
+{
+    while (e->mem_head && mem_reserve(e->mem_head)) {
+        struct xjob *j = e->mem_head;
+        e->mem_head = j->mnext;
+        if (!e->mem_head)
+            e->mem_tail = NULL;
+        j->mnext = NULL;
+        j->mem_paused = false;
+        if (j->src.h)
+            curl_easy_pause(j->src.h, CURLPAUSE_CONT);
+    }
+}
+
 /* Called from the GET's write callback: takes the bytes into the part buffer, or pauses the
- * GET while a full part waits for its upload. */
+ * GET while a full part waits for its upload (or while no buffer can be reserved). */
 static size_t job_tee(struct xjob *j, const char *p, size_t len)
 {
     if (j->kind != J_LEGACY_PUT)
         return len;
+    if (!j->reserved && !mem_reserve(j)) {
+        xfer_engine *e = j->e;
+        j->mem_paused = true;
+        j->mnext = NULL;
+        if (e->mem_tail)
+            e->mem_tail->mnext = j;
+        else
+            e->mem_head = j;
+        e->mem_tail = j;
+        return CURL_WRITEFUNC_PAUSE;
+    }
     if (j->flush || j->busy || j->pbuf.len + len > j->pbuf.max) {
         j->src_paused = true;
         return CURL_WRITEFUNC_PAUSE;
     }
     if (!buf_append(&j->pbuf, p, len))
         abort(); /* checked above */
-    hasher_update(&j->part, p, len);
     if (j->pbuf.len >= j->part_size) {
         j->flush = true;
         if (!j->poked) {
@@ -1275,9 +1552,20 @@ static void legacy_send_buffer(struct xjob *j, bool single)
     unsigned char md5[16], sha[32];
 
     job_req(j, r, single ? legacy_single_done : legacy_part_done);
-    hasher_peek(&j->part, md5, sha);
-    s3_put_hdrs_fill(j->e->s3, &j->ph, md5, sha, single ? j->content_type : NULL,
-                     single ? j->content_disposition : NULL, single);
+    if (single) {
+        /* the whole document is the part: the GET's own hashes, no second pass */
+        memcpy(md5, j->out.md5, 16);
+        memcpy(sha, j->out.sha256, 32);
+        s3_put_hdrs_fill(j->e->s3, &j->ph, md5, sha, j->content_type, j->content_disposition, true);
+    } else {
+        /* a part: Content-MD5 (S3 checks the bytes against it) and an unsigned payload, one
+         * pass over the buffer (the document's SHA-256 is the GET's) */
+        unsigned int l;
+        pthread_once(&md_once, md_fetch);
+        if (EVP_Digest(j->pbuf.data ? j->pbuf.data : "", j->pbuf.len, md5, &l, md_md5, NULL) != 1)
+            abort();
+        s3_put_hdrs_fill(j->e->s3, &j->ph, md5, NULL, NULL, NULL, false);
+    }
     r->rq.method = "PUT";
     r->rq.key = j->key;
     if (!single) {
@@ -1473,6 +1761,7 @@ static void job_start(struct xjob *j)
 /* Takes r out of libcurl or the backoff list; its done callback is not called. */
 static void req_cancel(xfer_engine *e, struct xreq *r)
 {
+    thr_remove(e, r);
     if (r->h) {
         curl_multi_remove_handle(e->multi, r->h);
         curl_easy_setopt(r->h, CURLOPT_ERRORBUFFER, NULL);
@@ -1501,16 +1790,43 @@ static void job_cancel_reqs(struct xjob *j)
     j->busy = false;
 }
 
+/* Whether a transfer that reads the legacy store may start now: the documents/s bucket is
+ * not in debt, no hold (429/503) is running, and fewer than legacy_cap such transfers run. */
+static bool legacy_may_start(xfer_engine *e, uint64_t now)
+{
+    if (now < e->hold_until_us || e->legacy_active >= e->legacy_cap)
+        return false;
+    if (e->buf_budget && e->buf_reserved >= e->buf_budget)
+        return false; /* the part buffers are all taken: a start would only wait */
+    return tb_open(&e->docs, now);
+}
+
 static void admit(xfer_engine *e)
 {
-    /* Documents/s and bytes/s limits belong here: a transfer waits in the pending queue
-     * until the limits allow it, as it waits for a free slot now. */
-    while (e->pend_head && atomic_load(&e->st_active) < e->max_active) {
-        struct xjob *j = e->pend_head;
+    uint64_t now = now_us();
+
+    /* the legacy store's ceiling grows back by one a second after a hold */
+    if (e->legacy_cap < e->max_active && now >= e->hold_until_us &&
+        now - e->cap_changed_us >= 1000000u) {
+        e->legacy_cap++;
+        e->cap_changed_us = now;
+        atomic_store(&e->st_legacy_cap, e->legacy_cap);
+    }
+    /* in submission order; a transfer held by the legacy store's limits keeps its place while
+     * the ones behind it that do not read the store (HEADs, spool copies) go on */
+    struct xjob **pp = &e->pend_head, *prev = NULL;
+    while (*pp && atomic_load(&e->st_active) < e->max_active) {
+        struct xjob *j = *pp;
         int active;
-        e->pend_head = j->next;
-        if (e->pend_head == NULL)
-            e->pend_tail = NULL;
+        bool legacy = j->src_kind == XFER_SRC_LEGACY && j->kind != J_CALL && j->kind != J_HEAD;
+        if (legacy && !legacy_may_start(e, now)) {
+            prev = j;
+            pp = &j->next;
+            continue;
+        }
+        *pp = j->next;
+        if (e->pend_tail == j)
+            e->pend_tail = prev;
         j->next = NULL;
         j->anext = e->act;
         j->aprev = NULL;
@@ -1520,8 +1836,93 @@ static void admit(xfer_engine *e)
         active = atomic_fetch_add(&e->st_active, 1) + 1;
         if (active > atomic_load(&e->st_peak))
             atomic_store(&e->st_peak, active);
+        if (legacy) {
+            j->reads_legacy = true;
+            e->legacy_active++;
+            atomic_store(&e->st_legacy_active, e->legacy_active);
+            tb_take(&e->docs, 1, now);
+        }
         job_start(j);
     }
+}
+
+/* Whether some transfer waiting for admission could start now. */
+static bool admissible(xfer_engine *e)
+{
+    uint64_t now = now_us();
+
+    if (atomic_load(&e->st_active) >= e->max_active)
+        return false;
+    for (struct xjob *j = e->pend_head; j; j = j->next)
+        if (j->src_kind != XFER_SRC_LEGACY || j->kind == J_CALL || j->kind == J_HEAD ||
+            legacy_may_start(e, now))
+            return true;
+    return false;
+}
+
+/* The GETs paused by the bytes/s bucket go on, oldest first, while it is out of debt (each
+ * one's first bytes may put it back in debt and pause it again, at the end of the list). */
+static void thr_release(xfer_engine *e)
+{
+    int n = 0;
+    for (struct xreq *x = e->thr_head; x; x = x->tnext)
+        n++;
+    while (e->thr_head && n-- > 0 && tb_open(&e->bytes, now_us())) {
+        struct xreq *r = e->thr_head;
+        e->thr_head = r->tnext;
+        if (!e->thr_head)
+            e->thr_tail = NULL;
+        r->tnext = NULL;
+        r->thr_paused = false;
+        if (r->h)
+            curl_easy_pause(r->h, CURLPAUSE_CONT);
+    }
+}
+
+/* Milliseconds until a limit of the legacy store may let something go (capped by max_ms). */
+static long limits_wait_ms(xfer_engine *e, long max_ms)
+{
+    uint64_t now = now_us(), us = (uint64_t)max_ms * 1000;
+    bool legacy_pending = false;
+
+    for (struct xjob *j = e->pend_head; j && !legacy_pending; j = j->next)
+        legacy_pending = j->src_kind == XFER_SRC_LEGACY;
+    if (e->thr_head) {
+        uint64_t w = tb_wait_us(&e->bytes, now);
+        if (w < us)
+            us = w;
+    }
+    if (legacy_pending && atomic_load(&e->st_active) < e->max_active) {
+        uint64_t w;
+        if (now < e->hold_until_us)
+            w = e->hold_until_us - now;
+        else if (e->legacy_active >= e->legacy_cap)
+            w = 1000000u; /* a transfer ending wakes the loop anyway; the cap grows each second */
+        else if (e->buf_budget && e->buf_reserved >= e->buf_budget)
+            w = us; /* only a copy that ends makes room, and its end wakes the loop */
+        else
+            w = tb_wait_us(&e->docs, now);
+        if (w < us)
+            us = w;
+    }
+    return (long)((us + 999) / 1000);
+}
+
+void xfer_engine_set_buffer_budget(xfer_engine *e, uint64_t bytes)
+{
+    pthread_mutex_lock(&e->mu);
+    e->want_budget = bytes;
+    pthread_mutex_unlock(&e->mu);
+    curl_multi_wakeup(e->multi);
+}
+
+void xfer_engine_set_legacy_limits(xfer_engine *e, double docs_per_s, double bytes_per_s)
+{
+    pthread_mutex_lock(&e->mu);
+    e->want_docs = docs_per_s > 0 ? docs_per_s : 0;
+    e->want_bytes = bytes_per_s > 0 ? bytes_per_s : 0;
+    pthread_mutex_unlock(&e->mu);
+    curl_multi_wakeup(e->multi);
 }
 
 static void fail_all(xfer_engine *e, struct xjob *list)
@@ -1556,6 +1957,15 @@ static void *engine_main(void *arg)
         e->sub_head = e->sub_tail = NULL;
         e->woken = false;
         stop = e->stop;
+        if (e->want_docs != e->have_docs) {
+            e->have_docs = e->want_docs;
+            tb_init(&e->docs, e->have_docs, now_us());
+        }
+        e->buf_budget = e->want_budget;
+        if (e->want_bytes != e->have_bytes) {
+            e->have_bytes = e->want_bytes;
+            tb_init(&e->bytes, e->have_bytes, now_us());
+        }
         pthread_mutex_unlock(&e->mu);
         while (sub) {
             struct xjob *n = sub->next;
@@ -1571,10 +1981,15 @@ static void *engine_main(void *arg)
             break;
         admit(e);
 
-        /* backoff timers that are due */
+        thr_release(e);
+        mem_release(e);
+
+        /* backoff timers that are due (the legacy store's wait for a hold to end) */
         now = now_us();
         for (struct xreq **pp = &e->waiting; *pp;) {
             struct xreq *r = *pp;
+            if (r->legacy && r->due_us < e->hold_until_us)
+                r->due_us = e->hold_until_us;
             if (r->due_us <= now) {
                 *pp = r->wnext;
                 r->wnext = NULL;
@@ -1607,8 +2022,9 @@ static void *engine_main(void *arg)
             j->poked = false;
             job_step(j);
         }
-        if (e->ready || (e->pend_head && atomic_load(&e->st_active) < e->max_active))
+        if (e->ready || admissible(e))
             continue;
+        wait_ms = limits_wait_ms(e, wait_ms);
 
         now = now_us();
         for (struct xreq *r = e->waiting; r; r = r->wnext) {
@@ -1656,6 +2072,8 @@ xfer_engine *xfer_engine_new(s3_client *s3, const struct xfer_engine_opts *opts,
     }
     e->max_active = opts && opts->max_active > 0 ? opts->max_active : XFER_DEFAULT_ACTIVE;
     e->no_jitter = opts && opts->no_jitter;
+    e->legacy_cap = e->max_active;
+    atomic_store(&e->st_legacy_cap, e->legacy_cap);
     e->seed = now_us() ^ (uint64_t)(uintptr_t)e;
     if (e->seed == 0)
         e->seed = 0x9e3779b97f4a7c15ull;
@@ -1712,6 +2130,11 @@ void xfer_engine_stats(xfer_engine *e, struct xfer_stats *out)
     out->retries = atomic_load(&e->st_retries);
     out->active = atomic_load(&e->st_active);
     out->active_peak = atomic_load(&e->st_peak);
+    out->throttled = atomic_load(&e->st_throttled);
+    out->hold_ms = atomic_load(&e->st_hold_ms);
+    out->legacy_bytes = atomic_load(&e->st_legacy_bytes);
+    out->legacy_cap = atomic_load(&e->st_legacy_cap);
+    out->legacy_active = atomic_load(&e->st_legacy_active);
 }
 
 static struct xjob *job_new(xfer_engine *e, enum job_kind kind, xfer_done_fn done, void *arg)

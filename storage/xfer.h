@@ -20,7 +20,8 @@
  * load), while the thread serves every other transfer.
  *
  * Memory: a copy from the legacy store buffers at most one part (s3.part_size) at a time,
- * so an engine holds at most max_active part buffers.
+ * so an engine holds at most max_active part buffers, or what xfer_engine_set_buffer_budget()
+ * allows.
  *
  * Known limits: temporary credentials (STS, container endpoint) are refreshed by the
  * first request that finds them near expiry, on the engine thread, which blocks for that
@@ -46,8 +47,8 @@
 typedef struct xfer_engine xfer_engine;
 
 struct xfer_engine_opts {
-    int max_active; /* transfers in flight at once; 0: 64. Documents/s and bytes/s limits
-                     * will be applied at the same place (admission, xfer.c's admit()). */
+    int max_active; /* transfers in flight at once; 0: 64. Documents/s and bytes/s limits:
+                     * xfer_engine_set_legacy_limits() */
     bool no_jitter; /* tests: a backoff waits its whole ceiling instead of a random part */
 };
 
@@ -68,8 +69,29 @@ struct xfer_stats {
     uint64_t requests; /* HTTP requests sent, retries included */
     uint64_t retries;
     int active, active_peak; /* transfers in flight now, and the most at once */
+    /* the legacy store */
+    uint64_t throttled;    /* answers 429 or 503 */
+    uint64_t hold_ms;      /* time no new request was started because of them */
+    uint64_t legacy_bytes; /* body bytes read from it */
+    int legacy_cap;        /* transfers reading it at once allowed now (max_active: no cut) */
+    int legacy_active;     /* transfers reading it now */
 };
 void xfer_engine_stats(xfer_engine *e, struct xfer_stats *out);
+
+/* Limits on the transfers that read the legacy store (a copy or a fetch whose source is
+ * XFER_SRC_LEGACY): at most docs_per_s of them start a second, and their GETs together
+ * read at most bytes_per_s (each GET is paused while the bucket is in debt, and the paused
+ * ones resume in turn, so a large document does not starve the small ones). Both are token
+ * buckets holding at most one second's worth, empty at the start. 0: no limit. Any thread;
+ * takes effect at once. The legacy store's own signals act on the same transfers: a 429 or
+ * 503 holds every new legacy request for its Retry-After (capped at 60 s; without one a
+ * shared backoff from 500 ms, doubling), halves how many may read the store at once, and the
+ * ceiling then grows back by one a second. */
+void xfer_engine_set_legacy_limits(xfer_engine *e, double docs_per_s, double bytes_per_s);
+
+/* A ceiling on the memory of the part buffers of legacy -> S3 copies, all transfers
+ * together (0: none, then max_active parts). Any thread; takes effect at once. */
+void xfer_engine_set_buffer_budget(xfer_engine *e, uint64_t bytes);
 
 /* ---- transfers ------------------------------------------------------------------------- */
 

@@ -24,3 +24,8 @@ cutover_fuzz(fuzz_h1parse h1parse SOURCES ${CMAKE_SOURCE_DIR}/proxy/h1parse.c
   LIBS cutover_core)
 cutover_fuzz(fuzz_multipart multipart LIBS cutover_proxy cutover_core)
 cutover_fuzz(fuzz_journal journal LIBS cutover_storage cutover_core)
+cutover_fuzz(fuzz_route route SOURCES ${CMAKE_SOURCE_DIR}/proxy/route.c
+  ${CMAKE_SOURCE_DIR}/proxy/http_check.c LIBS cutover_core)
+cutover_fuzz(fuzz_extract extract SOURCES ${CMAKE_SOURCE_DIR}/proxy/extract.c LIBS cutover_core)
+cutover_fuzz(fuzz_s3xml s3xml LIBS cutover_storage)
+cutover_fuzz(fuzz_sigv4_sign sigv4_sign LIBS cutover_storage)

@@ -377,16 +377,25 @@ char *test_read_file(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");
     struct grow g = {0};
-    char chunk[65536];
-    size_t n;
+    size_t cap = 0, n;
 
     if (f == NULL)
         return NULL;
-    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
-        grow_cb(chunk, 1, n, &g);
+    /* the buffer doubles: a realloc per piece copies a 48 MiB file ~800 times under ASan */
+    for (;;) {
+        if (cap - g.len < 65536 + 1) {
+            cap = cap ? 2 * cap : 4 * 65536;
+            g.p = realloc(g.p, cap);
+            if (g.p == NULL)
+                abort();
+        }
+        n = fread(g.p + g.len, 1, cap - g.len - 1, f);
+        if (n == 0)
+            break;
+        g.len += n;
+    }
     fclose(f);
-    if (g.p == NULL)
-        g.p = strdup("");
+    g.p[g.len] = '\0';
     if (len)
         *len = g.len;
     return g.p;

@@ -315,6 +315,14 @@ static void test_status(void **state)
     assert_true(json_is_null(json_object_get(o, "last_rollback")));
     json_decref(o);
 
+    /* backfill documents without a recorded run: their progress, the run's members null */
+    pgt_exec(G_db, "UPDATE cutover.documents SET origin = 'backfill' WHERE storage_key = 's1'");
+    assert_int_equal(sc_call(&B, "GET", "/admin/status", NULL, NULL, &o), 200);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(o, "backfill"), "waiting")),
+                     1);
+    assert_true(json_is_null(json_object_get(json_object_get(o, "backfill"), "state")));
+    json_decref(o);
+
     pgt_exec(G_db, "INSERT INTO cutover.backfill_runs (state, total, enqueued) VALUES "
                    "('running', 10, 4); UPDATE cutover.documents SET origin = 'backfill' "
                    "WHERE storage_key IN ('s1', 's3'); "

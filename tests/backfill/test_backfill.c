@@ -25,6 +25,7 @@
 #include "core/core.h"
 #include "storage/creds.h"
 #include "storage/s3.h"
+#include "tests/bfenv.h"
 #include "tests/s3env.h"
 #include "tests/testlib.h"
 #include "tests/unit.h"
@@ -79,90 +80,30 @@ static char *new_org(void)
 
 static void seed(const char *org, int count, int size)
 {
-    struct test_http r;
-    char *url = xasprintf("%s/_control/seed", testenv("APP_URL"));
-    char *body = xasprintf("{\"count\": %d, \"size\": %d, \"org\": \"%s\"}", count, size, org);
-    const char *h[] = {"Content-Type: application/json", NULL};
-    assert_int_equal(test_http("POST", url, h, body, strlen(body), &r), 0);
-    if (r.status != 201)
-        fail_msg("seed: %ld %s", r.status, r.body ? r.body : r.errbuf);
-    test_http_free(&r);
-    free(url);
-    free(body);
+    bfenv_seed(org, count, size);
 }
 
 /* The app's documents.jsonl lines of org, plus extra (may be NULL), written to a file of this
  * test; returns its path (new string). */
 static char *jsonl_of(const char *org, const char *extra_before, const char *extra_after)
 {
-    char *path = xasprintf("%s/docs-%s.jsonl", E.dir, org);
-    char *app = xasprintf("%s/documents.jsonl", testenv("APP_DATA"));
-    char *all = test_read_file(app, NULL);
-    char *needle = xasprintf("\"org\":\"%s\"", org);
-    struct buf out;
-
-    assert_non_null(all);
-    buf_init(&out, 0);
-    if (extra_before)
-        assert_true(buf_puts(&out, extra_before));
-    for (char *line = strtok(all, "\n"); line; line = strtok(NULL, "\n"))
-        if (strstr(line, needle))
-            assert_true(buf_printf(&out, "%s\n", line));
-    if (extra_after)
-        assert_true(buf_puts(&out, extra_after));
-    assert_true(test_write_file(path, out.data, out.len));
-    buf_free(&out);
-    free(all);
-    free(app);
-    free(needle);
-    return path;
+    return bfenv_jsonl(E.dir, org, extra_before, extra_after);
 }
 
 /* Writes this test's configuration with source (a JSON object text). */
 static void write_config(const char *source)
 {
     free(E.config);
-    E.config = xasprintf("%s/cutover-%d.json", E.dir, ++seq);
-    char *json = xasprintf(
-        "{\"upstream\": \"%s\", \"database_url\": \"%s\", \"spool_dir\": \"%s\",\n"
-        " \"log\": {\"level\": \"warn\"},\n"
-        " \"s3\": {\"endpoint\": \"%s\", \"region\": \"%s\", \"bucket\": \"%s\",\n"
-        "        \"path_style\": true, \"access_key_id\": \"%s\", \"secret_access_key\": \"%s\"},\n"
-        " \"legacy\": {\"raw_url\": \"%s/legacy/raw/{key}\"},\n"
-        " \"routes\": [\n"
-        "  {\"name\": \"upload\", \"kind\": \"upload\", \"path\": \"/documents\",\n"
-        "   \"file_field\": \"file\", \"key\": {\"response_json\": \"/storage_key\"},\n"
-        "   \"vars\": {\"org\": {\"header\": \"X-Org-Id\"}},\n"
-        "   \"s3_key\": \"backfilled/{org}/{key}\"}],\n"
-        " \"workers\": %s,\n"
-        " \"backfill\": {\"source\": %s, \"rate\": 0, \"concurrency\": 8}}\n",
-        testenv("APP_URL"), E.db_url, E.dir, testenv("S3_ENDPOINT"), testenv("S3_REGION"),
-        testenv("S3_BUCKET"), testenv("S3_ACCESS_KEY"), testenv("S3_SECRET_KEY"),
-        testenv("APP_URL"), E.workers ? E.workers : "{}", source);
-    assert_true(test_write_file(E.config, json, strlen(json)));
-    free(json);
+    E.config = bfenv_config(E.dir, E.db_url, E.workers, source);
 }
 
 /* Runs `cutover backfill --config E.config ARGS`; returns the exit status, the output in
  * *out (new string) and the summary line in *summary (json_decref()). */
 static int backfill(const char *args, char **out, json_t **summary)
 {
-    char *cmd = xasprintf("'%s' backfill --config '%s' %s", testenv_var("CUTOVER_BIN"), E.config,
-                          args ? args : "");
-    char *o = NULL;
-    int rc = test_run(cmd, &o);
-    free(cmd);
-    *summary = NULL;
-    const char *s = o ? strstr(o, "{\"event\":\"backfill_summary\"") : NULL;
-    if (s) {
-        json_error_t jerr;
-        *summary = json_loadb(s, strcspn(s, "\n"), 0, &jerr);
-    }
-    if (!*summary) {
-        fprintf(stderr, "no summary; the output:\n%s\n", o ? o : "");
-        fail_msg("no summary (exit %d)", rc);
-    }
-    *out = o;
+    char *a = xasprintf("backfill --config '%s' %s", E.config, args ? args : "");
+    int rc = bfenv_run(a, "backfill_summary", out, summary);
+    free(a);
     return rc;
 }
 
@@ -190,11 +131,7 @@ static int sink_buf(void *arg, const void *data, size_t n)
 
 static void sha256_hex(const void *p, size_t n, char out[65])
 {
-    unsigned char md[32];
-    unsigned int len;
-    EVP_Digest(p, n, md, &len, EVP_sha256(), NULL);
-    for (int i = 0; i < 32; i++)
-        snprintf(out + 2 * i, 3, "%02x", md[i]);
+    bfenv_sha256_hex(p, n, out);
 }
 
 /* Every `step`-th verified document of org: S3's bytes are the legacy store's raw bytes and

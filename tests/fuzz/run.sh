@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Fuzzes one target for real with libFuzzer (clang), growing its corpus in a scratch copy.
-#   tests/fuzz/run.sh config|http_check|sigv4|h1parse|multipart|journal [SECONDS]
+#   tests/fuzz/run.sh TARGET [SECONDS]   (TARGET: a tests/fuzz/fuzz_TARGET.c; all at once: scripts/fuzz.sh)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
-target=${1:?usage: $0 config|http_check|sigv4|h1parse|multipart|journal [SECONDS]}
+target=${1:?usage: $0 TARGET [SECONDS], TARGET one of tests/fuzz/fuzz_TARGET.c}
 seconds=${2:-60}
 command -v clang >/dev/null || apt-get install -y -qq clang >/dev/null
 CC=clang cmake -S "$root" -B "$root/build-fuzz" -DCMAKE_BUILD_TYPE=Debug -DCUTOVER_FUZZ=ON >/dev/null
