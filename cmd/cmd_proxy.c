@@ -8,9 +8,10 @@
  * the recorders, the journal, the transfer engine, the legacy store and the mirror. With a
  * database it keeps the flags (LISTEN/NOTIFY, with a periodic reload behind) and serves the
  * admin API. With signed-URL routes it wires read cutover too (the notified document cache,
- * its lookup workers, the rewrite; it shares dual-write's flags, S3 client and mirror when
- * those run). Between signals, this thread replays the journal into the
- * database when there is one to replay (every 500 ms: a stat() when there is none).
+ * its lookup workers, the rewrite, and shadow reads' compares and handler, registered before
+ * the rewrite so that they see the app's own URL; it shares dual-write's flags, S3 client and
+ * mirror when those run). Between signals, this thread replays the journal into the database when
+ * there is one to replay (every 500 ms: a stat() when there is none).
  *
  * With a backfill source as well (and legacy.raw_url), POST /admin/backfill starts, pauses
  * and resumes a backfill on a thread of the sidecar (storage/backfill_runner.h).
@@ -22,6 +23,7 @@
 #include "proxy/metrics_http.h"
 #include "proxy/proxy.h"
 #include "proxy/rewrite.h"
+#include "proxy/shadow_read.h"
 #include "proxy/upload.h"
 #include "storage/creds.h"
 #include "storage/doccache.h"
@@ -30,6 +32,7 @@
 #include "storage/mirror.h"
 #include "storage/pgstore.h"
 #include "storage/s3.h"
+#include "storage/shadow.h"
 #include "storage/spool.h"
 #include "storage/worker.h"
 
@@ -65,6 +68,8 @@ struct read_cutover {
     doccache *cache;
     worker_pool *workers;
     rewrite *rewrite;
+    shadow *shadow;           /* shadow reads' compares */
+    shadow_read *shadow_read; /* their handler, registered before the rewrite */
 };
 
 static bool has_kind(const struct config *cfg, enum route_kind k)
@@ -219,6 +224,25 @@ static bool read_cutover_start(const struct config *cfg, proxy *px, struct dual_
         .name = "rewrite", .threads = 2, .queue_max = 65536, .database_url = cfg->database_url};
     if (!(rc->workers = worker_pool_start(&wo, err)))
         return false;
+    struct shadow_opts so = {
+        .database_url = cfg->database_url,
+        .replica = host,
+        .concurrency = cfg->shadow.concurrency,
+        .bytes_per_s = cfg->shadow.bytes_per_s,
+        .timeout_s = cfg->shadow.timeout_s,
+        .outcome = dw->rollback ? flags_rollback_outcome : NULL,
+        .outcome_arg = dw->rollback,
+    };
+    if (!(rc->shadow = shadow_start(&so, dw->s3 ? dw->s3 : rc->s3, err)))
+        return false;
+    struct shadow_read_deps sd = {
+        .flags = dw->flags ? dw->flags : rc->flags,
+        .shadow = rc->shadow,
+        .database_url = cfg->database_url,
+    };
+    if (!(rc->shadow_read = shadow_read_new(cfg, &sd, err)) ||
+        !shadow_read_register(rc->shadow_read, px, err))
+        return false;
     struct rewrite_deps d = {
         .flags = dw->flags ? dw->flags : rc->flags,
         .cache = rc->cache,
@@ -235,6 +259,8 @@ static void read_cutover_free(struct read_cutover *rc)
 {
     worker_pool_free(rc->workers);
     rewrite_free(rc->rewrite);
+    shadow_read_free(rc->shadow_read);
+    shadow_free(rc->shadow);
     doccache_free(rc->cache);
     flags_store_free(rc->flags);
     s3_client_free(rc->s3);

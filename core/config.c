@@ -158,6 +158,16 @@ static const struct field workers_fields[] = {
     {NULL, 0, 0, 0, NULL, 0, 0, NULL, NULL},
 };
 
+static const struct field shadow_fields[] = {
+    {"concurrency", FT_INT, OFF(shadow.concurrency), 0, "4", 1, 64, NULL,
+     "shadow compares at once per sidecar; a read beyond it is skipped (counted as busy)"},
+    {"bytes_per_s", FT_U64, OFF(shadow.bytes_per_s), 0, "8388608", 1, 10 * GIB, NULL,
+     "shadow bytes per second asked of each store (token bucket, one second of burst)"},
+    {"timeout_s", FT_INT, OFF(shadow.timeout_s), 0, "30", 1, 3600, NULL,
+     "per shadow fetch, the whole transfer"},
+    {NULL, 0, 0, 0, NULL, 0, 0, NULL, NULL},
+};
+
 static const char *const default_methods[] = {"GET",   "HEAD",   "POST",    "PUT",
                                               "PATCH", "DELETE", "OPTIONS", NULL};
 
@@ -999,9 +1009,10 @@ static bool is_loopback(const char *host)
 
 static void parse_root(struct ctx *c, json_t *root)
 {
-    static const char *const allowed[] = {"admin", "log",      "s3",     "legacy",  "routes",
-                                          "flags", "backfill", "limits", "workers", NULL};
-    json_t *log, *admin, *workers;
+    static const char *const allowed[] = {"admin",   "log",    "s3",       "legacy",
+                                          "routes",  "flags",  "backfill", "limits",
+                                          "workers", "shadow", NULL};
+    json_t *log, *admin, *workers, *shadow;
     struct config *cfg = c->cfg;
 
     check_keys(c, "", root, allowed, root_fields);
@@ -1040,6 +1051,10 @@ static void parse_root(struct ctx *c, json_t *root)
     if (workers)
         check_keys(c, "workers", workers, NULL, workers_fields);
     apply_table(c, "workers", workers, workers_fields);
+    shadow = section(c, root, "shadow");
+    if (shadow)
+        check_keys(c, "shadow", shadow, NULL, shadow_fields);
+    apply_table(c, "shadow", shadow, shadow_fields);
 
     if (cfg->upstream) {
         size_t n = strlen(cfg->upstream);
@@ -1243,4 +1258,5 @@ void config_print_reference(FILE *out)
             "400 |\n",
             "[\"GET\",\"HEAD\",\"POST\",\"PUT\",\"PATCH\",\"DELETE\",\"OPTIONS\"]");
     print_table(out, "workers", workers_fields);
+    print_table(out, "shadow", shadow_fields);
 }

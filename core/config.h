@@ -132,6 +132,13 @@ struct cfg_workers {
     int max_backoff_s;
 };
 
+/* Shadow reads' bounds (README "Shadow reads"). */
+struct cfg_shadow {
+    int concurrency;      /* compares at once per sidecar; default 4 */
+    uint64_t bytes_per_s; /* token bucket per store; default 8 MiB */
+    int timeout_s;        /* per fetch; default 30 */
+};
+
 struct config {
     char *path; /* the file it came from, or NULL */
 
@@ -162,6 +169,7 @@ struct config {
     struct cfg_backfill backfill;
     struct cfg_limits limits;
     struct cfg_workers workers;
+    struct cfg_shadow shadow;
 };
 
 /* The problems found while loading: every one, each a line "path: reason". */

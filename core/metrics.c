@@ -67,7 +67,9 @@ static const char *const v_s3op[] = {"put",
                                      "multipart_abort",
                                      "other"};
 static const char *const v_class[] = {"none", "1xx", "2xx", "3xx", "4xx", "5xx"};
-static const char *const v_shadow[] = {"s3_fault", "legacy_transformed"};
+static const char *const v_shadow[] = {"s3", "legacy_transformed", "both", "s3_error",
+                                       "legacy_error"};
+static const char *const v_skip[] = {"busy", "rate", "not_copied", "unknown", "no_url", "error"};
 
 #define LABEL(nm, v)                                                                               \
     {                                                                                              \
@@ -80,6 +82,7 @@ static const struct label l_backfill = LABEL("outcome", v_backfill);
 static const struct label l_s3op = LABEL("operation", v_s3op);
 static const struct label l_class = LABEL("status_class", v_class);
 static const struct label l_shadow = LABEL("class", v_shadow);
+static const struct label l_skip = LABEL("reason", v_skip);
 static const struct label l_route = {"route", route_values, N_ROUTE, true};
 
 /* ---- buckets ------------------------------------------------------------------------------- */
@@ -154,12 +157,14 @@ static const struct family fam[MET_COUNT] = {
                              "Shadow reads compared (both stores fetched).", COUNTER, NULL, NULL,
                              NULL, 0, CELLS(1)},
     [MET_SHADOW_MISMATCHES] = {"cutover_shadow_mismatches_total",
-                               "Shadow reads that differed: s3_fault (S3 differs from the "
-                               "original) or legacy_transformed (only the legacy delivery does).",
+                               "Shadow reads that differed, by class (README \"Shadow reads\"): "
+                               "s3, both, s3_error (S3's faults), legacy_transformed, "
+                               "legacy_error.",
                                COUNTER, &l_shadow, NULL, NULL, 0, CELLS(NS(v_shadow))},
     [MET_SHADOW_SKIPPED] = {"cutover_shadow_skipped_total",
-                            "Shadow reads skipped: the document was not copied yet.", COUNTER, NULL,
-                            NULL, NULL, 0, CELLS(1)},
+                            "Shadow reads skipped, by reason: busy, rate, not_copied, unknown, "
+                            "no_url, error.",
+                            COUNTER, &l_skip, NULL, NULL, 0, CELLS(NS(v_skip))},
     [MET_FLAG_READ_FROM_S3] = {"cutover_flag_read_from_s3_ratio",
                                "Flag read_from_s3.percent as a ratio (0 to 1).", GAUGE, NULL, NULL,
                                NULL, 0, CELLS(1)},

@@ -33,7 +33,7 @@ enum metric_id {
     MET_ROLLBACKS,          /* counter */
     MET_SHADOW_COMPARES,    /* counter */
     MET_SHADOW_MISMATCHES,  /* counter {class} */
-    MET_SHADOW_SKIPPED,     /* counter */
+    MET_SHADOW_SKIPPED,     /* counter {reason} */
     MET_FLAG_READ_FROM_S3,  /* gauge: read_from_s3.percent / 100 */
     MET_FLAG_SHADOW_READ,   /* gauge */
     MET_FLAG_DUAL_WRITE,    /* gauge 0/1 */
@@ -57,7 +57,8 @@ enum met_s3_op {
     MET_S3_MULTIPART_ABORT,
     MET_S3_OTHER,
 };
-enum met_shadow_class { MET_SHADOW_S3_FAULT = 0, MET_SHADOW_LEGACY_TRANSFORMED };
+/* Shadow reads' label values are storage/shadow.h's enum shadow_class and enum shadow_skip,
+ * in the same order. */
 /* The route label: 0 for requests that matched no route, 1 for routes past METRICS_MAX_ROUTES,
  * then the configured routes in order (metrics_set_routes). */
 #define METRICS_MAX_ROUTES 32

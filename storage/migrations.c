@@ -8,6 +8,10 @@
  * that let any number of sidecars and backfill jobs share the work with
  * FOR UPDATE SKIP LOCKED.
  *
+ * 6 is shadow reads': shadow_mismatches keeps every difference a shadow read found (the
+ * document key, the original's checksum and size as recorded at copy time, what each store
+ * delivered, the class, the latencies; never a URL). 5 is kept for verification's columns.
+ *
  * 4 is read cutover's: every change of a document's state or S3 key is announced on the
  * channel cutover_documents (payload "<state> <key bytes> <key><s3_key>", or "- <key bytes>
  * <key>" when that would pass PostgreSQL's 8000-byte limit, or "*" when even the key would:
@@ -143,6 +147,28 @@ const struct pg_migration pg_migrations[] = {
      "  ADD COLUMN checked_at    timestamptz,\n"
      "  ADD COLUMN s3_version_id text,\n"
      "  ADD COLUMN mismatch      jsonb;\n"},
+    {6, "shadow read mismatches",
+     "CREATE TABLE cutover.shadow_mismatches (\n"
+     "  id              bigserial PRIMARY KEY,\n"
+     "  at              timestamptz NOT NULL DEFAULT now(),\n"
+     "  storage_key     text NOT NULL,\n"
+     "  class           text NOT NULL CHECK (class IN ('s3','legacy_transformed','both',\n"
+     "                  's3_error','legacy_error')),\n"
+     "  expected_sha256 text,\n"
+     "  expected_size   bigint,\n"
+     "  legacy_status   integer,\n"
+     "  legacy_size     bigint,\n"
+     "  legacy_sha256   text,\n"
+     "  legacy_ms       double precision,\n"
+     "  legacy_error    text,\n"
+     "  s3_status       integer,\n"
+     "  s3_size         bigint,\n"
+     "  s3_sha256       text,\n"
+     "  s3_ms           double precision,\n"
+     "  s3_error        text,\n"
+     "  replica         text\n"
+     ");\n"
+     "CREATE INDEX shadow_mismatches_key ON cutover.shadow_mismatches (storage_key, at);\n"},
 };
 
 const size_t pg_nmigrations = sizeof(pg_migrations) / sizeof(pg_migrations[0]);

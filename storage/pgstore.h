@@ -361,6 +361,42 @@ int pgstore_legacy_read_mark(pgstore *st, const char *replica, cut_err *err) CUT
  * store 30 days after the last legacy read". */
 int pgstore_legacy_read_last(pgstore *st, char **at, cut_err *err) CUT_MUST_USE;
 
+/* ---- shadow reads (pgstore_shadow.c) ------------------------------------------------------- */
+
+/* Rows kept in cutover.shadow_mismatches: older ones are removed as new ones come. */
+#define PGSTORE_SHADOW_KEEP 100000
+#define PGSTORE_SHADOW_LIST_MAX 1000
+
+/* One difference a shadow read found. Strings borrowed for the call; NULL or -1: unknown
+ * (a status of 0: no answer). Never a URL: the row says what was delivered, not where from. */
+struct pgstore_shadow_row {
+    const char *storage_key;
+    const char *class_name; /* s3, legacy_transformed, both, s3_error, legacy_error */
+    const char *expected_sha256;
+    int64_t expected_size;
+    int legacy_status;
+    int64_t legacy_size;
+    const char *legacy_sha256;
+    double legacy_ms;
+    const char *legacy_error; /* a failure's short name ("timeout", "HTTP 503"), or NULL */
+    int s3_status;
+    int64_t s3_size;
+    const char *s3_sha256;
+    double s3_ms;
+    const char *s3_error;
+    const char *replica;
+};
+/* Inserts r, and removes the rows older than the latest PGSTORE_SHADOW_KEEP. One statement. */
+int pgstore_shadow_record(pgstore *st, const struct pgstore_shadow_row *r,
+                          cut_err *err) CUT_MUST_USE;
+/* The latest limit (1..PGSTORE_SHADOW_LIST_MAX) rows, newest first: an array of {"id", "at",
+ * "storage_key", "class", "expected_sha256", "expected_size", "legacy_status", "legacy_size",
+ * "legacy_sha256", "legacy_ms", "legacy_error", "s3_status", "s3_size", "s3_sha256", "s3_ms",
+ * "s3_error", "replica"}. *out: a new array (json_decref()). */
+int pgstore_shadow_list(pgstore *st, int limit, json_t **out, cut_err *err) CUT_MUST_USE;
+/* Rows per class: *out a new object {class: n} (json_decref()). */
+int pgstore_shadow_counts(pgstore *st, json_t **out, cut_err *err) CUT_MUST_USE;
+
 /* ---- metrics: the figures /metrics exports (pgstore_metrics.c) ----------------------------- */
 
 /* Documents per state into counts[state], and the queue's depth, as pgstore_status_counts()

@@ -280,6 +280,8 @@ struct xjob {
     void *fn_arg;
     legacy_store *legacy;
     enum xfer_src_kind src_kind;
+    int url_timeout_s; /* XFER_SRC_URL */
+    uint64_t url_max;  /* XFER_SRC_URL */
 
     /* J_CALL */
     struct s3_req call_rq;
@@ -655,12 +657,16 @@ static void req_attempt(xfer_engine *e, struct xreq *r)
     curl_easy_setopt(h, CURLOPT_URL, r->url.data);
     curl_easy_setopt(h, CURLOPT_PATH_AS_IS, 1L);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER,
-                     r->legacy ? (struct curl_slist *)legacy_header_list(r->job->legacy) : r->hl);
+                     !r->legacy       ? r->hl
+                     : r->job->legacy ? (struct curl_slist *)legacy_header_list(r->job->legacy)
+                                      : NULL);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
     curl_easy_setopt(h, CURLOPT_TIMEOUT,
-                     (long)(r->legacy ? legacy_timeout_s(r->job->legacy) : e->lim.timeout_s));
+                     (long)(!r->legacy       ? e->lim.timeout_s
+                            : r->job->legacy ? legacy_timeout_s(r->job->legacy)
+                                             : r->job->url_timeout_s));
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, r->ebuf);
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(h, CURLOPT_HEADERDATA, r);
@@ -1665,6 +1671,11 @@ static void src_start(struct xjob *j)
         r->legacy = true;
         r->out_max = legacy_max_bytes(j->legacy);
         r->max_attempts = legacy_max_attempts(j->legacy);
+    } else if (j->src_kind == XFER_SRC_URL) {
+        /* a plain GET like the legacy store's, without its headers, tried once */
+        r->legacy = true;
+        r->out_max = j->url_max;
+        r->max_attempts = 1;
     } else {
         r->rq.method = "GET";
         r->rq.key = j->src_key;
@@ -2190,8 +2201,8 @@ int xfer_copy(xfer_engine *e, const struct xfer_src *src, const struct xfer_sink
         }
         kind = src->kind == XFER_SRC_LEGACY ? J_LEGACY_PUT : J_PUT;
     } else {
-        if (src->kind != XFER_SRC_LEGACY && src->kind != XFER_SRC_S3) {
-            err_set(err, CUT_EINVAL, "xfer", "a fetch reads from the legacy store or S3");
+        if (src->kind != XFER_SRC_LEGACY && src->kind != XFER_SRC_S3 && src->kind != XFER_SRC_URL) {
+            err_set(err, CUT_EINVAL, "xfer", "a fetch reads from the legacy store, S3 or a URL");
             return -1;
         }
         kind = J_FETCH;
@@ -2204,7 +2215,13 @@ int xfer_copy(xfer_engine *e, const struct xfer_src *src, const struct xfer_sink
         err_set(err, CUT_EINVAL, "xfer", "S3 source on an engine without an S3 client");
         return -1;
     }
-    if ((src->kind == XFER_SRC_LEGACY || src->kind == XFER_SRC_S3) &&
+    if (src->kind == XFER_SRC_URL &&
+        (src->url == NULL ||
+         (strncmp(src->url, "http://", 7) != 0 && strncmp(src->url, "https://", 8) != 0))) {
+        err_set(err, CUT_EINVAL, "xfer", "a URL source must be an http:// or https:// URL");
+        return -1;
+    }
+    if ((src->kind == XFER_SRC_LEGACY || src->kind == XFER_SRC_S3 || src->kind == XFER_SRC_URL) &&
         !key_ok(src->key, "source", err))
         return -1;
     if (src->kind == XFER_SRC_FILE && (src->path == NULL || !src->path[0])) {
@@ -2227,6 +2244,11 @@ int xfer_copy(xfer_engine *e, const struct xfer_src *src, const struct xfer_sink
         memcpy(j->md5, src->md5, 16);
         memcpy(j->sha, src->sha256, 32);
         j->have_hashes = true;
+    }
+    if (src->kind == XFER_SRC_URL) {
+        j->lurl = xstrdup(src->url);
+        j->url_timeout_s = src->timeout_s > 0 ? src->timeout_s : 30;
+        j->url_max = src->max_bytes ? src->max_bytes : 5ull << 30;
     }
     if (src->kind == XFER_SRC_LEGACY) {
         j->lurl = legacy_url(src->legacy, src->key, err);

@@ -100,6 +100,10 @@ enum xfer_src_kind {
     XFER_SRC_FILE,   /* a local file (the spool), read with pread; path copied */
     XFER_SRC_LEGACY, /* GET of the legacy store's raw URL for key (streamed) */
     XFER_SRC_S3,     /* GET of an S3 object (streamed) */
+    XFER_SRC_URL,    /* GET of a whole URL that carries its own authorisation (a signed
+                      * delivery URL, an S3 presigned URL): streamed, no configured header,
+                      * no retry; the outcome is in o->legacy. The URL is never logged and
+                      * never put in a message. */
 };
 
 struct xfer_src {
@@ -109,6 +113,9 @@ struct xfer_src {
     const char *path;     /* FILE */
     const char *key;      /* LEGACY, S3: the document's key (copied) */
     legacy_store *legacy; /* LEGACY: borrowed, must outlive the transfer */
+    const char *url;      /* URL: http:// or https:// (copied) */
+    int timeout_s;        /* URL: the whole transfer; 0: 30 */
+    uint64_t max_bytes;   /* URL: size ceiling of the body; 0: 5 GiB */
     /* Hashes the caller already has (the spool computes them while receiving), copied.
      * NULL: unknown. When given, the bytes read are checked against them. */
     const unsigned char *md5;    /* 16 bytes */
@@ -155,7 +162,7 @@ struct xfer_outcome {
 typedef void (*xfer_done_fn)(void *arg, const struct xfer_outcome *o, const cut_err *err);
 
 /* Copies src to sink, hashing the bytes as they pass. Combinations: BUFFER, FILE, LEGACY
- * -> S3; LEGACY, S3 -> CALLBACK (a fetch: shadow reads, deep verify, the doctor). Returns
+ * -> S3; LEGACY, S3, URL -> CALLBACK (a fetch: shadow reads, deep verify, the doctor). Returns
  * 0 when submitted (done will be called exactly once, on the engine thread), or -1 with
  * err set (CUT_EINVAL: a combination that cannot work, no S3 client) and done never
  * called. */

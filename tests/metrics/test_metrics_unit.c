@@ -74,7 +74,7 @@ static void test_exposition(void **state)
     assert_true(sample(t, "cutover_s3_requests_total{operation=\"other\"}") == 5);
     assert_true(sample(t, "cutover_flag_read_from_s3_ratio") == 0.25);
     assert_true(sample(t, "cutover_rollbacks_total") == 0);
-    assert_true(sample(t, "cutover_shadow_mismatches_total{class=\"s3_fault\"}") == 0);
+    assert_true(sample(t, "cutover_shadow_mismatches_total{class=\"s3\"}") == 0);
     free(t);
 
     metrics_hide(MET_DOCUMENTS, true);
