@@ -4,7 +4,8 @@
 # example app; the hostile-input tests of tests/hostile/; the secrets scan) and the earlier
 # hostile-input tests they build on (test_proxy_raw: smuggling, header floods, limits;
 # test_proxy_e2e: header and idle deadlines; test_proxy_linger; test_admin: admin body limit
-# and token lockout; test_dual_write: an unmirrorable upload), then the fault table: for each
+# and token lockout; test_dual_write: an unmirrorable upload; test_backfill_legacy: its
+# `cutover backfill` SIGKILLed at a random point and run again), then the fault table: for each
 # fault, the documents acknowledged to the client (2xx), verified in S3 with the client's
 # bytes, failed with a reason, lost (acknowledged but neither: must be 0) and verified with
 # other bytes (must be 0). Exits non-zero when a test fails.
@@ -13,6 +14,8 @@
 #   ./scripts/faults.sh build-asan      # a sanitizer build dir (its CTest has no slow faults)
 #
 # scripts/test.sh runs the same tests as part of the whole suite; this prints their table.
+# The soak (10 minutes of mixed traffic, RSS and descriptor trend) is not part of it nor of
+# CI: run ./scripts/soak.sh [MINUTES] by hand (see the README).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-build}
@@ -30,7 +33,8 @@ trap 'rm -f "$table"; "$root/tests/harness/services.sh" stop "$build/test-servic
 export CUTOVER_FAULTS_TABLE=$table
 rc=0
 tests='^(test_dual_write_faults|test_faults_slow|test_hostile_.*|test_secrets_scan'
-tests+='|test_proxy_raw|test_proxy_e2e|test_proxy_linger|test_admin|test_dual_write)$'
+tests+='|test_proxy_raw|test_proxy_e2e|test_proxy_linger|test_admin|test_dual_write'
+tests+='|test_backfill_legacy)$'
 (cd "$build" && ctest --output-on-failure --no-tests=error -j2 -R "$tests" --timeout 600) || rc=$?
 
 echo
