@@ -12,13 +12,24 @@
 #
 #   ./scripts/faults.sh                 # optimised build in ./build (slow faults included)
 #   ./scripts/faults.sh build-asan      # a sanitizer build dir (its CTest has no slow faults)
+#   ./scripts/faults.sh [BUILD] --fuzz SECONDS --soak MINUTES
+#       the whole suite in one command: the faults' table, then every fuzz target for
+#       SECONDS (scripts/fuzz.sh: executions and findings), then the soak for MINUTES
+#       (scripts/soak.sh: RSS and descriptor trend); each table printed as it ends
 #
-# scripts/test.sh runs the same tests as part of the whole suite; this prints their table.
-# The soak (10 minutes of mixed traffic, RSS and descriptor trend) is not part of it nor of
-# CI: run ./scripts/soak.sh [MINUTES] by hand (see the README).
+# scripts/test.sh runs the same tests as part of the whole suite (and a 3 s fuzz pass); this
+# prints their table. The soak (10 minutes of mixed traffic) is not part of CI.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-build=${1:-build}
+build=build fuzz_s=0 soak_min=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --fuzz) fuzz_s=${2:?--fuzz SECONDS}; shift 2 ;;
+    --soak) soak_min=${2:?--soak MINUTES}; shift 2 ;;
+    -*) echo "usage: $0 [BUILD] [--fuzz SECONDS] [--soak MINUTES]" >&2; exit 2 ;;
+    *) build=$1; shift ;;
+    esac
+done
 case "$build" in /*) ;; *) build="$root/$build" ;; esac
 start=$SECONDS
 
@@ -44,5 +55,14 @@ while IFS=$'\t' read -r fault acked verified failed lost wrong secs reason; do
     printf '%-40s %6s %8s %6s %5s %11s %7s  %s\n' "$fault" "$acked" "$verified" "$failed" "$lost" \
         "$wrong" "$secs" "${reason:0:60}"
 done <"$table"
+echo "faults: $((SECONDS - start)) s, $([ $rc = 0 ] && echo passed || echo FAILED)"
+if [ "$fuzz_s" != 0 ]; then
+    echo
+    "$root/scripts/fuzz.sh" "$fuzz_s" || rc=1
+fi
+if [ "$soak_min" != 0 ]; then
+    echo
+    CUTOVER_BUILD=$build "$root/scripts/soak.sh" "$soak_min" || rc=1
+fi
 echo "suite: $((SECONDS - start)) s, $([ $rc = 0 ] && echo passed || echo FAILED)"
 exit $rc
