@@ -45,6 +45,8 @@
  */
 #include "proxy/proxy_int.h"
 
+#include "proxy/extract.h"
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -719,4 +721,26 @@ bool proxy_add_observer(proxy *px, const struct proxy_observer *o, cut_err *err)
     }
     px->observers[px->nobservers++] = *o;
     return true;
+}
+
+/* A request-side value of the route (header, query, path variable): a new string or NULL. */
+char *proxy_request_value(proxy_exchange *x, const struct proxy_match *m,
+                          const struct cfg_source *src)
+{
+    const char *v = NULL;
+    switch (src->kind) {
+    case SRC_HEADER:
+        v = proxy_exchange_request_header(x, src->name);
+        break;
+    case SRC_QUERY:
+        return extract_query_param(proxy_exchange_target(x), src->name);
+    case SRC_PATH:
+        for (size_t i = 0; i < m->nvars; i++)
+            if (strcmp(m->var_names[i], src->name) == 0)
+                v = m->var_values[i];
+        break;
+    default:
+        break;
+    }
+    return v ? xstrdup(v) : NULL;
 }

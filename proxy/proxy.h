@@ -180,6 +180,10 @@ void proxy_counters(proxy *px, struct proxy_counters *c);
 /* Request header value (first of its name, case-insensitive) or NULL; borrowed, valid
  * during the hook call. */
 const char *proxy_exchange_request_header(proxy_exchange *x, const char *name);
+/* The value of a route's request-side source (header, query parameter, path variable of the
+ * match m) for this exchange: a new string (free()), or NULL when absent or of another kind. */
+char *proxy_request_value(proxy_exchange *x, const struct proxy_match *m,
+                          const struct cfg_source *src);
 const char *proxy_exchange_method(proxy_exchange *x);
 /* The raw request target as the client sent it (path and query). */
 const char *proxy_exchange_target(proxy_exchange *x);

@@ -103,28 +103,6 @@ static void rwx_unref(struct rwx *s)
     free(s);
 }
 
-/* A request-side value of the route (header, query, path variable): a new string or NULL. */
-static char *request_value(proxy_exchange *x, const struct proxy_match *m,
-                           const struct cfg_source *src)
-{
-    const char *v = NULL;
-    switch (src->kind) {
-    case SRC_HEADER:
-        v = proxy_exchange_request_header(x, src->name);
-        break;
-    case SRC_QUERY:
-        return extract_query_param(proxy_exchange_target(x), src->name);
-    case SRC_PATH:
-        for (size_t i = 0; i < m->nvars; i++)
-            if (strcmp(m->var_names[i], src->name) == 0)
-                v = m->var_values[i];
-        break;
-    default:
-        break;
-    }
-    return v ? xstrdup(v) : NULL;
-}
-
 /* ---- background jobs: each owns its copies ----------------------------------------------- */
 
 struct bg {
@@ -254,9 +232,9 @@ static void *rw_start(void *arg, proxy_exchange *x, const struct proxy_match *m)
     s->m = m;
     s->json = r->url.kind == SRC_RESPONSE_JSON;
     if (r->key.kind != SRC_RESPONSE_JSON && r->key.kind != SRC_RESPONSE_HEADER)
-        s->key = request_value(x, m, &r->key);
+        s->key = proxy_request_value(x, m, &r->key);
     if (fs && flags_snapshot_from_db(fs)) {
-        char *sticky = r->sticky.kind != SRC_NONE ? request_value(x, m, &r->sticky) : NULL;
+        char *sticky = r->sticky.kind != SRC_NONE ? proxy_request_value(x, m, &r->sticky) : NULL;
         const char *v = r->sticky.kind != SRC_NONE ? sticky : s->key;
         /* a route naming `sticky` whose value is missing stays on the legacy store */
         s->selected = v && flags_rollout_selects(fs, r->name, v, NULL);

@@ -86,28 +86,6 @@ static double rnd01(void)
     return (double)((tl_rnd * 0x2545f4914f6cdd1dull) >> 11) * (1.0 / 9007199254740992.0);
 }
 
-/* A request-side value of the route (header, query, path variable): a new string or NULL. */
-static char *request_value(proxy_exchange *x, const struct proxy_match *m,
-                           const struct cfg_source *src)
-{
-    const char *v = NULL;
-    switch (src->kind) {
-    case SRC_HEADER:
-        v = proxy_exchange_request_header(x, src->name);
-        break;
-    case SRC_QUERY:
-        return extract_query_param(proxy_exchange_target(x), src->name);
-    case SRC_PATH:
-        for (size_t i = 0; i < m->nvars; i++)
-            if (strcmp(m->var_names[i], src->name) == 0)
-                v = m->var_values[i];
-        break;
-    default:
-        break;
-    }
-    return v ? xstrdup(v) : NULL;
-}
-
 static void *sr_start(void *arg, proxy_exchange *x, const struct proxy_match *m)
 {
     shadow_read *sr = arg;
@@ -124,7 +102,7 @@ static void *sr_start(void *arg, proxy_exchange *x, const struct proxy_match *m)
     s = xcalloc(1, sizeof(*s));
     s->m = m;
     if (r->key.kind != SRC_RESPONSE_JSON && r->key.kind != SRC_RESPONSE_HEADER)
-        s->key = request_value(x, m, &r->key);
+        s->key = proxy_request_value(x, m, &r->key);
     atomic_fetch_add_explicit(&sr->picked, 1, memory_order_relaxed);
     return s;
 }

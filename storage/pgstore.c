@@ -345,6 +345,37 @@ char *pgs_dup(const PGresult *r, int row, int col)
     return PQgetisnull(r, row, col) ? NULL : xstrdup(PQgetvalue(r, row, col));
 }
 
+int pgs_json_cell(PGresult *r, bool null_ok, const char *where, json_t **out, cut_err *err)
+{
+    json_error_t je;
+    int rc = -1;
+
+    *out = NULL;
+    if (PQntuples(r) != 1 || PQgetisnull(r, 0, 0)) {
+        if (null_ok) {
+            *out = json_null();
+            rc = 0;
+        } else {
+            err_set(err, CUT_EDB, where, "no answer from the database");
+        }
+        goto out;
+    }
+    if (PQgetlength(r, 0, 0) > PGSTORE_ADMIN_JSON_MAX) {
+        err_set(err, CUT_ELIMIT, where, "the answer is longer than %d bytes",
+                PGSTORE_ADMIN_JSON_MAX);
+        goto out;
+    }
+    *out = json_loads(PQgetvalue(r, 0, 0), JSON_DECODE_ANY, &je);
+    if (*out == NULL) {
+        err_set(err, CUT_EDB, where, "unreadable JSON from the database: %s", je.text);
+        goto out;
+    }
+    rc = 0;
+out:
+    PQclear(r);
+    return rc;
+}
+
 /* ---- schema --------------------------------------------------------------------------------- */
 
 int pgstore_latest_version(void)

@@ -21,34 +21,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Parses column 0 of row 0 of r (JSON text) into *out; r is cleared. NULL text: json null. */
-static int json_cell(PGresult *r, const char *where, json_t **out, cut_err *err)
-{
-    json_error_t je;
-    int rc = -1;
-
-    *out = NULL;
-    if (PQntuples(r) != 1 || PQgetisnull(r, 0, 0)) {
-        *out = json_null();
-        rc = 0;
-        goto out;
-    }
-    if (PQgetlength(r, 0, 0) > PGSTORE_ADMIN_JSON_MAX) {
-        err_set(err, CUT_ELIMIT, where, "the answer is longer than %d bytes",
-                PGSTORE_ADMIN_JSON_MAX);
-        goto out;
-    }
-    *out = json_loads(PQgetvalue(r, 0, 0), JSON_DECODE_ANY, &je);
-    if (*out == NULL) {
-        err_set(err, CUT_EDB, where, "unreadable JSON from the database: %s", je.text);
-        goto out;
-    }
-    rc = 0;
-out:
-    PQclear(r);
-    return rc;
-}
-
 int pgstore_status_counts(pgstore *st, struct pgstore_status *out, cut_err *err)
 {
     static const char sql[] = "SELECT state, count(*),\n"
@@ -113,7 +85,7 @@ int pgstore_backfill_progress(pgstore *st, json_t **out, cut_err *err)
     *out = NULL;
     if (r == NULL)
         return -1;
-    return json_cell(r, "backfill progress", out, err);
+    return pgs_json_cell(r, true, "backfill progress", out, err);
 }
 
 /* One audit row as JSON, in the column order of every audit answer. */
@@ -140,7 +112,7 @@ int pgstore_audit_list(pgstore *st, const char *actor, int limit, json_t **out, 
     r = pgs_run(st, "audit", sql, 2, p, err);
     if (r == NULL)
         return -1;
-    return json_cell(r, "audit", out, err);
+    return pgs_json_cell(r, true, "audit", out, err);
 }
 
 int pgstore_audit_add(pgstore *st, const struct pgstore_audit_row *a, cut_err *err)
@@ -183,7 +155,7 @@ int pgstore_document_json(pgstore *st, const char *storage_key, json_t **out, cu
         err_set(err, CUT_ENOTFOUND, "document", "no document with this storage key");
         return -1;
     }
-    return json_cell(r, "document", out, err);
+    return pgs_json_cell(r, true, "document", out, err);
 }
 
 int pgstore_flags_text(pgstore *st, json_t **out, cut_err *err)

@@ -51,6 +51,9 @@ bool pgs_commit(pgstore *st, const char *where, cut_err *err);
 void pgs_rollback(pgstore *st);
 /* The value at (row, col) as a new string (free()), or NULL for SQL NULL. */
 char *pgs_dup(const PGresult *r, int row, int col);
+/* Parses column 0 of row 0 of r (JSON text, at most PGSTORE_ADMIN_JSON_MAX bytes) into *out (a
+ * new value); r is cleared. No row or SQL NULL: json null when null_ok, else CUT_EDB. */
+int pgs_json_cell(PGresult *r, bool null_ok, const char *where, json_t **out, cut_err *err);
 /* Fills d (owned strings: pgstore_doc_clear()) from a row selected with DOC_COLS. */
 void pgs_doc_from_row(const PGresult *r, int row, struct pgstore_doc *d);
 

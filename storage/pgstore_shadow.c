@@ -16,33 +16,6 @@
 #define STR_(x) #x
 #define STR(x) STR_(x)
 
-/* Parses column 0 of row 0 (JSON text, under the admin ceiling) into *out; r is cleared. */
-static int json_of(PGresult *r, const char *where, json_t **out, cut_err *err)
-{
-    json_error_t je;
-    int rc = -1;
-
-    *out = NULL;
-    if (PQntuples(r) != 1 || PQgetisnull(r, 0, 0)) {
-        err_set(err, CUT_EDB, where, "no answer from the database");
-        goto out;
-    }
-    if (PQgetlength(r, 0, 0) > PGSTORE_ADMIN_JSON_MAX) {
-        err_set(err, CUT_ELIMIT, where, "the answer is longer than %d bytes",
-                PGSTORE_ADMIN_JSON_MAX);
-        goto out;
-    }
-    *out = json_loads(PQgetvalue(r, 0, 0), JSON_DECODE_ANY, &je);
-    if (*out == NULL) {
-        err_set(err, CUT_EDB, where, "unreadable JSON from the database: %s", je.text);
-        goto out;
-    }
-    rc = 0;
-out:
-    PQclear(r);
-    return rc;
-}
-
 static const char *i64(char *b, size_t n, int64_t v)
 {
     if (v < 0)
@@ -111,7 +84,7 @@ int pgstore_shadow_list(pgstore *st, int limit, json_t **out, cut_err *err)
     r = pgs_run(st, "shadow_list", sql, 1, p, err);
     if (!r)
         return -1;
-    return json_of(r, "shadow_list", out, err);
+    return pgs_json_cell(r, false, "shadow_list", out, err);
 }
 
 int pgstore_shadow_counts(pgstore *st, json_t **out, cut_err *err)
@@ -124,5 +97,5 @@ int pgstore_shadow_counts(pgstore *st, json_t **out, cut_err *err)
     *out = NULL;
     if (!r)
         return -1;
-    return json_of(r, "shadow_counts", out, err);
+    return pgs_json_cell(r, false, "shadow_counts", out, err);
 }
