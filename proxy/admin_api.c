@@ -1,6 +1,6 @@
 /*
  * The admin API's handlers. They run on the admin port's connection threads and block on the
- * database; each takes a connection from a small pool of idle ones (or opens one), so that
+ * database; each takes a connection from a small pool of idle ones (pgstore_pool), so that
  * handlers running at once never share one. A database that cannot be reached gives 503 with
  * the reason within libpq's connect_timeout; nothing here retries.
  *
@@ -24,10 +24,8 @@
 
 struct admin_api {
     flags_store *flags;
-    char *url; /* NULL: no database */
-    pthread_mutex_t mu;
-    pgstore *idle[POOL_IDLE];
-    size_t nidle;
+    char *url;                      /* NULL: no database */
+    pgstore_pool *pool;             /* NULL: no database */
     json_t *(*backfill)(void *arg); /* NULL: no backfill inside this sidecar */
     void *backfill_arg;
 };
@@ -43,7 +41,7 @@ admin_api *admin_api_new(const struct config *cfg, flags_store *flags)
     admin_api *a = xcalloc(1, sizeof(*a));
     a->flags = flags;
     a->url = cfg->database_url && *cfg->database_url ? xstrdup(cfg->database_url) : NULL;
-    pthread_mutex_init(&a->mu, NULL);
+    a->pool = a->url ? pgstore_pool_new(a->url, POOL_IDLE) : NULL;
     return a;
 }
 
@@ -51,32 +49,19 @@ void admin_api_free(admin_api *a)
 {
     if (a == NULL)
         return;
-    for (size_t i = 0; i < a->nidle; i++)
-        pgstore_free(a->idle[i]);
-    pthread_mutex_destroy(&a->mu);
+    pgstore_pool_free(a->pool);
     free(a->url);
     free(a);
 }
 
 static pgstore *db_take(admin_api *a)
 {
-    pgstore *st = NULL;
-    pthread_mutex_lock(&a->mu);
-    if (a->nidle > 0)
-        st = a->idle[--a->nidle];
-    pthread_mutex_unlock(&a->mu);
-    return st ? st : pgstore_open(a->url);
+    return pgstore_pool_take(a->pool);
 }
 
 static void db_give(admin_api *a, pgstore *st)
 {
-    pthread_mutex_lock(&a->mu);
-    if (a->nidle < POOL_IDLE) {
-        a->idle[a->nidle++] = st;
-        st = NULL;
-    }
-    pthread_mutex_unlock(&a->mu);
-    pgstore_free(st);
+    pgstore_pool_give(a->pool, st);
 }
 
 void admin_api_actor(const char *header, const char *client, char *out, size_t n)

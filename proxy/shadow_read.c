@@ -37,11 +37,10 @@ struct shadow_read {
     flags_store *flags;
     shadow *shadow;
     char *url;
-    pthread_mutex_t mu; /* the readers' table and the idle connections */
+    pthread_mutex_t mu; /* the readers' table */
     flags_reader *readers[SR_MAX_READERS];
     size_t nreaders;
-    pgstore *idle[SR_POOL_IDLE];
-    size_t nidle;
+    pgstore_pool *pool;
     atomic_uint_fast64_t picked;
 };
 
@@ -172,23 +171,12 @@ static void sr_done(void *arg, void *state, const struct proxy_outcome *o)
 
 static pgstore *db_take(shadow_read *sr)
 {
-    pgstore *st = NULL;
-    pthread_mutex_lock(&sr->mu);
-    if (sr->nidle > 0)
-        st = sr->idle[--sr->nidle];
-    pthread_mutex_unlock(&sr->mu);
-    return st ? st : pgstore_open(sr->url);
+    return pgstore_pool_take(sr->pool);
 }
 
 static void db_give(shadow_read *sr, pgstore *st)
 {
-    pthread_mutex_lock(&sr->mu);
-    if (sr->nidle < SR_POOL_IDLE) {
-        sr->idle[sr->nidle++] = st;
-        st = NULL;
-    }
-    pthread_mutex_unlock(&sr->mu);
-    pgstore_free(st);
+    pgstore_pool_give(sr->pool, st);
 }
 
 static double mean_ms(uint64_t sum_us, uint64_t n)
@@ -310,6 +298,7 @@ shadow_read *shadow_read_new(const struct config *cfg, const struct shadow_read_
     sr->flags = d->flags;
     sr->shadow = d->shadow;
     sr->url = xstrdup(d->database_url);
+    sr->pool = pgstore_pool_new(sr->url, SR_POOL_IDLE);
     pthread_mutex_init(&sr->mu, NULL);
     return sr;
 }
@@ -338,8 +327,7 @@ void shadow_read_free(shadow_read *sr)
         return;
     for (size_t i = 0; i < sr->nreaders; i++)
         flags_reader_free(sr->readers[i]);
-    for (size_t i = 0; i < sr->nidle; i++)
-        pgstore_free(sr->idle[i]);
+    pgstore_pool_free(sr->pool);
     pthread_mutex_destroy(&sr->mu);
     free(sr->url);
     free(sr);

@@ -17,6 +17,7 @@
 #include "storage/pgstore_int.h"
 
 #include <openssl/rand.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -374,6 +375,59 @@ int pgs_json_cell(PGresult *r, bool null_ok, const char *where, json_t **out, cu
 out:
     PQclear(r);
     return rc;
+}
+
+/* ---- a small pool of idle connections ------------------------------------------------------- */
+
+#define POOL_MAX_IDLE 16
+
+struct pgstore_pool {
+    char *url;
+    size_t max_idle;
+    pthread_mutex_t mu;
+    pgstore *idle[POOL_MAX_IDLE];
+    size_t nidle;
+};
+
+pgstore_pool *pgstore_pool_new(const char *url, size_t max_idle)
+{
+    pgstore_pool *p = xcalloc(1, sizeof(*p));
+    p->url = xstrdup(url);
+    p->max_idle = max_idle < POOL_MAX_IDLE ? max_idle : POOL_MAX_IDLE;
+    pthread_mutex_init(&p->mu, NULL);
+    return p;
+}
+
+pgstore *pgstore_pool_take(pgstore_pool *p)
+{
+    pgstore *st = NULL;
+    pthread_mutex_lock(&p->mu);
+    if (p->nidle > 0)
+        st = p->idle[--p->nidle];
+    pthread_mutex_unlock(&p->mu);
+    return st ? st : pgstore_open(p->url);
+}
+
+void pgstore_pool_give(pgstore_pool *p, pgstore *st)
+{
+    pthread_mutex_lock(&p->mu);
+    if (st && p->nidle < p->max_idle) {
+        p->idle[p->nidle++] = st;
+        st = NULL;
+    }
+    pthread_mutex_unlock(&p->mu);
+    pgstore_free(st);
+}
+
+void pgstore_pool_free(pgstore_pool *p)
+{
+    if (p == NULL)
+        return;
+    for (size_t i = 0; i < p->nidle; i++)
+        pgstore_free(p->idle[i]);
+    pthread_mutex_destroy(&p->mu);
+    free(p->url);
+    free(p);
 }
 
 /* ---- schema --------------------------------------------------------------------------------- */

@@ -26,6 +26,16 @@ pgstore *pgstore_connect(const char *url, cut_err *err) CUT_MUST_USE;
  * url is copied. Never fails. */
 pgstore *pgstore_open(const char *url);
 void pgstore_free(pgstore *st); /* NULL is fine */
+/* A few idle stores kept for threads that take one per call (the admin port's handlers).
+ * Returns a new pool over url (copied) keeping at most max_idle (up to 16) idle stores
+ * (pgstore_pool_free(), after every taken store is given back). */
+typedef struct pgstore_pool pgstore_pool;
+pgstore_pool *pgstore_pool_new(const char *url, size_t max_idle);
+/* An idle store, or a new one that connects on its first call; any thread. */
+pgstore *pgstore_pool_take(pgstore_pool *p);
+/* Gives st back (kept while fewer than max_idle are idle, else freed). NULL is fine. */
+void pgstore_pool_give(pgstore_pool *p, pgstore *st);
+void pgstore_pool_free(pgstore_pool *p);
 /* The server process serving this store's connection, or 0 when not connected (for
  * diagnostics and tests that cut the connection). */
 int pgstore_backend_pid(pgstore *st);
