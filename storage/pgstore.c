@@ -1164,7 +1164,9 @@ out:
 
 /* ---- flags and audit ------------------------------------------------------------------------ */
 
-int pgstore_flags_get(pgstore *st, json_t **out, cut_err *err)
+/* Every flag as one object name: value; each value parsed (as_text false) or as its JSON
+ * text in a string (as_text true). */
+static int flags_read(pgstore *st, bool as_text, json_t **out, cut_err *err)
 {
     static const char sql[] = "SELECT name, value::text FROM cutover.flags ORDER BY name LIMIT "
                               "$1::int";
@@ -1194,9 +1196,11 @@ int pgstore_flags_get(pgstore *st, json_t **out, cut_err *err)
                     PGSTORE_FLAG_VALUE_MAX);
             goto out;
         }
-        v = json_loads(PQgetvalue(r, i, 1), JSON_DECODE_ANY, &je);
+        v = as_text ? json_string(PQgetvalue(r, i, 1))
+                    : json_loads(PQgetvalue(r, i, 1), JSON_DECODE_ANY, &je);
         if (v == NULL) {
-            err_set(err, CUT_EDB, "flags", "flags.%.64s: %s", name, je.text);
+            err_set(err, CUT_EDB, "flags", "flags.%.64s: %s", name,
+                    as_text ? "not UTF-8" : je.text);
             goto out;
         }
         json_object_set_new(o, name, v);
@@ -1208,6 +1212,16 @@ out:
     json_decref(o);
     PQclear(r);
     return rc;
+}
+
+int pgstore_flags_get(pgstore *st, json_t **out, cut_err *err)
+{
+    return flags_read(st, false, out, err);
+}
+
+int pgstore_flags_text(pgstore *st, json_t **out, cut_err *err)
+{
+    return flags_read(st, true, out, err);
 }
 
 int pgstore_flag_set(pgstore *st, const char *name, const char *value, const char *actor,

@@ -158,43 +158,6 @@ int pgstore_document_json(pgstore *st, const char *storage_key, json_t **out, cu
     return pgs_json_cell(r, true, "document", out, err);
 }
 
-int pgstore_flags_text(pgstore *st, json_t **out, cut_err *err)
-{
-    static const char sql[] = "SELECT name, value::text FROM cutover.flags ORDER BY name LIMIT "
-                              "$1::int";
-    char lim[16];
-    const char *p[1] = {lim};
-    PGresult *r;
-    json_t *o = NULL;
-    int rc = -1;
-
-    *out = NULL;
-    snprintf(lim, sizeof(lim), "%d", PGSTORE_FLAGS_MAX + 1);
-    r = pgs_run(st, "flags", sql, 1, p, err);
-    if (r == NULL)
-        return -1;
-    if (PQntuples(r) > PGSTORE_FLAGS_MAX) {
-        err_set(err, CUT_ELIMIT, "flags", "more than %d rows in cutover.flags", PGSTORE_FLAGS_MAX);
-        goto out;
-    }
-    o = json_object();
-    for (int i = 0; i < PQntuples(r); i++) {
-        if (PQgetlength(r, i, 1) > PGSTORE_FLAG_VALUE_MAX) {
-            err_set(err, CUT_ELIMIT, "flags", "flags.%.64s: value longer than %d bytes",
-                    PQgetvalue(r, i, 0), PGSTORE_FLAG_VALUE_MAX);
-            goto out;
-        }
-        json_object_set_new(o, PQgetvalue(r, i, 0), json_string(PQgetvalue(r, i, 1)));
-    }
-    *out = o;
-    o = NULL;
-    rc = 0;
-out:
-    json_decref(o);
-    PQclear(r);
-    return rc;
-}
-
 int pgstore_flags_write(pgstore *st, const struct pgstore_flag_change *ch, size_t n,
                         const char *actor, const char *action, const char *reason, cut_err *err)
 {
