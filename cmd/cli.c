@@ -6,6 +6,7 @@
 #include "cmd/cli.h"
 
 #include "flags/flags.h"
+#include "storage/pgstore.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -45,4 +46,29 @@ int cli_usage_error(const char *cmd, const char *fmt, ...)
     va_end(ap);
     fprintf(stderr, "\n(see `cutover %s --help`)\n", cmd);
     return EXIT_USAGE;
+}
+
+pgstore *cli_store_current(const char *cmd, const char *url, int *rc)
+{
+    cut_err err = CUT_ERR_INIT;
+    pgstore *st = pgstore_connect(url, &err);
+    int v;
+
+    if (!st) {
+        fprintf(stderr, "cutover %s: %s\n", cmd, err.msg);
+        *rc = EXIT_WORK;
+        return NULL;
+    }
+    if ((v = pgstore_schema_version(st, &err)) == pgstore_latest_version())
+        return st;
+    if (v < 0)
+        fprintf(stderr, "cutover %s: %s\n", cmd, err.msg);
+    else
+        fprintf(stderr,
+                "cutover %s: the schema is at version %d, this build needs %d: run "
+                "`cutover migrate-db` first\n",
+                cmd, v, pgstore_latest_version());
+    *rc = v < 0 ? EXIT_WORK : EXIT_USAGE;
+    pgstore_free(st);
+    return NULL;
 }

@@ -31,6 +31,12 @@ void cli_setup_logging(const struct config *cfg);
 /* Prints "cutover <cmd>: <message>" to stderr and returns EXIT_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) CUT_PRINTF(2, 3);
 
+/* Connects to the state store at url and checks that its schema is the one this build
+ * needs. Returns a new store (pgstore_free()), or NULL after printing "cutover <cmd>: reason"
+ * with *rc set: EXIT_WORK when the database cannot be read, EXIT_USAGE when the schema is
+ * at another version (run `cutover migrate-db`). */
+struct pgstore *cli_store_current(const char *cmd, const char *url, int *rc);
+
 /* Commands (one file each: cmd_<name>.c). */
 int cmd_config(int argc, char **argv);
 int cmd_presign(int argc, char **argv);

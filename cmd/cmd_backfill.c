@@ -362,7 +362,7 @@ int cmd_backfill(int argc, char **argv)
     struct run r = {0};
     cut_err err = CUT_ERR_INIT;
     double rate = -1, rate_bytes = -1, conc = -1, batch = 500;
-    int rc = EXIT_USAGE, v;
+    int rc = EXIT_USAGE;
     bool curl_up = false, interrupted = false;
     char host[128] = "cutover", *owner = NULL;
     sigset_t set;
@@ -419,23 +419,9 @@ int cmd_backfill(int argc, char **argv)
     r.tpl = backfill_key_template(cfg);
     r.tty = isatty(STDERR_FILENO);
 
-    st = pgstore_connect(cfg->database_url, &err);
-    if (!st) {
-        fprintf(stderr, "cutover backfill: %s\n", err.msg);
-        rc = EXIT_WORK;
+    st = cli_store_current("backfill", cfg->database_url, &rc);
+    if (!st)
         goto out;
-    }
-    if ((v = pgstore_schema_version(st, &err)) != pgstore_latest_version()) {
-        if (v < 0)
-            fprintf(stderr, "cutover backfill: %s\n", err.msg);
-        else
-            fprintf(stderr,
-                    "cutover backfill: the schema is at version %d, this build needs %d: run "
-                    "`cutover migrate-db` first\n",
-                    v, pgstore_latest_version());
-        rc = v < 0 ? EXIT_WORK : EXIT_USAGE;
-        goto out;
-    }
     src = backfill_source_open(&cfg->backfill, cfg->database_url, (size_t)batch, &err);
     if (!src) {
         fprintf(stderr, "cutover backfill: %s: %s\n", err.where, err.msg);

@@ -248,7 +248,7 @@ int cmd_verify(int argc, char **argv)
     cut_err err = CUT_ERR_INIT;
     bool deep = false, repair = false, curl_up = false;
     long conc = -1;
-    int rc = EXIT_USAGE, v;
+    int rc = EXIT_USAGE;
     char host[128] = "cutover", *owner = NULL;
     json_t *report = json_object();
 
@@ -293,23 +293,9 @@ int cmd_verify(int argc, char **argv)
         conc = cfg->backfill.concurrency > 0 ? cfg->backfill.concurrency : 32;
     r.tty = isatty(STDERR_FILENO);
 
-    st = pgstore_connect(cfg->database_url, &err);
-    if (!st) {
-        fprintf(stderr, "cutover verify: %s\n", err.msg);
-        rc = EXIT_WORK;
+    st = cli_store_current("verify", cfg->database_url, &rc);
+    if (!st)
         goto out;
-    }
-    if ((v = pgstore_schema_version(st, &err)) != pgstore_latest_version()) {
-        if (v < 0)
-            fprintf(stderr, "cutover verify: %s\n", err.msg);
-        else
-            fprintf(stderr,
-                    "cutover verify: the schema is at version %d, this build needs %d: run "
-                    "`cutover migrate-db` first\n",
-                    v, pgstore_latest_version());
-        rc = v < 0 ? EXIT_WORK : EXIT_USAGE;
-        goto out;
-    }
 
     /* signals are taken synchronously; every thread started below inherits the mask */
     sigemptyset(&r.set);
