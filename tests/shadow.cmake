@@ -5,3 +5,8 @@ cutover_test(NAME test_shadow SOURCES shadow/test_shadow.c
   LIBS cutover_admin_sidecar cutover_tests3 cutover_storage cutover_core PkgConfig::PQ
   PkgConfig::JANSSON PkgConfig::CURL PkgConfig::MHD PkgConfig::SSL Threads::Threads
   LABELS e2e SERVICES TIMEOUT 180)
+# S3 stopped with read_from_s3 at 100 and auto_rollback on: percent 0 within 5 s on both of two
+# sidecars, one audit row with the figures, the clients always answered; on PRIVATE services.
+cutover_test(NAME test_rollback_s3down SOURCES shadow/test_rollback_s3down.c
+  LIBS cutover_admin_sidecar cutover_storage cutover_core PkgConfig::PQ PkgConfig::JANSSON
+  PkgConfig::CURL LABELS e2e TIMEOUT 180)
