@@ -72,16 +72,20 @@ static void print_table(const json_t *o)
     printf("%-24s %12.6f  (%s)\n", "cutover gate", json_number_value(json_object_get(c, "gate")),
            json_is_true(json_object_get(c, "gate_open")) ? "open: percent 100 allowed"
                                                          : "closed: percent 100 refused");
-    if (json_is_object(bf))
-        printf("%-24s run %lld %s: %lld of %lld done, %lld failed, %lld waiting, %.2f/s\n",
-               "backfill", (long long)json_integer_value(json_object_get(bf, "id")),
-               text_or(bf, "state", "?"),
+    if (json_is_object(bf)) {
+        /* a run row exists only for runs started through POST /admin/backfill */
+        printf("%-24s %lld of %lld done, %lld failed, %lld waiting, %.2f/s", "backfill",
                (long long)json_integer_value(json_object_get(bf, "done")),
                (long long)json_integer_value(json_object_get(bf, "documents")),
                (long long)json_integer_value(json_object_get(bf, "failed")),
                (long long)json_integer_value(json_object_get(bf, "waiting")),
                json_number_value(json_object_get(bf, "rate_per_s")));
-    else
+        if (json_is_integer(json_object_get(bf, "id")))
+            printf(" (sidecar run %lld: %s)",
+                   (long long)json_integer_value(json_object_get(bf, "id")),
+                   text_or(bf, "state", "?"));
+        printf("\n");
+    } else
         printf("%-24s none\n", "backfill");
     if (json_is_object(rb))
         printf("%-24s %s: %s\n", "last rollback", text_or(rb, "at", "?"),

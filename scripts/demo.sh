@@ -241,15 +241,11 @@ if has_command verify && [ "$phase_bf" != "not built yet" ]; then
         phase_vf="works: an object altered in S3 found, repaired from the raw original, manifest written"
 fi
 
-phase_live="not built yet (flag read_from_s3)"
+phase_shadow="not built yet (flag shadow_read)"
+rkeys=()
 if [ "$phase_proxy" != "not built yet" ]; then
-    say "10. phase read cutover: signed-URL reads answered from S3, 0% -> 25% -> 100%, sticky per user"
+    say "10. phase shadow: reads fetched from both stores in the background and compared, before any is switched"
     psql() { "$PG_BIN/psql" -X -q -A -t "$PG_URL" "$@"; }
-    set_flag() { # set_flag NAME=VALUE REASON: through the admin API, audited; 100% passes the
-        # cutover gate only while verified/total >= cutover_gate (all verified here)
-        "$bin" flags set "$1" --reason "$2" --config "$run/cutover.json" >/dev/null
-    }
-    rkeys=()
     for i in 1 2 3 4 5 6; do
         printf 'Report %d for patient 42\n' "$i" >"$run/report $i.txt"
         a=$(curl -fsS -H 'X-Org-Id: clinic-9' -F patient_id=42 -F "file=@$run/report $i.txt" "$proxy/documents")
@@ -261,6 +257,46 @@ if [ "$phase_proxy" != "not built yet" ]; then
         sleep 0.2
     done
     info "6 documents uploaded through cutover, verified in S3"
+    shadow_json() { curl -fsS -H "Authorization: Bearer $CUTOVER_ADMIN_TOKEN" "http://127.0.0.1:$admin_port/admin/shadow?limit=${1:-5}"; }
+    "$bin" flags set shadow_read=1 --reason "demo: shadow every signed-URL read" --config "$run/cutover.json" >/dev/null
+    info "cutover flags set shadow_read=1 (read_from_s3 is still 0: shadow reads need no rollout)"
+    ak="${rkeys[2]}"
+    curl -fsS -H 'Content-Type: application/json' -d "$(node -e 'console.log(JSON.stringify({key: process.argv[1], altered: true, mode: "append"}))' "$ak")" \
+        "$APP_URL/_control/alter" >/dev/null
+    info "the legacy store now 'optimises' $ak on delivery (29 bytes appended; its raw original unchanged)"
+    before=$(shadow_json 1 | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).stats.requested))')
+    for i in 1 2 3 4 5 6; do
+        k="${rkeys[$((i - 1))]}"
+        enc=$(node -e 'console.log(encodeURIComponent(process.argv[1]))' "$k")
+        t=$(curl -fsS -o /dev/null -w '%{time_total}' -H "X-User-Id: user-$i" "$proxy/documents/$enc/url")
+        info "user-$i read $k: answered in ${t}s (the app's URL; the compare runs after)"
+        # one read at a time, so that none is skipped as busy: wait for its compare
+        deadline=$((SECONDS + 20))
+        until [ "$(shadow_json 1 | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const t=JSON.parse(s).stats;console.log(t.in_flight===0&&t.requested>='"$((before + i))"'?1:0)})')" = 1 ]; do
+            [ $SECONDS -lt $deadline ] || break
+            sleep 0.1
+        done
+    done
+    info "GET /admin/shadow (this replica's counts, then the latest mismatches from cutover.shadow_mismatches):"
+    shadow_json 5 | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const o=JSON.parse(s),t=o.stats;
+        console.log(`     compares ${t.compares}, matches ${t.matches}, mismatches ${JSON.stringify(t.mismatches)}`);
+        console.log(`     skipped ${JSON.stringify(t.skipped)}; latency mean legacy ${t.legacy_ms_mean.toFixed(1)} ms, S3 ${t.s3_ms_mean.toFixed(1)} ms`);
+        for (const m of o.mismatches) console.log(`     ${m.at}  ${m.storage_key}  ${m.class}  original ${m.expected_size} B ${m.expected_sha256.slice(0,12)}...  legacy ${m.legacy_size} B ${(m.legacy_sha256||"-").slice(0,12)}...  S3 ${m.s3_size} B ${(m.s3_sha256||"-").slice(0,12)}...`);})'
+    info "held against S3 (rollback window): only s3, both and s3_error; legacy_transformed is reported, not counted"
+    curl -fsS -H 'Content-Type: application/json' -d "$(node -e 'console.log(JSON.stringify({key: process.argv[1], altered: false}))' "$ak")" \
+        "$APP_URL/_control/alter" >/dev/null
+    lt=$(psql -c "SELECT count(*) FROM cutover.shadow_mismatches WHERE class = 'legacy_transformed'")
+    "$bin" flags set shadow_read=0 --reason "demo: shadow done" --config "$run/cutover.json" >/dev/null
+    [ "$lt" -ge 1 ] && phase_shadow="works: reads compared with the original, legacy transformations told from S3 faults"
+fi
+
+phase_live="not built yet (flag read_from_s3)"
+if [ "$phase_proxy" != "not built yet" ] && [ ${#rkeys[@]} -eq 6 ]; then
+    say "11. phase read cutover: signed-URL reads answered from S3, 0% -> 25% -> 100%, sticky per user"
+    set_flag() { # set_flag NAME=VALUE REASON: through the admin API, audited; 100% passes the
+        # cutover gate only while verified/total >= cutover_gate (all verified here)
+        "$bin" flags set "$1" --reason "$2" --config "$run/cutover.json" >/dev/null
+    }
     live_ok=1
     for pct in 0 25 100; do
         set_flag "read_from_s3.percent=$pct" "demo: read cutover at $pct%"
@@ -292,42 +328,6 @@ if [ "$phase_proxy" != "not built yet" ]; then
     curl -fsS -H "Authorization: Bearer $CUTOVER_ADMIN_TOKEN" "http://127.0.0.1:$admin_port/admin/audit?limit=6" |
         node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{for(const r of JSON.parse(s))console.log(`     ${r.at}  ${r.actor}  ${r.action}  ${r.flag}  ${JSON.stringify(r.old)} -> ${JSON.stringify(r.new)}  (${r.reason})`)})'
     [ $live_ok -eq 1 ] && phase_live="works: reads from S3 for verified documents, sticky rollout"
-fi
-
-phase_shadow="not built yet (flag shadow_read)"
-if [ "$phase_live" != "not built yet (flag read_from_s3)" ]; then
-    say "11. phase shadow: reads fetched from both stores in the background and compared"
-    psql() { "$PG_BIN/psql" -X -q -A -t "$PG_URL" "$@"; }
-    shadow_json() { curl -fsS -H "Authorization: Bearer $CUTOVER_ADMIN_TOKEN" "http://127.0.0.1:$admin_port/admin/shadow?limit=${1:-5}"; }
-    "$bin" flags set shadow_read=1 --reason "demo: shadow every signed-URL read" --config "$run/cutover.json" >/dev/null
-    info "cutover flags set shadow_read=1 (read_from_s3 stays at 0: shadow reads need no rollout)"
-    ak="${rkeys[2]}"
-    curl -fsS -H 'Content-Type: application/json' -d "$(node -e 'console.log(JSON.stringify({key: process.argv[1], altered: true, mode: "append"}))' "$ak")" \
-        "$APP_URL/_control/alter" >/dev/null
-    info "the legacy store now 'optimises' $ak on delivery (29 bytes appended; its raw original unchanged)"
-    before=$(shadow_json 1 | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).stats.requested))')
-    for i in 1 2 3 4 5 6; do
-        k="${rkeys[$((i - 1))]}"
-        enc=$(node -e 'console.log(encodeURIComponent(process.argv[1]))' "$k")
-        t=$(curl -fsS -o /dev/null -w '%{time_total}' -H "X-User-Id: user-$i" "$proxy/documents/$enc/url")
-        info "user-$i read $k: answered in ${t}s (the app's URL; the compare runs after)"
-        # one read at a time, so that none is skipped as busy: wait for its compare
-        deadline=$((SECONDS + 20))
-        until [ "$(shadow_json 1 | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const t=JSON.parse(s).stats;console.log(t.in_flight===0&&t.requested>='"$((before + i))"'?1:0)})')" = 1 ]; do
-            [ $SECONDS -lt $deadline ] || break
-            sleep 0.1
-        done
-    done
-    info "GET /admin/shadow (this replica's counts, then the latest mismatches from cutover.shadow_mismatches):"
-    shadow_json 5 | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const o=JSON.parse(s),t=o.stats;
-        console.log(`     compares ${t.compares}, matches ${t.matches}, mismatches ${JSON.stringify(t.mismatches)}`);
-        console.log(`     skipped ${JSON.stringify(t.skipped)}; latency mean legacy ${t.legacy_ms_mean.toFixed(1)} ms, S3 ${t.s3_ms_mean.toFixed(1)} ms`);
-        for (const m of o.mismatches) console.log(`     ${m.at}  ${m.storage_key}  ${m.class}  original ${m.expected_size} B ${m.expected_sha256.slice(0,12)}...  legacy ${m.legacy_size} B ${(m.legacy_sha256||"-").slice(0,12)}...  S3 ${m.s3_size} B ${(m.s3_sha256||"-").slice(0,12)}...`);})'
-    info "held against S3 (rollback window): only s3, both and s3_error; legacy_transformed is reported, not counted"
-    curl -fsS -H 'Content-Type: application/json' -d "$(node -e 'console.log(JSON.stringify({key: process.argv[1], altered: false}))' "$ak")" \
-        "$APP_URL/_control/alter" >/dev/null
-    lt=$(psql -c "SELECT count(*) FROM cutover.shadow_mismatches WHERE class = 'legacy_transformed'")
-    [ "$lt" -ge 1 ] && phase_shadow="works: reads compared with the original, legacy transformations told from S3 faults"
 fi
 
 say "where the migration stands"
