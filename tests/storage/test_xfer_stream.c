@@ -52,7 +52,7 @@ struct store {
     pthread_cond_t cv;
     int conns; /* connection threads running */
     int gets;  /* GETs answered */
-    char cut_seen[16][128];
+    char cut_seen[16][256];
     int ncut;
 };
 
