@@ -23,14 +23,31 @@
  * with the MD5 computed. A file that changes length between the start and the end of its copy fails
  * the copy.
  *
- * Legacy -> S3. The GET's bytes fill a part buffer (s3.part_size); the GET pauses while a
+ * Legacy -> S3, streamed. When the GET's first body bytes arrive, a 200 that announces a
+ * length (not chunked) above XFER_STREAM_BUF and under s3.multipart_threshold, on a bucket
+ * whose ETag is the body's MD5 (not SSE-KMS), makes the copy one PUT streamed from the GET:
+ * the bytes pass through a ring of XFER_STREAM_BUF into the PUT's read callback; the GET
+ * pauses while the ring is full and the PUT while it is empty, and each side's progress
+ * resumes the other (from the loop, never inside a libcurl callback). The PUT has the
+ * announced Content-Length, UNSIGNED-PAYLOAD and no Content-MD5 (unknown before the last
+ * byte); the GET's hasher hashes each byte once. Checks: the GET must deliver exactly the
+ * announced length (libcurl stops at it and fails a shorter body) and, when the caller gave
+ * hashes, have them; the document's last byte is held back from the PUT until the GET has
+ * ended and passed those checks, so a failed GET cuts the PUT short (its handle removed, the
+ * connection closed) and S3 never receives a whole body of that attempt. S3's ETag must then
+ * be the MD5 computed. The PUT is retried only while it has taken nothing from the ring;
+ * past that its failure fails the copy, and the caller's retry starts again from byte 0.
+ * Download and upload overlap, and a copy holds XFER_STREAM_BUF, not a part.
+ *
+ * Legacy -> S3, buffered (any other answer: small, chunked, at or above the threshold,
+ * SSE-KMS). The GET's bytes fill a part buffer (s3.part_size); the GET pauses while a
  * full part is uploaded (with the Content-MD5 of the part, one pass over the buffer). A
  * document that ends within the first part goes as one PUT with Content-MD5 and checksum,
  * both the GET's own hashes (so a small document is hashed once); a longer one as a multipart
- * upload. A part buffer is reserved (its announced length, or a whole part) from the engine's
- * budget before the first byte, else the GET pauses until a copy ends: at most
- * max(budget, one part) of part buffers exist at once (max_active parts without a budget),
- * whatever the documents' sizes.
+ * upload. A part buffer (its announced length, or a whole part; a stream buffer for a
+ * streamed copy) is reserved from the engine's budget before the first byte, else the GET
+ * pauses until a copy ends: at most max(budget, one part) of buffers exist at once
+ * (max_active parts without a budget), whatever the documents' sizes.
  *
  * The blocking wrappers (xfer_s3_call, xfer_copy_wait) submit a transfer whose completion
  * signals a condition variable.
@@ -59,11 +76,12 @@
 #define XFER_MAX_KEY 1024
 #define XFER_HANDLE_POOL 64
 #define XFER_DEFAULT_ACTIVE 64
-#define XFER_MAX_HOLD_S 60           /* ceiling of a Retry-After or a shared backoff */
-#define XFER_HOLD_FIRST_MS 500       /* the shared backoff's first hold without Retry-After */
-#define XFER_THROTTLED_ATTEMPTS 10   /* attempts of a GET the store keeps answering 429/503 */
-#define XFER_STREAM_BUF (256 * 1024) /* the buffer between the GET and the PUT of a streamed copy  \
-                                      */
+#define XFER_MAX_HOLD_S 60         /* ceiling of a Retry-After or a shared backoff */
+#define XFER_HOLD_FIRST_MS 500     /* the shared backoff's first hold without Retry-After */
+#define XFER_THROTTLED_ATTEMPTS 10 /* attempts of a GET the store keeps answering 429/503 */
+#define XFER_STREAM_BUF                                                                            \
+    (256 * 1024) /* the buffer between the GET and the PUT of a streamed copy                      \
+                  */
 
 /* ---- incremental hashing --------------------------------------------------------------- */
 
@@ -746,8 +764,10 @@ static void req_attempt(xfer_engine *e, struct xreq *r)
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
+    /* a streamed PUT lasts as long as its GET, then S3 answers: both timeouts */
     curl_easy_setopt(h, CURLOPT_TIMEOUT,
-                     (long)(!r->legacy       ? e->lim.timeout_s
+                     (long)(r->stream        ? e->lim.timeout_s + legacy_timeout_s(r->job->legacy)
+                            : !r->legacy     ? e->lim.timeout_s
                             : r->job->legacy ? legacy_timeout_s(r->job->legacy)
                                              : r->job->url_timeout_s));
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, r->ebuf);
@@ -1043,6 +1063,8 @@ static void req_finished(xfer_engine *e, struct xreq *r, CURLcode cc)
         retry = s3_retryable_answer(status, r->res.code);
     }
 decide:
+    if (r->stream && r->sent > 0)
+        retry = false; /* the bytes it took from the stream buffer are gone */
     if (retry && r->attempt + 1 < (throttled && r->max_attempts < XFER_THROTTLED_ATTEMPTS
                                        ? XFER_THROTTLED_ATTEMPTS
                                        : r->max_attempts)) {
@@ -1635,8 +1657,10 @@ static void stream_put_done(struct xreq *r)
     job_finish(j, &err);
 }
 
-/* The PUT: Content-Length the announced length, UNSIGNED-PAYLOAD, the object's headers. Tried
- * once: the bytes it took from the ring are gone, so a failure fails the copy. */
+/* The PUT: Content-Length the announced length, UNSIGNED-PAYLOAD, the object's headers. Retried
+ * only while it has taken nothing from the ring (S3 refused it before the body: libcurl waits
+ * for 100 Continue on a large body); past that the bytes are gone and a failure fails the
+ * copy, which its caller retries from the start. */
 static void stream_put_start(struct xjob *j)
 {
     struct xreq *r = &j->r;
@@ -1651,7 +1675,6 @@ static void stream_put_start(struct xjob *j)
     r->rq.nheaders = j->ph.n;
     r->rq.payload_hash = j->ph.sha_hex;
     r->stream = true;
-    r->max_attempts = 1;
     j->busy = true;
     req_start(j->e, r);
 }
