@@ -11,4 +11,4 @@ cutover_test(NAME test_worker SOURCES storage/test_worker.c
 
 # Legacy -> S3 copies streamed as one PUT, against s3rver and a raw-socket legacy store.
 cutover_test(NAME xfer_stream SOURCES storage/test_xfer_stream.c
-  LIBS cutover_storage Threads::Threads LABELS s3 SERVICES TIMEOUT 120)
+  ${CMAKE_CURRENT_SOURCE_DIR}/faults/relay.c LIBS cutover_storage Threads::Threads LABELS s3 SERVICES TIMEOUT 120)

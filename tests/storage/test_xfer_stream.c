@@ -15,12 +15,16 @@
  *     say are the same (the announced bytes);
  *   - the caller's expected hashes differ from the bytes: the copy fails and S3 never got a
  *     whole body (the PUT's last byte waits for the GET's checks);
+ *   - S3 refusing the PUT once its body has gone (a relay answering 503 SlowDown): the copy fails
+ *     at once (no retry of a PUT whose bytes are gone, the GET stopped), nothing reaches S3,
+ *     and the next copy, with S3 answering again, succeeds;
  *   - 20 copies of 6 MiB at once within a buffer budget of 4 stream buffers: all complete,
  *     identical, within the budget (paused GETs and PUTs do not wait on each other).
  */
 #include "storage/legacy.h"
 #include "storage/s3.h"
 #include "storage/xfer.h"
+#include "tests/faults/relay.h"
 #include "tests/testlib.h"
 #include "tests/unit.h"
 
@@ -557,6 +561,62 @@ static void test_concurrent_within_budget(void **state)
     free(g);
 }
 
+/* The port of an http://host:port URL. */
+static int url_port(const char *url)
+{
+    const char *colon = strrchr(url, ':');
+
+    assert_non_null(colon);
+    return atoi(colon + 1);
+}
+
+static void test_put_refused(void **state)
+{
+    struct env *v = *state;
+    relay *rl = relay_start(url_port(testenv("S3_ENDPOINT")));
+    struct cfg_s3 cfg = v->cfg;
+    const char *lkey = "ok-4194304-e";
+    char *endpoint = xasprintf("http://127.0.0.1:%d", relay_port(rl));
+    char *key = xasprintf("%s/refused", v->run);
+    struct xfer_src src = {.kind = XFER_SRC_LEGACY, .key = lkey, .legacy = v->legacy};
+    struct xfer_sink dst = {.kind = XFER_SINK_S3, .key = key};
+    struct xfer_engine_opts eo = {.max_active = 4};
+    struct xfer_outcome o;
+    struct xfer_stats st;
+    unsigned char md5[16], sha[32];
+    cut_err err = CUT_ERR_INIT;
+    s3_client *c;
+    xfer_engine *e;
+
+    cfg.endpoint = endpoint;
+    c = s3_client_new(&cfg, v->cp, &err);
+    assert_non_null(c);
+    e = xfer_engine_new(c, &eo, &err);
+    assert_non_null(e);
+    relay_set(rl, RELAY_ERRORS, 1); /* every request: 503 SlowDown or 500, after its body */
+    assert_int_equal(xfer_copy_wait(e, &src, &dst, &o, &err), -1);
+    if (err.code != CUT_ES3)
+        fail_msg("a refused PUT: %s", err.msg);
+    xfer_engine_stats(e, &st);
+    assert_int_equal(st.streamed, 1);
+    assert_int_equal(st.requests, 2); /* the GET and one PUT: its bytes were gone */
+    assert_int_equal(relay_refused(rl), 1);
+    assert_no_whole_body(v, key, 4 * MIB);
+
+    relay_set(rl, RELAY_PASS, 0);
+    err_clear(&err);
+    if (xfer_copy_wait(e, &src, &dst, &o, &err) != 0)
+        fail_msg("copy through the relay: %s", err.msg);
+    body_hashes(lkey, 0, 4 * MIB, md5, sha);
+    assert_memory_equal(o.md5, md5, 16);
+    assert_object(v, key, 4 * MIB, md5, sha);
+    xfer_engine_free(e);
+    s3_client_free(c);
+    relay_stop(rl);
+    free(endpoint);
+    free(key);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -564,6 +624,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cut_short_then_changed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_more_than_announced, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expected_hashes_differ, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_put_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_within_budget, setup, teardown),
     };
 
