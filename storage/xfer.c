@@ -1701,8 +1701,16 @@ static size_t job_tee(struct xjob *j, const char *p, size_t len)
 {
     if (j->kind != J_LEGACY_PUT)
         return len;
-    if (j->whole.n == 0 && !j->put_started)
-        stream_decide(j); /* until the first byte is taken (a retried GET decides again) */
+    if (j->whole.n == 0 && !j->put_started) {
+        /* until the first byte is taken (a retried GET decides again); a reservation made
+         * for the other way is given back and made again (a ring needs XFER_STREAM_BUF) */
+        bool was = j->stream;
+        stream_decide(j);
+        if (j->reserved && was != j->stream) {
+            j->e->buf_reserved -= j->reserved;
+            j->reserved = 0;
+        }
+    }
     if (!j->reserved && !mem_reserve(j)) {
         xfer_engine *e = j->e;
         j->mem_paused = true;
