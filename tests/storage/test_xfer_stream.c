@@ -18,6 +18,8 @@
  *   - S3 refusing the PUT once its body has gone (a relay answering 503 SlowDown): the copy fails
  *     at once (no retry of a PUT whose bytes are gone, the GET stopped), nothing reaches S3,
  *     and the next copy, with S3 answering again, succeeds;
+ *   - what stays on the part path: a chunked answer (no length) of 6 MiB (a multipart upload
+ *     of two 5 MiB parts) and a 200 KiB document (one buffered PUT); neither is streamed;
  *   - 20 copies of 6 MiB at once within a buffer budget of 4 stream buffers: all complete,
  *     identical, within the budget (paused GETs and PUTs do not wait on each other).
  */
@@ -47,7 +49,8 @@
  *   ok-SIZE-...    200, Content-Length SIZE, body_bytes(key, 0, ...)
  *   cut-SIZE-...   the first GET: announces SIZE, sends SIZE/2 and closes; later GETs: 200
  *                  with body_bytes(key, 1, ...), a body the first one never had
- *   over-SIZE-...  announces SIZE, sends SIZE + 64 KiB */
+ *   over-SIZE-...  announces SIZE, sends SIZE + 64 KiB
+ *   chunk-SIZE-... 200 with SIZE bytes, Transfer-Encoding: chunked (no length announced) */
 
 struct store {
     int lfd, port;
@@ -99,6 +102,7 @@ static void *conn_main(void *arg)
     size_t got = 0;
     unsigned long long size = 0, send_n;
     int variant = 0;
+    bool chunked;
     unsigned char *chunk = xmalloc(64 * 1024);
     char head[256];
 
@@ -133,19 +137,29 @@ static void *conn_main(void *arg)
         send_n = size + 64 * 1024;
     }
     pthread_mutex_unlock(&s->mu);
-    snprintf(head, sizeof(head),
-             "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: "
-             "%llu\r\nConnection: close\r\n\r\n",
-             size);
+    chunked = strncmp(key, "chunk-", 6) == 0;
+    if (chunked)
+        snprintf(head, sizeof(head),
+                 "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
+    else
+        snprintf(head, sizeof(head),
+                 "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: "
+                 "%llu\r\nConnection: close\r\n\r\n",
+                 size);
     if (!send_all(c->fd, head, strlen(head)))
         goto out;
     for (uint64_t off = 0; off < send_n;) {
         size_t n = send_n - off < 64 * 1024 ? (size_t)(send_n - off) : 64 * 1024;
+        char ch[32];
         body_bytes(key, variant, off, chunk, n);
-        if (!send_all(c->fd, chunk, n))
+        snprintf(ch, sizeof(ch), "%zx\r\n", n);
+        if ((chunked && !send_all(c->fd, ch, strlen(ch))) || !send_all(c->fd, chunk, n) ||
+            (chunked && !send_all(c->fd, "\r\n", 2)))
             goto out;
         off += n;
     }
+    if (chunked && !send_all(c->fd, "0\r\n\r\n", 5))
+        goto out;
     shutdown(c->fd, SHUT_WR);
 out:
     close(c->fd);
@@ -446,8 +460,10 @@ static void test_more_than_announced(void **state)
     /* libcurl reads no further than Content-Length: the copy is the announced bytes, and the
      * hashes recorded are those S3 has; a failure would have to leave no object */
     if (xfer_copy_wait(v->e, &src, &dst, &o, &err) != 0) {
+        print_message("more than announced: the copy failed (%s)\n", err.msg);
         assert_no_whole_body(v, key, 2 * MIB);
     } else {
+        print_message("more than announced: the copy has the announced bytes\n");
         body_hashes(lkey, 0, 2 * MIB, md5, sha);
         assert_int_equal(o.bytes, 2 * MIB);
         assert_memory_equal(o.md5, md5, 16);
@@ -561,6 +577,38 @@ static void test_concurrent_within_budget(void **state)
     free(g);
 }
 
+static void test_others_buffered(void **state)
+{
+    struct env *v = *state;
+    static const struct {
+        const char *lkey;
+        uint64_t size;
+        int parts;
+    } docs[] = {{"chunk-6291456-f", 6 * MIB, 2}, {"ok-204800-g", 204800, 0}};
+
+    for (size_t d = 0; d < sizeof(docs) / sizeof(docs[0]); d++) {
+        char *key = xasprintf("%s/buffered/%zu", v->run, d);
+        struct xfer_src src = {.kind = XFER_SRC_LEGACY, .key = docs[d].lkey, .legacy = v->legacy};
+        struct xfer_sink dst = {.kind = XFER_SINK_S3, .key = key};
+        struct xfer_outcome o;
+        unsigned char md5[16], sha[32];
+        cut_err err = CUT_ERR_INIT;
+
+        if (xfer_copy_wait(v->e, &src, &dst, &o, &err) != 0)
+            fail_msg("copy %s: %s", docs[d].lkey, err.msg);
+        body_hashes(docs[d].lkey, 0, docs[d].size, md5, sha);
+        assert_int_equal(o.parts, docs[d].parts);
+        assert_memory_equal(o.sha256, sha, 32);
+        assert_object(v, key, docs[d].size, md5, sha);
+        free(key);
+    }
+    {
+        struct xfer_stats st;
+        xfer_engine_stats(v->e, &st);
+        assert_int_equal(st.streamed, 0);
+    }
+}
+
 /* The port of an http://host:port URL. */
 static int url_port(const char *url)
 {
@@ -625,6 +673,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_more_than_announced, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expected_hashes_differ, setup, teardown),
         cmocka_unit_test_setup_teardown(test_put_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_others_buffered, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_within_budget, setup, teardown),
     };
 
