@@ -23,14 +23,31 @@
  * with the MD5 computed. A file that changes length between the start and the end of its copy fails
  * the copy.
  *
- * Legacy -> S3. The GET's bytes fill a part buffer (s3.part_size); the GET pauses while a
+ * Legacy -> S3, streamed. When the GET's first body bytes arrive, a 200 that announces a
+ * length (not chunked) above XFER_STREAM_BUF and under s3.multipart_threshold, on a bucket
+ * whose ETag is the body's MD5 (not SSE-KMS), makes the copy one PUT streamed from the GET:
+ * the bytes pass through a ring of XFER_STREAM_BUF into the PUT's read callback; the GET
+ * pauses while the ring is full and the PUT while it is empty, and each side's progress
+ * resumes the other (from the loop, never inside a libcurl callback). The PUT has the
+ * announced Content-Length, UNSIGNED-PAYLOAD and no Content-MD5 (unknown before the last
+ * byte); the GET's hasher hashes each byte once. Checks: the GET must deliver exactly the
+ * announced length (libcurl stops at it and fails a shorter body) and, when the caller gave
+ * hashes, have them; the document's last byte is held back from the PUT until the GET has
+ * ended and passed those checks, so a failed GET cuts the PUT short (its handle removed, the
+ * connection closed) and S3 never receives a whole body of that attempt. S3's ETag must then
+ * be the MD5 computed. The PUT is retried only while it has taken nothing from the ring;
+ * past that its failure fails the copy, and the caller's retry starts again from byte 0.
+ * Download and upload overlap, and a copy holds XFER_STREAM_BUF, not a part.
+ *
+ * Legacy -> S3, buffered (any other answer: small, chunked, at or above the threshold,
+ * SSE-KMS). The GET's bytes fill a part buffer (s3.part_size); the GET pauses while a
  * full part is uploaded (with the Content-MD5 of the part, one pass over the buffer). A
  * document that ends within the first part goes as one PUT with Content-MD5 and checksum,
  * both the GET's own hashes (so a small document is hashed once); a longer one as a multipart
- * upload. A part buffer is reserved (its announced length, or a whole part) from the engine's
- * budget before the first byte, else the GET pauses until a copy ends: at most
- * max(budget, one part) of part buffers exist at once (max_active parts without a budget),
- * whatever the documents' sizes.
+ * upload. A part buffer (its announced length, or a whole part; a stream buffer for a
+ * streamed copy) is reserved from the engine's budget before the first byte, else the GET
+ * pauses until a copy ends: at most max(budget, one part) of buffers exist at once
+ * (max_active parts without a budget), whatever the documents' sizes.
  *
  * The blocking wrappers (xfer_s3_call, xfer_copy_wait) submit a transfer whose completion
  * signals a condition variable.
@@ -62,6 +79,9 @@
 #define XFER_MAX_HOLD_S 60         /* ceiling of a Retry-After or a shared backoff */
 #define XFER_HOLD_FIRST_MS 500     /* the shared backoff's first hold without Retry-After */
 #define XFER_THROTTLED_ATTEMPTS 10 /* attempts of a GET the store keeps answering 429/503 */
+#define XFER_STREAM_BUF                                                                            \
+    (256 * 1024) /* the buffer between the GET and the PUT of a streamed copy                      \
+                  */
 
 /* ---- incremental hashing --------------------------------------------------------------- */
 
@@ -224,6 +244,7 @@ struct xreq {
     struct hasher *hin[2];  /* the body sent is hashed here (NULL: not) */
     struct hasher *hout[2]; /* a 2xx answer's body is hashed here */
     bool tee;               /* 2xx answer bytes go to the transfer's part buffer first */
+    bool stream;            /* a streamed PUT: its body is read from the job's stream buffer */
     uint64_t out_max;       /* ceiling of a 2xx answer's body; 0: none */
     int max_attempts;
     bool (*body_ok)(struct xreq *r); /* called once the last body byte is read */
@@ -245,6 +266,7 @@ struct xreq {
     bool delivered, sink_stop, keep_over, too_big, body_bad, running;
     int fd_errno;
     long retry_after_s; /* legacy: the answer's Retry-After in seconds, -1 when none */
+    bool chunked;       /* the answer came with Transfer-Encoding: chunked */
     bool thr_paused;    /* legacy: paused by the bytes/s bucket, in the engine's thr list */
     struct xreq *tnext; /* the bytes/s wait list */
 };
@@ -304,8 +326,15 @@ struct xjob {
     struct buf xml, answer;
 
     /* legacy -> S3 */
-    struct buf pbuf; /* the part being filled */
+    struct buf pbuf; /* the part being filled; a streamed copy's ring (XFER_STREAM_BUF) */
     bool src_running, src_done, src_paused, busy, final_sent, flush;
+    /* legacy -> S3 streamed: one PUT fed from the ring in pbuf.data */
+    bool stream;         /* decided at the GET's first body bytes */
+    bool put_started;    /* the PUT is in j->r */
+    bool put_paused;     /* its read callback found nothing to send */
+    uint64_t slen;       /* the length the GET announced: the PUT's Content-Length */
+    size_t rhead, rlen;  /* the ring's first byte and how many it holds */
+    size_t src_want;     /* the size of the GET's chunk refused while the ring was full */
     cut_err pending_err; /* the failure an abort is cleaning up after */
 };
 
@@ -348,7 +377,7 @@ struct xfer_engine {
     struct xjob *mem_head, *mem_tail; /* copies waiting for a reservation, oldest first */
 
     atomic_ullong st_submitted, st_completed, st_failed, st_requests, st_retries;
-    atomic_ullong st_throttled, st_legacy_bytes, st_hold_ms;
+    atomic_ullong st_throttled, st_legacy_bytes, st_hold_ms, st_streamed, st_buf_peak;
     atomic_int st_active, st_peak, st_legacy_cap, st_legacy_active;
 };
 
@@ -412,6 +441,70 @@ static int on_seek(void *arg, curl_off_t off, int origin)
     return CURL_SEEKFUNC_OK;
 }
 
+/* Asks the loop to move j on once libcurl's callbacks are over (job_step): a callback may
+ * neither add a handle to the multi handle nor should it resume another transfer. */
+static void job_poke(struct xjob *j)
+{
+    if (!j->poked) {
+        j->poked = true;
+        j->pnext = j->e->poke;
+        j->e->poke = j;
+    }
+}
+
+/* The body of a streamed PUT: the bytes the GET put in the ring. Pauses when the ring is
+ * empty (the GET's next bytes resume it). The last byte of the document waits until the GET
+ * has ended and its checks have passed, so S3 never receives a whole body that the copy
+ * then refuses: a failed GET cuts the PUT short, and S3 stores nothing of that attempt. */
+static size_t on_stream_read(char *dst, size_t sz, size_t n, void *arg)
+{
+    struct xreq *r = arg;
+    struct xjob *j = r->job;
+    uint64_t left = j->slen - r->sent;
+    size_t give = j->rlen, first;
+
+    if (j->finished)
+        return CURL_READFUNC_ABORT;
+    if (left == 0)
+        return 0;
+    if (give > left) {
+        r->body_bad = true; /* more bytes than announced: never happens past libcurl's own check */
+        return CURL_READFUNC_ABORT;
+    }
+    if (!j->src_done && give == left)
+        give--;
+    if (give > sz * n)
+        give = sz * n;
+    if (give == 0) {
+        if (j->src_done) { /* the GET ended short of its length: it failed before this */
+            r->body_bad = true;
+            return CURL_READFUNC_ABORT;
+        }
+        j->put_paused = true;
+        return CURL_READFUNC_PAUSE;
+    }
+    first = XFER_STREAM_BUF - j->rhead < give ? XFER_STREAM_BUF - j->rhead : give;
+    memcpy(dst, j->pbuf.data + j->rhead, first);
+    memcpy(dst + first, j->pbuf.data, give - first);
+    j->rhead = (j->rhead + give) % XFER_STREAM_BUF;
+    j->rlen -= give;
+    if (j->rlen == 0)
+        j->rhead = 0;
+    r->sent += give;
+    if (j->src_paused && XFER_STREAM_BUF - j->rlen >= j->src_want)
+        job_poke(j); /* room for the GET's refused chunk */
+    return give;
+}
+
+/* A streamed body cannot be read again: libcurl may rewind only what it has not taken. */
+static int on_stream_seek(void *arg, curl_off_t off, int origin)
+{
+    struct xreq *r = arg;
+
+    return origin == SEEK_SET && off == 0 && r->sent == 0 ? CURL_SEEKFUNC_OK
+                                                          : CURL_SEEKFUNC_CANTSEEK;
+}
+
 static void copy_value(char *dst, size_t dlen, const char *v, size_t n, bool unquote)
 {
     while (n > 0 && (v[n - 1] == '\r' || v[n - 1] == '\n' || v[n - 1] == ' '))
@@ -442,6 +535,7 @@ static size_t on_header(char *p, size_t sz, size_t n, void *arg)
         r->etag[0] = r->request_id[0] = r->checksum_sha256[0] = r->date[0] = '\0';
         r->version_id[0] = '\0';
         r->content_length = -1;
+        x->chunked = false;
         return len;
     }
     colon = memchr(p, ':', len);
@@ -460,7 +554,11 @@ static size_t on_header(char *p, size_t sz, size_t n, void *arg)
         copy_value(r->version_id, sizeof(r->version_id), colon, len - nl - 1, false);
     else if (HDR("date"))
         copy_value(r->date, sizeof(r->date), colon, len - nl - 1, false);
-    else if (HDR("retry-after") && x->legacy) {
+    else if (HDR("transfer-encoding")) {
+        char v[128];
+        copy_value(v, sizeof(v), colon, len - nl - 1, false);
+        x->chunked = strcasestr(v, "chunked") != NULL;
+    } else if (HDR("retry-after") && x->legacy) {
         /* delay-seconds or an HTTP-date (RFC 9110 §10.2.3); the caller caps it */
         char v[64];
         copy_value(v, sizeof(v), colon, len - nl - 1, false);
@@ -541,8 +639,11 @@ static size_t on_write(char *p, size_t sz, size_t n, void *arg)
         }
         if (r->legacy && thr_pause(r))
             return CURL_WRITEFUNC_PAUSE;
-        if (r->tee && job_tee(r->job, p, len) == CURL_WRITEFUNC_PAUSE)
-            return CURL_WRITEFUNC_PAUSE;
+        if (r->tee) {
+            size_t took = job_tee(r->job, p, len);
+            if (took != len)
+                return took; /* CURL_WRITEFUNC_PAUSE, or 0: stop */
+        }
         if (r->legacy) {
             tb_take(&r->job->e->bytes, (double)len, now_us());
             atomic_fetch_add(&r->job->e->st_legacy_bytes, len);
@@ -663,8 +764,10 @@ static void req_attempt(xfer_engine *e, struct xreq *r)
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
+    /* a streamed PUT lasts as long as its GET, then S3 answers: both timeouts */
     curl_easy_setopt(h, CURLOPT_TIMEOUT,
-                     (long)(!r->legacy       ? e->lim.timeout_s
+                     (long)(r->stream        ? e->lim.timeout_s + legacy_timeout_s(r->job->legacy)
+                            : !r->legacy     ? e->lim.timeout_s
                             : r->job->legacy ? legacy_timeout_s(r->job->legacy)
                                              : r->job->url_timeout_s));
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, r->ebuf);
@@ -679,10 +782,12 @@ static void req_attempt(xfer_engine *e, struct xreq *r)
     } else if (upload) {
         curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
         curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE,
-                         (curl_off_t)(rq->fd >= 0 ? rq->file_len : rq->body_len));
-        curl_easy_setopt(h, CURLOPT_READFUNCTION, on_read);
+                         (curl_off_t)(r->stream     ? r->job->slen
+                                      : rq->fd >= 0 ? rq->file_len
+                                                    : rq->body_len));
+        curl_easy_setopt(h, CURLOPT_READFUNCTION, r->stream ? on_stream_read : on_read);
         curl_easy_setopt(h, CURLOPT_READDATA, r);
-        curl_easy_setopt(h, CURLOPT_SEEKFUNCTION, on_seek);
+        curl_easy_setopt(h, CURLOPT_SEEKFUNCTION, r->stream ? on_stream_seek : on_seek);
         curl_easy_setopt(h, CURLOPT_SEEKDATA, r);
         if (strcmp(rq->method, "PUT") != 0)
             curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, rq->method);
@@ -958,6 +1063,8 @@ static void req_finished(xfer_engine *e, struct xreq *r, CURLcode cc)
         retry = s3_retryable_answer(status, r->res.code);
     }
 decide:
+    if (r->stream && r->sent > 0)
+        retry = false; /* the bytes it took from the stream buffer are gone */
     if (retry && r->attempt + 1 < (throttled && r->max_attempts < XFER_THROTTLED_ATTEMPTS
                                        ? XFER_THROTTLED_ATTEMPTS
                                        : r->max_attempts)) {
@@ -1432,12 +1539,16 @@ static bool mem_reserve(struct xjob *j)
 {
     xfer_engine *e = j->e;
     int64_t cl = j->src.res.content_length;
-    uint64_t need = cl >= 0 && (uint64_t)cl < j->part_size ? (uint64_t)cl + 1 : j->pbuf.max;
+    uint64_t need = j->stream                                ? XFER_STREAM_BUF
+                    : cl >= 0 && (uint64_t)cl < j->part_size ? (uint64_t)cl + 1
+                                                             : j->pbuf.max;
 
     if (e->buf_budget && e->buf_reserved > 0 && e->buf_reserved + need > e->buf_budget)
         return false;
     e->buf_reserved += need;
     j->reserved = need;
+    if (e->buf_reserved > atomic_load(&e->st_buf_peak))
+        atomic_store(&e->st_buf_peak, e->buf_reserved);
     /* the buffer in one allocation of that size, not grown by doubling past it */
     if (j->pbuf.cap < need + 1) {
         j->pbuf.data = xrealloc(j->pbuf.data, need + 1);
@@ -1480,12 +1591,126 @@ static void mem_release(xfer_engine *e)
     }
 }
 
+/* ---- J_LEGACY_PUT streamed: one PUT fed by the GET through XFER_STREAM_BUF bytes -------- */
+
+/* At the GET's first body bytes (its headers are in): a 200 announcing a length (not chunked)
+ * above the stream buffer and under the multipart threshold, on a bucket whose ETag is the
+ * body's MD5, goes as one PUT streamed from the GET. The ETag then proves what S3 received
+ * (there is no Content-MD5: it is not known before the last byte). */
+static void stream_decide(struct xjob *j)
+{
+    xfer_engine *e = j->e;
+    struct xreq *g = &j->src;
+    int64_t cl = g->res.content_length;
+    long status = 0;
+
+    if (g->h)
+        curl_easy_getinfo(g->h, CURLINFO_RESPONSE_CODE, &status);
+    j->stream = status == 200 && !g->chunked && cl > XFER_STREAM_BUF &&
+                (uint64_t)cl < e->lim.multipart_threshold && e->lim.etag_is_md5;
+    j->slen = j->stream ? (uint64_t)cl : 0;
+}
+
+/* The GET's bytes into the ring, whole or not at all (a paused write is offered again
+ * whole); pauses the GET while they do not fit. */
+static size_t stream_take(struct xjob *j, const char *p, size_t len)
+{
+    size_t tail, first;
+
+    if (j->whole.n + len > j->slen) { /* whole.n: the bytes taken so far */
+        j->src.sink_stop = true;      /* more than announced: never happens past libcurl's check */
+        return 0;
+    }
+    if (j->rlen + len > XFER_STREAM_BUF) {
+        j->src_paused = true;
+        j->src_want = len;
+        return CURL_WRITEFUNC_PAUSE;
+    }
+    tail = (j->rhead + j->rlen) % XFER_STREAM_BUF;
+    first = XFER_STREAM_BUF - tail < len ? XFER_STREAM_BUF - tail : len;
+    memcpy(j->pbuf.data + tail, p, first);
+    memcpy(j->pbuf.data, p + first, len - first);
+    j->rlen += len;
+    if (!j->put_started || j->put_paused)
+        job_poke(j);
+    return len;
+}
+
+static void stream_put_done(struct xreq *r)
+{
+    struct xjob *j = r->job;
+    cut_err err = CUT_ERR_INIT;
+
+    j->busy = false;
+    j->out.s3 = r->res;
+    if (err_isset(&r->err)) {
+        job_fail(j, &r->err);
+        return;
+    }
+    if (!j->src_done || r->sent != j->slen)
+        err_set(&err, CUT_ECONFLICT, "xfer", "PUT %s: answered before its %llu bytes were sent",
+                j->key, (unsigned long long)j->slen);
+    else if (!etag_matches(r->res.etag, j->out.md5))
+        /* the body went without Content-MD5: the ETag is the proof that S3 has these bytes */
+        err_set(&err, CUT_ECONFLICT, "xfer",
+                "PUT %s: S3's ETag %s is not the MD5 of the bytes sent", j->key, r->res.etag);
+    job_finish(j, &err);
+}
+
+/* The PUT: Content-Length the announced length, UNSIGNED-PAYLOAD, the object's headers. Retried
+ * only while it has taken nothing from the ring (S3 refused it before the body: libcurl waits
+ * for 100 Continue on a large body); past that the bytes are gone and a failure fails the
+ * copy, which its caller retries from the start. */
+static void stream_put_start(struct xjob *j)
+{
+    struct xreq *r = &j->r;
+
+    j->put_started = true;
+    atomic_fetch_add(&j->e->st_streamed, 1);
+    job_req(j, r, stream_put_done);
+    s3_put_hdrs_fill(j->e->s3, &j->ph, NULL, NULL, j->content_type, j->content_disposition, true);
+    r->rq.method = "PUT";
+    r->rq.key = j->key;
+    r->rq.headers = j->ph.hv;
+    r->rq.nheaders = j->ph.n;
+    r->rq.payload_hash = j->ph.sha_hex;
+    r->stream = true;
+    j->busy = true;
+    req_start(j->e, r);
+}
+
+/* Moves a streamed copy on: starts its PUT, resumes the PUT when bytes (or the end of the
+ * GET) arrived, resumes the GET when its refused chunk fits. */
+static void stream_step(struct xjob *j)
+{
+    if (!j->put_started) {
+        stream_put_start(j);
+    } else if (j->put_paused && j->r.h && (j->rlen > 0 || j->src_done)) {
+        j->put_paused = false;
+        curl_easy_pause(j->r.h, CURLPAUSE_CONT);
+    }
+    if (j->src_paused && j->src.h && XFER_STREAM_BUF - j->rlen >= j->src_want) {
+        j->src_paused = false;
+        curl_easy_pause(j->src.h, CURLPAUSE_CONT);
+    }
+}
+
 /* Called from the GET's write callback: takes the bytes into the part buffer, or pauses the
  * GET while a full part waits for its upload (or while no buffer can be reserved). */
 static size_t job_tee(struct xjob *j, const char *p, size_t len)
 {
     if (j->kind != J_LEGACY_PUT)
         return len;
+    if (j->whole.n == 0 && !j->put_started) {
+        /* until the first byte is taken (a retried GET decides again); a reservation made
+         * for the other way is given back and made again (a ring needs XFER_STREAM_BUF) */
+        bool was = j->stream;
+        stream_decide(j);
+        if (j->reserved && was != j->stream) {
+            j->e->buf_reserved -= j->reserved;
+            j->reserved = 0;
+        }
+    }
     if (!j->reserved && !mem_reserve(j)) {
         xfer_engine *e = j->e;
         j->mem_paused = true;
@@ -1497,6 +1722,8 @@ static size_t job_tee(struct xjob *j, const char *p, size_t len)
         e->mem_tail = j;
         return CURL_WRITEFUNC_PAUSE;
     }
+    if (j->stream)
+        return stream_take(j, p, len);
     if (j->flush || j->busy || j->pbuf.len + len > j->pbuf.max) {
         j->src_paused = true;
         return CURL_WRITEFUNC_PAUSE;
@@ -1505,11 +1732,7 @@ static size_t job_tee(struct xjob *j, const char *p, size_t len)
         abort(); /* checked above */
     if (j->pbuf.len >= j->part_size) {
         j->flush = true;
-        if (!j->poked) {
-            j->poked = true;
-            j->pnext = j->e->poke;
-            j->e->poke = j;
-        }
+        job_poke(j);
     }
     return len;
 }
@@ -1598,6 +1821,14 @@ static void legacy_src_done(struct xreq *r)
     hasher_peek(&j->whole, j->out.md5, j->out.sha256);
     j->out.bytes = j->whole.n;
     j->out.hashed = true;
+    if (j->stream && j->whole.n != j->slen) {
+        cut_err err = CUT_ERR_INIT;
+        err_set(&err, CUT_ECONFLICT, "xfer",
+                "%s: the legacy store sent %llu bytes where it announced %llu", j->src_key,
+                (unsigned long long)j->whole.n, (unsigned long long)j->slen);
+        job_fail(j, &err);
+        return;
+    }
     if (j->have_hashes && (memcmp(j->out.md5, j->md5, 16) || memcmp(j->out.sha256, j->sha, 32))) {
         cut_err err = CUT_ERR_INIT;
         err_set(&err, CUT_ECONFLICT, "xfer",
@@ -1611,7 +1842,13 @@ static void legacy_src_done(struct xreq *r)
 /* Moves a legacy -> S3 copy on: called whenever the GET, a request or the buffer changed. */
 static void job_step(struct xjob *j)
 {
-    if (j->finished || j->kind != J_LEGACY_PUT || j->busy || j->mpu == 1 || j->aborting)
+    if (j->finished || j->kind != J_LEGACY_PUT || j->aborting)
+        return;
+    if (j->stream) {
+        stream_step(j);
+        return;
+    }
+    if (j->busy || j->mpu == 1)
         return;
     if (j->flush || (j->src_done && j->mpu == 2 && j->pbuf.len > 0)) {
         if (j->mpu == 0) {
@@ -2135,6 +2372,8 @@ void xfer_engine_stats(xfer_engine *e, struct xfer_stats *out)
     out->legacy_bytes = atomic_load(&e->st_legacy_bytes);
     out->legacy_cap = atomic_load(&e->st_legacy_cap);
     out->legacy_active = atomic_load(&e->st_legacy_active);
+    out->streamed = atomic_load(&e->st_streamed);
+    out->buf_peak = atomic_load(&e->st_buf_peak);
 }
 
 static struct xjob *job_new(xfer_engine *e, enum job_kind kind, xfer_done_fn done, void *arg)

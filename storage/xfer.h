@@ -19,8 +19,10 @@
  * submission order. A transfer waiting out a backoff keeps its place (S3 asked for less
  * load), while the thread serves every other transfer.
  *
- * Memory: a copy from the legacy store buffers at most one part (s3.part_size) at a time,
- * so an engine holds at most max_active part buffers, or what xfer_engine_set_buffer_budget()
+ * Memory: a copy from the legacy store whose GET announces a length under
+ * s3.multipart_threshold (ETag an MD5, i.e. not SSE-KMS) passes its bytes through a buffer of
+ * 256 KiB into one streamed PUT; any other buffers at most one part (s3.part_size) at a time.
+ * An engine holds at most max_active such buffers, or what xfer_engine_set_buffer_budget()
  * allows.
  *
  * Known limits: temporary credentials (STS, container endpoint) are refreshed by the
@@ -75,6 +77,9 @@ struct xfer_stats {
     uint64_t legacy_bytes; /* body bytes read from it */
     int legacy_cap;        /* transfers reading it at once allowed now (max_active: no cut) */
     int legacy_active;     /* transfers reading it now */
+    /* legacy -> S3 copies */
+    uint64_t streamed; /* copies sent as one PUT streamed from the GET (no part buffer) */
+    uint64_t buf_peak; /* the most buffer bytes (parts, stream buffers) reserved at once */
 };
 void xfer_engine_stats(xfer_engine *e, struct xfer_stats *out);
 
@@ -89,8 +94,8 @@ void xfer_engine_stats(xfer_engine *e, struct xfer_stats *out);
  * ceiling then grows back by one a second. */
 void xfer_engine_set_legacy_limits(xfer_engine *e, double docs_per_s, double bytes_per_s);
 
-/* A ceiling on the memory of the part buffers of legacy -> S3 copies, all transfers
- * together (0: none, then max_active parts). Any thread; takes effect at once. */
+/* A ceiling on the memory of the part and stream buffers of legacy -> S3 copies, all
+ * transfers together (0: none, then max_active parts). Any thread; takes effect at once. */
 void xfer_engine_set_buffer_budget(xfer_engine *e, uint64_t bytes);
 
 /* ---- transfers ------------------------------------------------------------------------- */

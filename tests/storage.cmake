@@ -8,3 +8,7 @@ cutover_test(NAME test_redact SOURCES storage/test_redact.c
   LIBS cutover_storage cutover_core LABELS unit)
 cutover_test(NAME test_worker SOURCES storage/test_worker.c
   LIBS cutover_storage cutover_core Threads::Threads LABELS pg SERVICES TIMEOUT 120)
+
+# Legacy -> S3 copies streamed as one PUT, against s3rver and a raw-socket legacy store.
+cutover_test(NAME xfer_stream SOURCES storage/test_xfer_stream.c
+  ${CMAKE_CURRENT_SOURCE_DIR}/faults/relay.c LIBS cutover_storage Threads::Threads LABELS s3 SERVICES TIMEOUT 120)
