@@ -481,7 +481,7 @@ static void record_job(worker_ctx *ctx, void *arg)
             /* counted and logged by write_record() */
         } else {
             stat_add(u, unm ? &u->st.unmirrorable : &u->st.recorded);
-        if (unm)
+            if (unm)
                 log_msgf(LOG_WARN, "upload_unmirrorable", "%s: recorded as failed: %s",
                          s->storage_key, unm);
             mirror_kick(u->d.mirror);

@@ -18,9 +18,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
-#include <stddef.h>
 #include <openssl/evp.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -389,8 +389,7 @@ bool journal_doc_decode(const void *payload, size_t n, struct journal_doc *out, 
         goto fail;
     }
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
-        if (!doc_str(out->json, strs[i].name,
-                     (const char **)((char *)&out->doc + strs[i].off)))
+        if (!doc_str(out->json, strs[i].name, (const char **)((char *)&out->doc + strs[i].off)))
             bad = strs[i].name;
     if (!doc_int(out->json, "v", 1, &v) || v < 1 || v > INT32_MAX)
         bad = "v";
@@ -398,8 +397,7 @@ bool journal_doc_decode(const void *payload, size_t n, struct journal_doc *out, 
     if (!doc_int(out->json, "size", -1, &out->doc.size) || out->doc.size < -1)
         bad = "size";
     /* version 1 has no sequence; a value out of range is no order at all */
-    if (!doc_int(out->json, "answered_seq", 0, &out->doc.answered_seq) ||
-        out->doc.answered_seq < 0)
+    if (!doc_int(out->json, "answered_seq", 0, &out->doc.answered_seq) || out->doc.answered_seq < 0)
         bad = "answered_seq";
     if (out->version < 2)
         out->doc.answered_seq = 0;

@@ -8,3 +8,7 @@ cutover_test(NAME test_redact SOURCES storage/test_redact.c
   LIBS cutover_storage cutover_core LABELS unit)
 cutover_test(NAME test_worker SOURCES storage/test_worker.c
   LIBS cutover_storage cutover_core Threads::Threads LABELS pg SERVICES TIMEOUT 120)
+# Dual-write's order in the state store: records of one key arriving in the wrong order,
+# deletes against uploads both ways, the batch lease renewal.
+cutover_test(NAME test_order SOURCES storage/test_order.c
+  LIBS cutover_storage cutover_core PkgConfig::PQ LABELS pg SERVICES TIMEOUT 60)
