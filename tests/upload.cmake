@@ -39,3 +39,6 @@ endif()
 cutover_test(NAME test_replay SOURCES upload/test_replay.c
   LIBS cutover_proxy cutover_flags cutover_storage cutover_core PkgConfig::PQ PkgConfig::JANSSON
   Threads::Threads LABELS pg SERVICES TIMEOUT 60)
+# The upload record the journal keeps: version 2 with the answer's sequence, version 1 still read.
+cutover_test(NAME test_journal_doc SOURCES upload/test_journal_doc.c
+  LIBS cutover_storage cutover_core LABELS unit TIMEOUT 60)
