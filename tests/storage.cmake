@@ -12,3 +12,8 @@ cutover_test(NAME test_worker SOURCES storage/test_worker.c
 # deletes against uploads both ways, the batch lease renewal.
 cutover_test(NAME test_order SOURCES storage/test_order.c
   LIBS cutover_storage cutover_core PkgConfig::PQ LABELS pg SERVICES TIMEOUT 60)
+# The mirror renews the leases of its copies in flight: a copy longer than two leases, two
+# mirrors on one database, S3 delayed by a relay; the document is PUT once.
+cutover_test(NAME test_lease_renew SOURCES storage/test_lease_renew.c
+  ${CMAKE_CURRENT_SOURCE_DIR}/faults/relay.c
+  LIBS cutover_storage cutover_core Threads::Threads LABELS "pg;s3" SERVICES TIMEOUT 120)
