@@ -42,3 +42,7 @@ cutover_test(NAME test_replay SOURCES upload/test_replay.c
 # The upload record the journal keeps: version 2 with the answer's sequence, version 1 still read.
 cutover_test(NAME test_journal_doc SOURCES upload/test_journal_doc.c
   LIBS cutover_storage cutover_core LABELS unit TIMEOUT 60)
+# The journal's replay keeps the order of the app's answers: records of a key in the wrong order.
+cutover_test(NAME test_order_replay SOURCES upload/test_order_replay.c
+  LIBS cutover_proxy cutover_flags cutover_storage cutover_core PkgConfig::PQ PkgConfig::JANSSON
+  Threads::Threads LABELS pg SERVICES TIMEOUT 60)
