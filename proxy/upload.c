@@ -18,7 +18,11 @@
  *                 client gets the app's answer unchanged
  *
  * The wait has a deadline (record_wait_ms): past it the client gets its answer anyway and
- * the record is still written when it can be. Nothing here blocks a loop: the flag comes
+ * the record is still written when it can be. So records of one key may reach the database in
+ * another order than the app answered them: each carries the sequence taken on the loop when
+ * the 2xx answer was seen (upload_seq_next()), and the database keeps the later answer's
+ * (pgstore_upsert(), pgstore_delete_answered()); a record found older is not applied and its
+ * spool file is removed. Nothing here blocks a loop: the flag comes
  * from a per-thread lock-free reader, the spool is written by its own thread, the database
  * and the journal are touched only by recorder workers.
  */

@@ -6,8 +6,9 @@
  * every second while the copy is in flight. Without the renewal the lease lapses during the
  * PUT, the second mirror claims the document and PUTs it again, and the first one's outcome is
  * refused (each copy then outlasting the lease, the document is never recorded: it stays pending
- * for ever, copied again and again). Checked: the document ends verified, S3 saw exactly one PUT and one HEAD, the first
- * mirror claimed once and renewed, the second never claimed, no lease was lost.
+ * for ever, copied again and again). Checked: the document ends verified, S3 saw exactly one PUT
+ * and one HEAD, the first mirror claimed once and renewed, the second never claimed, no lease was
+ * lost.
  */
 #include "core/core.h"
 #include "storage/creds.h"
