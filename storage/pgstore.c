@@ -710,8 +710,8 @@ int pgstore_delete_answered(pgstore *st, const char *storage_key, int64_t answer
             r = pgs_run(st, "delete", tomb, 3, p, err);
             if (r == NULL)
                 goto out;
-            if (PQntuples(r) == 1)
-                break;
+            if (PQntuples(r) == 1 || round == 1)
+                break; /* (a second race lost: the upload recorded meanwhile stands) */
             PQclear(r);
             r = NULL;
             pgs_rollback(st);
