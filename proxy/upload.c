@@ -96,6 +96,8 @@ struct up {
 
 static __thread flags_reader *tl_reader;
 
+static __thread upload *tl_reader_owner;
+
 /* The last sequence given, for the whole process. */
 static _Atomic uint64_t seq_last;
 
@@ -112,7 +114,6 @@ uint64_t upload_seq_next(void)
     } while (!atomic_compare_exchange_weak(&seq_last, &last, next));
     return next;
 }
-static __thread upload *tl_reader_owner;
 
 static void stat_add(upload *u, uint64_t *field)
 {
@@ -415,8 +416,8 @@ static int write_record(upload *u, pgstore *db, const struct pgstore_doc_in *d, 
     if (*superseded) {
         stat_add(u, &u->st.superseded);
         log_msgf(LOG_INFO, "upload_superseded",
-                 "%s: not recorded: the app answered a newer upload or delete of this key "
-                 "(sequence %lld), recorded first",
+                 "%s: not recorded: answered (sequence %lld) before the upload or delete of "
+                 "this key that the database holds",
                  d->storage_key, (long long)d->answered_seq);
         if (d->spool_path)
             unlink(d->spool_path);
