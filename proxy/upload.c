@@ -95,7 +95,6 @@ struct up {
 };
 
 static __thread flags_reader *tl_reader;
-
 static __thread upload *tl_reader_owner;
 
 /* The last sequence given, for the whole process. */

@@ -5,6 +5,8 @@
  * counted superseded and its spool file removed, while the spool file of the record the row
  * holds stays; a version-1 record (no sequence, written by an older build) still replays, in
  * order of arrival. Against the shared PostgreSQL, no timing: the records are appended by hand.
+ * And the sequence itself: from several threads at once, every value distinct and each
+ * thread's strictly increasing, none below the wall clock's microseconds when it was taken.
  */
 #include "core/config.h"
 #include "flags/flags.h"
@@ -15,6 +17,8 @@
 #include "storage/worker.h"
 #include "tests/storage/pg_helpers.h"
 
+#include <pthread.h>
+#include <time.h>
 #include <unistd.h>
 
 struct rig {
@@ -169,9 +173,52 @@ static void test_replay_keeps_answer_order(void **state)
     rig_close(&g);
 }
 
+#define SEQ_THREADS 4
+#define SEQ_EACH 20000
+
+static uint64_t seqs[SEQ_THREADS][SEQ_EACH];
+
+static void *take_seqs(void *arg)
+{
+    uint64_t *out = arg;
+    for (int i = 0; i < SEQ_EACH; i++)
+        out[i] = upload_seq_next();
+    return NULL;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void test_seq_strictly_increasing(void **state)
+{
+    pthread_t t[SEQ_THREADS];
+    struct timespec ts;
+    (void)state;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t start = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+    for (int i = 0; i < SEQ_THREADS; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, take_seqs, seqs[i]), 0);
+    for (int i = 0; i < SEQ_THREADS; i++)
+        pthread_join(t[i], NULL);
+    for (int i = 0; i < SEQ_THREADS; i++) {
+        assert_true(seqs[i][0] >= start);
+        for (int j = 1; j < SEQ_EACH; j++)
+            assert_true(seqs[i][j] > seqs[i][j - 1]);
+    }
+    qsort(seqs, SEQ_THREADS * SEQ_EACH, sizeof(uint64_t), cmp_u64);
+    uint64_t *all = &seqs[0][0];
+    for (int i = 1; i < SEQ_THREADS * SEQ_EACH; i++)
+        assert_true(all[i] > all[i - 1]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_seq_strictly_increasing),
         cmocka_unit_test(test_replay_keeps_answer_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
