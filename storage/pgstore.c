@@ -723,12 +723,15 @@ int pgstore_delete_answered(pgstore *st, const char *storage_key, int64_t answer
             out->result = PGSTORE_DEL_SUPERSEDED;
             break;
         }
-        if (!pgs_run_ok(st, "delete", mark, 2, p, err))
-            goto out;
         if (cur == DOC_DELETED) {
+            /* the later delete's sequence is kept; an unknown one changes nothing */
+            if (answered_seq > 0 && !pgs_run_ok(st, "delete", mark, 2, p, err))
+                goto out;
             out->result = PGSTORE_DEL_ALREADY;
             break;
         }
+        if (!pgs_run_ok(st, "delete", mark, 2, p, err))
+            goto out;
         if (cur < 0 || !doc_transition_legal((enum doc_state)cur, DOC_DELETED)) {
             pgs_refuse_illegal(err, (enum doc_state)cur, DOC_DELETED);
             goto out;

@@ -171,6 +171,9 @@ static void test_delete_orders(void **state)
     assert_int_equal(del(st, "e", 30), PGSTORE_DEL_ALREADY);
     assert_int_equal(upsert(st, "e", "v", 25), -1);
     assert_col(url, "e", "state", "deleted");
+    /* a delete of unknown order changes nothing on a deleted row */
+    assert_int_equal(del(st, "e", 0), PGSTORE_DEL_ALREADY);
+    assert_col(url, "e", "answered_seq", "30");
     pgstore_free(st);
     free(url);
 }
