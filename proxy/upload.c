@@ -18,7 +18,11 @@
  *                 client gets the app's answer unchanged
  *
  * The wait has a deadline (record_wait_ms): past it the client gets its answer anyway and
- * the record is still written when it can be. Nothing here blocks a loop: the flag comes
+ * the record is still written when it can be. So records of one key may reach the database in
+ * another order than the app answered them: each carries the sequence taken on the loop when
+ * the 2xx answer was seen (upload_seq_next()), and the database keeps the later answer's
+ * (pgstore_upsert(), pgstore_delete_answered()); a record found older is not applied and its
+ * spool file is removed. Nothing here blocks a loop: the flag comes
  * from a per-thread lock-free reader, the spool is written by its own thread, the database
  * and the journal are touched only by recorder workers.
  */
@@ -35,6 +39,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define UP_HIGH (1u << 20)    /* bytes waiting for the spool before the body pauses */
@@ -73,6 +78,7 @@ struct up {
     char *content_type;
 
     /* the record, built on the loop */
+    uint64_t seq; /* the app's 2xx answer, in order (upload_seq_next()) */
     bool waiting; /* the answer waits for the recorder */
     bool resumed; /* the recorder is done: let the answer go */
     proxy_ticket answer;
@@ -90,6 +96,23 @@ struct up {
 
 static __thread flags_reader *tl_reader;
 static __thread upload *tl_reader_owner;
+
+/* The last sequence given, for the whole process. */
+static _Atomic uint64_t seq_last;
+
+uint64_t upload_seq_next(void)
+{
+    struct timespec ts;
+    uint64_t now, last, next;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    now = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+    last = atomic_load(&seq_last);
+    do {
+        next = now > last ? now : last + 1;
+    } while (!atomic_compare_exchange_weak(&seq_last, &last, next));
+    return next;
+}
 
 static void stat_add(upload *u, uint64_t *field)
 {
@@ -353,48 +376,62 @@ out:
 
 /* ---- recording ------------------------------------------------------------------------------ */
 
+/* The record of s as the database and the journal take it (strings borrowed from s). */
+static struct pgstore_doc_in record_of(const struct up *s)
+{
+    struct pgstore_doc_in d = {
+        .storage_key = s->storage_key,
+        .s3_key = s->s3_key ? s->s3_key : "",
+        .origin = "upload",
+        .vars = s->vars,
+        .spool_path = s->spool_ok ? s->spool_path : NULL,
+        .size = s->spool_ok ? (int64_t)s->size : -1,
+        .md5 = s->spool_ok ? s->md5 : NULL,
+        .sha256 = s->spool_ok ? s->sha256 : NULL,
+        .content_type = s->content_type,
+        .filename = s->filename,
+        .failed_reason = s->unmirrorable[0] ? s->unmirrorable : NULL,
+        .answered_seq = (int64_t)s->seq,
+    };
+    return d;
+}
+
 static char *record_json(const struct up *s)
 {
-    json_t *o =
-        json_pack("{s:s, s:s?, s:s?, s:s?, s:s?, s:s?, s:s?, s:s?, s:s?}", "storage_key",
-                  s->storage_key, "s3_key", s->s3_key, "vars", s->vars, "spool_path",
-                  s->spool_ok ? s->spool_path : NULL, "md5", s->spool_ok ? s->md5 : NULL, "sha256",
-                  s->spool_ok ? s->sha256 : NULL, "content_type", s->content_type, "filename",
-                  s->filename, "unmirrorable", s->unmirrorable[0] ? s->unmirrorable : NULL);
-    if (s->spool_ok)
-        json_object_set_new(o, "size", json_integer((json_int_t)s->size));
-    char *text = json_dumps(o, JSON_COMPACT);
-    json_decref(o);
-    return text;
+    struct pgstore_doc_in d = record_of(s);
+    return journal_doc_encode(&d);
 }
 
 /* Writes one record to the database (an unmirrorable one straight as failed, with its
- * reason). */
-static int write_record(pgstore *db, const char *storage_key, const char *s3_key, const char *vars,
-                        const char *spool_path, int64_t size, const char *md5, const char *sha256,
-                        const char *content_type, const char *filename, const char *unmirrorable,
+ * reason). A record older than the one the row holds is not applied: its spool file is
+ * removed, and it is counted. Returns pgstore_upsert()'s. */
+static int write_record(upload *u, pgstore *db, const struct pgstore_doc_in *d, bool *superseded,
                         cut_err *err)
 {
-    struct pgstore_doc_in d = {
-        .storage_key = storage_key,
-        .s3_key = s3_key ? s3_key : "",
-        .origin = "upload",
-        .vars = vars,
-        .spool_path = spool_path,
-        .size = size,
-        .md5 = md5,
-        .sha256 = sha256,
-        .content_type = content_type,
-        .filename = filename,
-    };
-    d.failed_reason = unmirrorable;
-    return pgstore_upsert(db, &d, NULL, err);
+    int64_t gen = 0;
+    int rc = pgstore_upsert(db, d, &gen, err);
+
+    *superseded = rc == 0 && gen < 0;
+    if (*superseded) {
+        stat_add(u, &u->st.superseded);
+        log_msgf(LOG_INFO, "upload_superseded",
+                 "%s: not recorded: answered (sequence %lld) before the upload or delete of "
+                 "this key that the database holds",
+                 d->storage_key, (long long)d->answered_seq);
+        if (d->spool_path)
+            unlink(d->spool_path);
+    }
+    return rc;
 }
 
 /* Appends a record to the journal (marking the backlog); false with err set when it fails. */
 static bool journal_keep(upload *u, const char *text, cut_err *err)
 {
     bool ok;
+    if (!text) {
+        err_set(err, CUT_EINVAL, "journal", "the record is not valid UTF-8");
+        return false;
+    }
     pthread_mutex_lock(&u->jmu);
     ok = journal_append(u->d.journal, text, strlen(text), err);
     if (ok)
@@ -418,7 +455,8 @@ static void record_job(worker_ctx *ctx, void *arg)
     upload *u = s->u;
     cut_err err = CUT_ERR_INIT;
     const char *unm = s->unmirrorable[0] ? s->unmirrorable : NULL;
-    bool done = false;
+    struct pgstore_doc_in rec = record_of(s);
+    bool done = false, superseded = false;
 
     if (!s->spool_ok && !unm) {
         stat_add(u, &u->st.spool_failed);
@@ -442,15 +480,16 @@ static void record_job(worker_ctx *ctx, void *arg)
     }
     if (done) {
         /* replayed by upload_replay_journal() */
-    } else if (write_record(worker_store(ctx), s->storage_key, s->s3_key, s->vars,
-                            s->spool_ok ? s->spool_path : NULL, s->spool_ok ? (int64_t)s->size : -1,
-                            s->spool_ok ? s->md5 : NULL, s->spool_ok ? s->sha256 : NULL,
-                            s->content_type, s->filename, unm, &err) == 0) {
-        stat_add(u, unm ? &u->st.unmirrorable : &u->st.recorded);
-        if (unm)
-            log_msgf(LOG_WARN, "upload_unmirrorable", "%s: recorded as failed: %s", s->storage_key,
-                     unm);
-        mirror_kick(u->d.mirror);
+    } else if (write_record(u, worker_store(ctx), &rec, &superseded, &err) == 0) {
+        if (superseded) {
+            /* counted and logged by write_record() */
+        } else {
+            stat_add(u, unm ? &u->st.unmirrorable : &u->st.recorded);
+            if (unm)
+                log_msgf(LOG_WARN, "upload_unmirrorable", "%s: recorded as failed: %s",
+                         s->storage_key, unm);
+            mirror_kick(u->d.mirror);
+        }
     } else {
         char *text = record_json(s);
         cut_err jerr = CUT_ERR_INIT;
@@ -556,6 +595,7 @@ static enum proxy_answer_mode up_response(void *arg, void *state, proxy_exchange
         stat_add(s->u, &s->u->st.refused_by_app);
         return PROXY_PASS;
     }
+    s->seq = upload_seq_next();
     if (needs_answer_body(s->route))
         return PROXY_HOLD;
     return begin_record(s, x, NULL);
@@ -596,6 +636,7 @@ static void up_done(void *arg, void *state, const struct proxy_outcome *o)
 struct del {
     upload *u;
     char *key;
+    uint64_t seq; /* the app's 2xx answer, in order */
     proxy_ticket answer;
     bool waiting;
 };
@@ -613,37 +654,38 @@ static void *del_start(void *arg, proxy_exchange *x, const struct proxy_match *m
 
 /* Recorder thread: the document becomes `deleted`, which makes the removal of its S3 object
  * work for the mirror (retried there like a copy, and done again should a copy in flight land
- * later). The object is also deleted here once, so that it is usually gone before the client
- * gets the app's answer; only the mirror records the removal. */
+ * later), unless an upload the app answered after this delete is recorded already. The object
+ * is also deleted here once, so that it is usually gone before the client gets the app's
+ * answer; only the mirror records the removal. */
 static void delete_job(worker_ctx *ctx, void *arg)
 {
     struct del *d = arg;
     pgstore *db = worker_store(ctx);
-    struct pgstore_doc doc = {0};
+    struct pgstore_delete_out out;
     cut_err err = CUT_ERR_INIT;
 
-    if (pgstore_doc_get(db, d->key, &doc, &err) == 0 && doc.state != DOC_DELETED) {
-        if (pgstore_transition(db, d->key, doc.generation, DOC_DELETED, "deleted by the app",
-                               &err) != 0) {
-            log_msgf(LOG_ERROR, "delete", "%s: deleted by the app, not marked deleted: %s", d->key,
-                     err.msg);
-        } else {
-            struct s3_result r;
-            cut_err serr = CUT_ERR_INIT;
-            stat_add(d->u, &d->u->st.deleted);
-            if (d->u->d.s3 && doc.s3_key && *doc.s3_key && doc.state != DOC_FAILED &&
-                s3_delete(d->u->d.s3, doc.s3_key, &r, &serr) != 0)
-                log_msgf(LOG_WARN, "delete",
-                         "%s: marked deleted; its S3 object stays until the "
-                         "mirror removes it: %s",
-                         d->key, serr.msg);
-            mirror_kick(d->u->d.mirror);
-        }
-    } else if (err.code != CUT_OK && err.code != CUT_ENOTFOUND) {
+    if (pgstore_delete_answered(db, d->key, (int64_t)d->seq, "deleted by the app", &out, &err) !=
+        0) {
         log_msgf(LOG_ERROR, "delete", "%s: deleted by the app, not marked deleted: %s", d->key,
                  err.msg);
+    } else if (out.result == PGSTORE_DEL_SUPERSEDED) {
+        stat_add(d->u, &d->u->st.superseded);
+        log_msgf(LOG_INFO, "upload_superseded",
+                 "%s: delete not applied: the app answered a newer upload of this key, recorded "
+                 "first",
+                 d->key);
+    } else if (out.result == PGSTORE_DEL_DELETED) {
+        struct s3_result r;
+        cut_err serr = CUT_ERR_INIT;
+        stat_add(d->u, &d->u->st.deleted);
+        if (d->u->d.s3 && out.s3_key[0] && out.was != DOC_FAILED &&
+            s3_delete(d->u->d.s3, out.s3_key, &r, &serr) != 0)
+            log_msgf(LOG_WARN, "delete",
+                     "%s: marked deleted; its S3 object stays until the "
+                     "mirror removes it: %s",
+                     d->key, serr.msg);
+        mirror_kick(d->u->d.mirror);
     }
-    pgstore_doc_clear(&doc);
     proxy_exchange_resume(d->answer);
     free(d->key);
     free(d);
@@ -658,6 +700,7 @@ static enum proxy_answer_mode del_response(void *arg, void *state, proxy_exchang
     struct del *job = xcalloc(1, sizeof(*job));
     job->u = d->u;
     job->key = xstrdup(d->key);
+    job->seq = upload_seq_next();
     job->answer = proxy_exchange_wait(x, d->u->d.record_wait_ms);
     d->waiting = true;
     if (!worker_submit(d->u->d.recorder, delete_job, job)) {
@@ -695,23 +738,17 @@ struct replay {
 static bool replay_one(void *arg, const void *payload, size_t n)
 {
     struct replay *r = arg;
-    json_error_t je;
-    json_t *o = json_loadb(payload, n, 0, &je);
-    const char *key = json_string_value(json_object_get(o, "storage_key"));
-    json_t *size = json_object_get(o, "size");
+    struct journal_doc jd;
     cut_err err = CUT_ERR_INIT;
-    if (!key) {
-        log_msgf(LOG_ERROR, "journal", "a journal record without a storage key is skipped");
-        json_decref(o);
+    bool superseded;
+    int rc;
+
+    if (!journal_doc_decode(payload, n, &jd, &err)) {
+        log_msgf(LOG_ERROR, "journal", "a journal record is skipped: %s", err.msg);
         r->skipped++;
         return true;
     }
-#define STR(k) json_string_value(json_object_get(o, k))
-    int rc = write_record(r->db, key, STR("s3_key"), STR("vars"), STR("spool_path"),
-                          json_is_integer(size) ? (int64_t)json_integer_value(size) : -1,
-                          STR("md5"), STR("sha256"), STR("content_type"), STR("filename"),
-                          STR("unmirrorable"), &err);
-#undef STR
+    rc = write_record(r->u, r->db, &jd.doc, &superseded, &err);
     if (rc != 0 && (err.code != CUT_EDB || pgstore_last_refused(r->db))) {
         /* the database refuses this record for what it holds: skipped, or it would hold back
          * every record behind it for ever. Only the failure itself tells: a lost connection,
@@ -721,7 +758,7 @@ static bool replay_one(void *arg, const void *payload, size_t n)
         log_msgf(LOG_ERROR, "upload_lost",
                  "%s: NOT RECORDED: the database refuses its journal record (%s); "
                  "a backfill will find it",
-                 key, err.msg);
+                 jd.doc.storage_key, err.msg);
         pthread_mutex_lock(&r->u->mu);
         r->u->st.lost++;
         pthread_mutex_unlock(&r->u->mu);
@@ -732,7 +769,7 @@ static bool replay_one(void *arg, const void *payload, size_t n)
     } else {
         r->n++;
     }
-    json_decref(o);
+    journal_doc_clear(&jd);
     return rc == 0;
 }
 

@@ -52,6 +52,13 @@ bool upload_register(upload *u, proxy *px, cut_err *err) CUT_MUST_USE;
  * (cmd_proxy: every 500 ms). Blocking: from a worker or the command's thread. Returns the
  * records replayed, or -1 with err set (the records stay for the next replay). */
 long upload_replay_journal(upload *u, pgstore *db, cut_err *err);
+/* The order of the app's answers: taken on the loop when a 2xx answer to an upload or a delete
+ * is seen, carried in its record (and journal record), so that of two records of one key the
+ * one answered later wins whichever reaches the database first (pgstore_upsert()). Strictly
+ * increasing within the process; the wall clock in microseconds (max(now, last + 1)), so that
+ * replicas order roughly by time: across hosts, the order is that of their clocks. Any
+ * thread, lock-free. */
+uint64_t upload_seq_next(void);
 /* After proxy_free(): frees. NULL is fine. */
 void upload_free(upload *u);
 
@@ -66,6 +73,8 @@ struct upload_stats {
     uint64_t spool_failed;   /* spool unusable (disk full...): recorded for a legacy copy */
     uint64_t lost;           /* neither PostgreSQL nor the journal took the record */
     uint64_t deleted;        /* documents deleted through a delete route */
+    uint64_t superseded;     /* records not applied: the app answered a newer upload or
+                              * delete of the key, recorded first */
 };
 void upload_stats_get(upload *u, struct upload_stats *out);
 

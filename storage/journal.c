@@ -20,6 +20,7 @@
 #include <libgen.h>
 #include <openssl/evp.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -310,4 +311,113 @@ bool journal_read_file(const char *path, uint64_t max_bytes, journal_record_fn f
     journal_parse(map, (size_t)st.st_size, fn, arg, scan);
     munmap(map, (size_t)st.st_size);
     return true;
+}
+
+/* ---- the record an upload leaves in the journal ------------------------------------------- */
+
+char *journal_doc_encode(const struct pgstore_doc_in *d)
+{
+    json_t *o = json_pack("{s:i, s:s, s:s?, s:s?, s:s?, s:s?, s:s?, s:s?, s:s?, s:s?}", "v",
+                          JOURNAL_DOC_VERSION, "storage_key", d->storage_key, "s3_key", d->s3_key,
+                          "vars", d->vars, "spool_path", d->spool_path, "md5", d->md5, "sha256",
+                          d->sha256, "content_type", d->content_type, "filename", d->filename,
+                          "unmirrorable", d->failed_reason);
+    char *text;
+
+    if (!o)
+        return NULL;
+    if (d->size >= 0)
+        json_object_set_new(o, "size", json_integer((json_int_t)d->size));
+    if (d->answered_seq > 0)
+        json_object_set_new(o, "answered_seq", json_integer((json_int_t)d->answered_seq));
+    text = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return text;
+}
+
+/* The string member k of o into *dst (NULL when absent or null); false when another type. */
+static bool doc_str(json_t *o, const char *k, const char **dst)
+{
+    json_t *v = json_object_get(o, k);
+    *dst = NULL;
+    if (!v || json_is_null(v))
+        return true;
+    if (!json_is_string(v))
+        return false;
+    *dst = json_string_value(v);
+    return true;
+}
+
+/* The integer member k of o into *dst (def when absent or null); false when another type. */
+static bool doc_int(json_t *o, const char *k, int64_t def, int64_t *dst)
+{
+    json_t *v = json_object_get(o, k);
+    *dst = def;
+    if (!v || json_is_null(v))
+        return true;
+    if (!json_is_integer(v))
+        return false;
+    *dst = (int64_t)json_integer_value(v);
+    return true;
+}
+
+bool journal_doc_decode(const void *payload, size_t n, struct journal_doc *out, cut_err *err)
+{
+    static const struct {
+        const char *name;
+        size_t off;
+    } strs[] = {
+        {"storage_key", offsetof(struct pgstore_doc_in, storage_key)},
+        {"s3_key", offsetof(struct pgstore_doc_in, s3_key)},
+        {"vars", offsetof(struct pgstore_doc_in, vars)},
+        {"spool_path", offsetof(struct pgstore_doc_in, spool_path)},
+        {"md5", offsetof(struct pgstore_doc_in, md5)},
+        {"sha256", offsetof(struct pgstore_doc_in, sha256)},
+        {"content_type", offsetof(struct pgstore_doc_in, content_type)},
+        {"filename", offsetof(struct pgstore_doc_in, filename)},
+        {"unmirrorable", offsetof(struct pgstore_doc_in, failed_reason)},
+    };
+    json_error_t je;
+    int64_t v;
+    const char *bad = NULL;
+
+    memset(out, 0, sizeof(*out));
+    out->json = json_loadb(payload, n, 0, &je);
+    if (!json_is_object(out->json)) {
+        err_set(err, CUT_EINVAL, "journal", "a record is not a JSON object: %s",
+                out->json ? "another value" : je.text);
+        goto fail;
+    }
+    for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
+        if (!doc_str(out->json, strs[i].name, (const char **)((char *)&out->doc + strs[i].off)))
+            bad = strs[i].name;
+    if (!doc_int(out->json, "v", 1, &v) || v < 1 || v > INT32_MAX)
+        bad = "v";
+    out->version = (int)v;
+    if (!doc_int(out->json, "size", -1, &out->doc.size) || out->doc.size < -1)
+        bad = "size";
+    /* version 1 has no sequence; a value out of range is no order at all */
+    if (!doc_int(out->json, "answered_seq", 0, &out->doc.answered_seq) || out->doc.answered_seq < 0)
+        bad = "answered_seq";
+    if (out->version < 2)
+        out->doc.answered_seq = 0;
+    if (bad) {
+        err_set(err, CUT_EINVAL, "journal", "a record's \"%s\" has the wrong type", bad);
+        goto fail;
+    }
+    if (!out->doc.storage_key || !*out->doc.storage_key) {
+        err_set(err, CUT_EINVAL, "journal", "a record without a storage key");
+        goto fail;
+    }
+    out->doc.origin = "upload";
+    return true;
+fail:
+    journal_doc_clear(out);
+    return false;
+}
+
+void journal_doc_clear(struct journal_doc *d)
+{
+    json_decref(d->json);
+    memset(d, 0, sizeof(*d));
 }

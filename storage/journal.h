@@ -14,7 +14,9 @@
 #define CUTOVER_JOURNAL_H
 
 #include "core/core.h"
+#include "storage/pgstore.h"
 
+#include <jansson.h>
 #include <stdint.h>
 
 #define JOURNAL_MAX_RECORD (1u << 20) /* payload ceiling */
@@ -64,5 +66,31 @@ uint64_t journal_parse(const void *buf, size_t n, journal_record_fn fn, void *ar
  * set when it cannot be read (CUT_EIO) or is larger than max_bytes (CUT_ELIMIT). */
 bool journal_read_file(const char *path, uint64_t max_bytes, journal_record_fn fn, void *arg,
                        struct journal_scan *scan, cut_err *err) CUT_MUST_USE;
+
+/* ---- the record an upload leaves in the journal ------------------------------------------- */
+
+/* A record's payload is a JSON object: "storage_key" (required), "s3_key", "vars",
+ * "spool_path", "md5", "sha256", "content_type", "filename", "unmirrorable" (strings), "size"
+ * (integer). Version 2 ("v": 2) adds "answered_seq" (integer), the order of the app's answer;
+ * a record without "v" is version 1, from a build before it, and reads with answered_seq 0
+ * (unknown: applied in order of arrival). */
+#define JOURNAL_DOC_VERSION 2
+
+/* Encodes d (origin ignored; failed_reason is kept as "unmirrorable") as a version-2 record.
+ * Returns a new string (free()), or NULL when a string is not valid UTF-8. */
+char *journal_doc_encode(const struct pgstore_doc_in *d);
+
+/* A decoded record: doc's strings are borrowed from json, valid until journal_doc_clear(). */
+struct journal_doc {
+    int version;
+    struct pgstore_doc_in doc;
+    json_t *json;
+};
+/* Decodes payload[0..n): a pure function of its input. False with err set (CUT_EINVAL) when it
+ * is not a JSON object with a string storage key, or a field has the wrong type; *out is then
+ * empty. A version above JOURNAL_DOC_VERSION is read for the fields this build knows. */
+bool journal_doc_decode(const void *payload, size_t n, struct journal_doc *out,
+                        cut_err *err) CUT_MUST_USE;
+void journal_doc_clear(struct journal_doc *d); /* NULL members are fine */
 
 #endif

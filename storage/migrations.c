@@ -27,6 +27,10 @@
  * detail of the last mismatch (which side differs, the recorded and the found size and
  * checksums) as one JSON object.
  *
+ * 7 orders dual-write's records: answered_seq is the sequence the sidecar gave the upload or
+ * delete when the app's answer was seen (NULL: unknown, a row from before 7, a backfill, an old
+ * journal record). A record older than the row's is not applied (storage/pgstore.c).
+ *
  * 2 adds the document's generation (a document re-recorded under the same storage key is a
  * new generation, so work on an older one cannot overwrite it) and the lease token that fences
  * a claim's completion.
@@ -169,6 +173,8 @@ const struct pg_migration pg_migrations[] = {
      "  replica         text\n"
      ");\n"
      "CREATE INDEX shadow_mismatches_key ON cutover.shadow_mismatches (storage_key, at);\n"},
+    {7, "document answered sequence",
+     "ALTER TABLE cutover.documents ADD COLUMN answered_seq bigint;\n"},
 };
 
 const size_t pg_nmigrations = sizeof(pg_migrations) / sizeof(pg_migrations[0]);

@@ -14,6 +14,11 @@
  * PUT) and SHA-256 match those recorded, and a HEAD afterwards agrees on the size, the ETag and
  * the SHA-256 checksum when S3 reports one.
  *
+ * The leases of the jobs in flight are renewed by the mirror's thread every lease_ms / 3, all
+ * in one statement (pgstore_renew_many), so that a copy slower than a lease is not claimed and
+ * copied again by another mirror meanwhile; a job whose lease is found gone records nothing
+ * (after_refusal()). The backfill's copies are this mirror's too (backfill_runner.c).
+ *
  * A deleted document whose object is not recorded as removed is work too: the claim hands it
  * over, the object is deleted (on a small worker pool: the call blocks, and neither the
  * mirror's thread nor the engine's may wait on S3) and pgstore_removed() records it, fenced by
@@ -49,6 +54,8 @@ enum phase { PH_COPY, PH_HEAD, PH_RECHECK, PH_REMOVE };
 
 struct job {
     struct job *next;
+    struct job *live_prev, *live_next; /* the mirror's jobs in flight (its thread's) */
+    bool lease_lost;                   /* a renewal found the lease gone */
     mirror *m;
     struct pgstore_doc doc;
     char token[33];
@@ -82,7 +89,8 @@ struct mirror {
     struct job *done; /* steps ended, newest first */
     bool kicked, stopping;
     struct mirror_stats st;
-    int inflight; /* the mirror thread's */
+    int inflight;     /* the mirror thread's */
+    struct job *live; /* the jobs in flight, for their leases' renewal (the thread's) */
     pgstore *store;
 };
 
@@ -104,10 +112,27 @@ static bool from_hex(const char *hex, unsigned char *out, size_t n)
     return true;
 }
 
+/* Mirror thread: j is in flight from its claim until job_free(). */
+static void job_link(mirror *m, struct job *j)
+{
+    j->live_prev = NULL;
+    j->live_next = m->live;
+    if (m->live)
+        m->live->live_prev = j;
+    m->live = j;
+}
+
+/* Mirror thread: j's work has ended (or been given up); frees j. */
 static void job_free(struct job *j)
 {
     if (!j)
         return;
+    if (j->live_prev)
+        j->live_prev->live_next = j->live_next;
+    else if (j->m && j->m->live == j)
+        j->m->live = j->live_next;
+    if (j->live_next)
+        j->live_next->live_prev = j->live_prev;
     pgstore_doc_clear(&j->doc);
     free(j->disposition);
     free(j);
@@ -266,6 +291,7 @@ static void after_refusal(mirror *m, struct job *j, const char *why)
     cut_err err = CUT_ERR_INIT;
     bool removal = j->phase == PH_REMOVE;
 
+    j->lease_lost = true; /* no longer renewed */
     count(m, &m->st.lost_leases);
     log_msgf(LOG_INFO, "mirror", "%s: generation %lld %s but not recorded: %s", j->doc.storage_key,
              (long long)j->doc.generation, removal ? "removed" : "copied", why);
@@ -354,6 +380,10 @@ static void head_checked(mirror *m, struct job *j)
         .detail = j->from_legacy ? "copied from the legacy store" : "copied from the spool",
         .verified = "S3 agrees on size and checksum",
     };
+    if (j->lease_lost) {
+        after_refusal(m, j, "lease lost: it expired or another worker holds it");
+        return;
+    }
     /* copied and verified in one transaction, fenced by the lease (so by the generation) */
     if (pgstore_complete(m->store, j->doc.storage_key, j->token, DOC_COPIED, &out, &err) != 0) {
         if (err.code == CUT_ECONFLICT || err.code == CUT_ENOTFOUND) {
@@ -421,6 +451,10 @@ static bool key_unusable(const char *k)
 static void removed(mirror *m, struct job *j)
 {
     cut_err err = CUT_ERR_INIT;
+    if (j->lease_lost) {
+        after_refusal(m, j, "lease lost: it expired or another worker holds it");
+        return;
+    }
     if (pgstore_removed(m->store, j->doc.storage_key, j->token,
                         key_unusable(j->doc.s3_key) ? "no S3 object can have this document's key"
                                                     : "the S3 object was removed",
@@ -504,6 +538,48 @@ static void advance(mirror *m, struct job *j)
     }
 }
 
+/* Mirror thread: extends the lease of every job in flight, in one statement per
+ * PGSTORE_RENEW_MAX of them, so that a copy longer than a lease is not claimed again by
+ * another mirror. A job whose lease is found gone is marked lost: its outcome is not recorded
+ * (after_refusal() looks at the document again instead), as a fenced completion would refuse
+ * it. A failed renewal (the database away) is tried again at the next period. */
+static void renew_leases(mirror *m)
+{
+    const char *keys[PGSTORE_RENEW_MAX], *tokens[PGSTORE_RENEW_MAX];
+    struct job *batch[PGSTORE_RENEW_MAX];
+    bool kept[PGSTORE_RENEW_MAX];
+    struct job *j = m->live;
+
+    while (j) {
+        size_t n = 0;
+        cut_err err = CUT_ERR_INIT;
+        for (; j && n < PGSTORE_RENEW_MAX; j = j->live_next) {
+            if (j->lease_lost)
+                continue;
+            batch[n] = j;
+            keys[n] = j->doc.storage_key;
+            tokens[n] = j->token;
+            n++;
+        }
+        if (n == 0)
+            break;
+        if (pgstore_renew_many(m->store, keys, tokens, n, m->o.lease_ms, kept, &err) != 0) {
+            log_msgf(LOG_WARN, "mirror", "cannot renew %zu leases: %s", n, err.msg);
+            return;
+        }
+        for (size_t i = 0; i < n; i++) {
+            if (kept[i])
+                continue;
+            batch[i]->lease_lost = true;
+            log_msgf(LOG_INFO, "mirror", "%s: lease lost during its %s", keys[i],
+                     batch[i]->phase == PH_REMOVE ? "removal" : "copy");
+        }
+    }
+    pthread_mutex_lock(&m->mu);
+    m->st.renewals++;
+    pthread_mutex_unlock(&m->mu);
+}
+
 static void claim_some(mirror *m, int want)
 {
     struct pgstore_claim c = {0};
@@ -527,6 +603,7 @@ static void claim_some(mirror *m, int want)
         j->have_sha256 = from_hex(j->doc.sha256, j->sha256, 32);
         j->disposition = s3_content_disposition(j->doc.filename);
         m->inflight++;
+        job_link(m, j);
         count(m, &m->st.claimed);
         if (j->doc.state == DOC_DELETED)
             submit_remove(m, j);
@@ -539,8 +616,11 @@ static void claim_some(mirror *m, int want)
 static void *mirror_main(void *arg)
 {
     mirror *m = arg;
-    uint64_t next_poll = 0;
+    uint64_t next_poll = 0, next_renew = 0;
+    uint64_t renew_every = (uint64_t)m->o.lease_ms / 3;
 
+    if (renew_every < 50)
+        renew_every = 50;
     for (;;) {
         struct job *done, *next;
         bool stopping, kicked;
@@ -548,20 +628,33 @@ static void *mirror_main(void *arg)
         pthread_mutex_lock(&m->mu);
         for (;;) {
             bool full = m->inflight >= m->o.max_inflight;
+            uint64_t until;
             if (m->done)
+                break;
+            /* copies in flight keep their leases, whatever else waits */
+            if (m->inflight > 0 && now_ms() >= next_renew)
                 break;
             if (m->stopping || full) {
                 /* nothing to claim: only a step that ends (or, stopping, the last one)
-                 * wakes the thread; a kick stays set for when there is room again */
+                 * wakes the thread, or the next renewal; a kick stays set for when there is
+                 * room again */
                 if (m->stopping && m->inflight == 0)
                     break;
-                pthread_cond_wait(&m->cv, &m->mu);
-                continue;
+                if (m->inflight == 0) {
+                    pthread_cond_wait(&m->cv, &m->mu);
+                    continue;
+                }
+                until = next_renew;
+            } else {
+                if (m->kicked || now_ms() >= next_poll)
+                    break;
+                until = next_poll;
+                if (m->inflight > 0 && next_renew < until)
+                    until = next_renew;
             }
-            if (m->kicked || now_ms() >= next_poll)
-                break;
             struct timespec ts;
-            deadline_after_ms(&ts, next_poll - now_ms());
+            uint64_t now = now_ms();
+            deadline_after_ms(&ts, until > now ? until - now : 0);
             pthread_cond_timedwait(&m->cv, &m->mu, &ts);
         }
         done = m->done;
@@ -581,6 +674,10 @@ static void *mirror_main(void *arg)
             next = rev->next;
             advance(m, rev);
         }
+        if (m->inflight > 0 && now_ms() >= next_renew) {
+            renew_leases(m);
+            next_renew = now_ms() + renew_every;
+        }
         pthread_mutex_lock(&m->mu);
         m->st.inflight = m->inflight;
         pthread_mutex_unlock(&m->mu);
@@ -596,6 +693,8 @@ static void *mirror_main(void *arg)
             m->kicked = false; /* this claim answers the kicks so far */
             pthread_mutex_unlock(&m->mu);
             claim_some(m, want);
+            if (before == 0 && m->inflight > 0)
+                next_renew = now_ms() + renew_every; /* leases just taken */
             pthread_mutex_lock(&m->mu);
             m->st.inflight = m->inflight;
             pthread_mutex_unlock(&m->mu);

@@ -10,6 +10,10 @@
  * original is streamed from the legacy store instead. Any number of mirrors (sidecars,
  * backfill jobs) share one queue.
  *
+ * A claim's lease (lease_ms) is renewed every lease_ms / 3 while its copy or removal is in
+ * flight, however long it takes; a renewal that finds the lease gone (expired while the
+ * database was away, voided by a requeue) gives the work's outcome up.
+ *
  * Deletes are work of the same queue: a `deleted` document whose S3 object is not recorded as
  * removed is claimed, its object deleted and the removal recorded, retried like a copy. A copy
  * that lands after its document was deleted or recorded again never stays: see mirror.c.
@@ -65,6 +69,7 @@ struct mirror_stats {
     uint64_t lost_leases; /* outcomes refused because the lease was no longer ours */
     uint64_t removed;     /* S3 objects of deleted documents removed and recorded */
     uint64_t requeued;    /* documents put back to work because S3 may hold other bytes */
+    uint64_t renewals;    /* rounds of lease renewal for the copies in flight */
     int inflight;
 };
 void mirror_stats_get(mirror *m, struct mirror_stats *out);

@@ -596,14 +596,21 @@ void pgstore_doc_clear(struct pgstore_doc *d)
 
 int pgstore_upsert(pgstore *st, const struct pgstore_doc_in *d, int64_t *generation, cut_err *err)
 {
-    /* prev sees the row as it was before this statement: its state goes into the history */
+    /* cur sees the row as it was before this statement: its state goes into the history, and
+     * it tells a record not applied for being the same one (same spool path) from one not
+     * applied for being older (a concurrent record of the key in between can only have made
+     * ours older: its spool file is then needed by no one either). The new
+     * generation is made only for a different record that is not older than the row's: both
+     * sequences known and the incoming one not greater means an upload answered earlier, whose
+     * record merely arrived later (or a delete answered later is already recorded). */
     static const char sql[] =
-        "WITH prev AS (SELECT state FROM cutover.documents WHERE storage_key = $1),\n"
+        "WITH cur AS (SELECT state, spool_path FROM cutover.documents WHERE storage_key = $1),\n"
         "up AS (INSERT INTO cutover.documents AS d (storage_key, s3_key, origin, vars, "
-        "spool_path, size, md5, sha256, content_type, filename, state, last_error, failed_at)\n"
+        "spool_path, size, md5, sha256, content_type, filename, state, last_error, failed_at, "
+        "answered_seq)\n"
         "  VALUES ($1, $2, coalesce($3, 'upload'), coalesce($4::jsonb, '{}'), $5, $6::bigint, "
         "$7, $8, $9, $10, CASE WHEN $11::text IS NULL THEN 'pending' ELSE 'failed' END, $11,\n"
-        "    CASE WHEN $11::text IS NULL THEN NULL ELSE now() END)\n"
+        "    CASE WHEN $11::text IS NULL THEN NULL ELSE now() END, $12::bigint)\n"
         "  ON CONFLICT (storage_key) DO UPDATE SET generation = d.generation + 1,\n"
         "    state = EXCLUDED.state, s3_key = EXCLUDED.s3_key, origin = EXCLUDED.origin,\n"
         "    vars = EXCLUDED.vars, spool_path = EXCLUDED.spool_path, size = EXCLUDED.size,\n"
@@ -613,16 +620,21 @@ int pgstore_upsert(pgstore *st, const struct pgstore_doc_in *d, int64_t *generat
         "    lease_owner = NULL, lease_token = NULL, lease_expires = NULL,\n"
         "    next_attempt_at = now(), updated_at = now(), copied_at = NULL, verified_at = NULL,\n"
         "    activated_at = NULL, mismatch_at = NULL, failed_at = EXCLUDED.failed_at,\n"
-        "    deleted_at = NULL\n"
-        "  WHERE EXCLUDED.spool_path IS NULL OR d.spool_path IS DISTINCT FROM EXCLUDED.spool_path\n"
-        "  RETURNING generation, state)\n"
-        "INSERT INTO cutover.transitions (storage_key, from_state, to_state, detail, "
+        "    deleted_at = NULL, answered_seq = EXCLUDED.answered_seq\n"
+        "  WHERE (EXCLUDED.spool_path IS NULL OR d.spool_path IS DISTINCT FROM "
+        "EXCLUDED.spool_path)\n"
+        "    AND (EXCLUDED.answered_seq IS NULL OR d.answered_seq IS NULL\n"
+        "         OR EXCLUDED.answered_seq > d.answered_seq)\n"
+        "  RETURNING generation, state),\n"
+        "tr AS (INSERT INTO cutover.transitions (storage_key, from_state, to_state, detail, "
         "generation)\n"
-        "SELECT $1, (SELECT state FROM prev), state, coalesce($11, 'recorded'), generation "
+        "  SELECT $1, (SELECT state FROM cur), state, coalesce($11, 'recorded'), generation "
         "FROM up\n"
-        "RETURNING generation";
-    char size[24];
-    const char *p[11];
+        "  RETURNING generation)\n"
+        "SELECT (SELECT generation FROM tr),\n"
+        "  $5::text IS NOT NULL AND EXISTS (SELECT 1 FROM cur WHERE spool_path = $5)";
+    char size[24], seq[24];
+    const char *p[12];
     PGresult *r;
 
     if (d->storage_key == NULL || d->s3_key == NULL) {
@@ -630,6 +642,7 @@ int pgstore_upsert(pgstore *st, const struct pgstore_doc_in *d, int64_t *generat
         return -1;
     }
     snprintf(size, sizeof(size), "%lld", (long long)d->size);
+    snprintf(seq, sizeof(seq), "%lld", (long long)d->answered_seq);
     p[0] = d->storage_key;
     p[1] = d->s3_key;
     p[2] = d->origin;
@@ -641,13 +654,104 @@ int pgstore_upsert(pgstore *st, const struct pgstore_doc_in *d, int64_t *generat
     p[8] = d->content_type;
     p[9] = d->filename;
     p[10] = d->failed_reason;
-    r = pgs_run(st, "upsert", sql, 11, p, err);
+    p[11] = d->answered_seq > 0 ? seq : NULL;
+    r = pgs_run(st, "upsert", sql, 12, p, err);
     if (r == NULL)
         return -1;
-    if (generation)
-        *generation = PQntuples(r) == 1 ? strtoll(PQgetvalue(r, 0, 0), NULL, 10) : 0;
+    if (generation) {
+        if (PQntuples(r) == 1 && !PQgetisnull(r, 0, 0))
+            *generation = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+        else if (PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 1), "t") == 0)
+            *generation = 0;
+        else
+            *generation = -1;
+    }
     PQclear(r);
     return 0;
+}
+
+int pgstore_delete_answered(pgstore *st, const char *storage_key, int64_t answered_seq,
+                            const char *detail, struct pgstore_delete_out *out, cut_err *err)
+{
+    /* a row for a key never recorded: `deleted`, no S3 object to remove (next attempt never) */
+    static const char tomb[] =
+        "WITH ins AS (INSERT INTO cutover.documents (storage_key, s3_key, state, deleted_at, "
+        "next_attempt_at, answered_seq)\n"
+        "  VALUES ($1, '', 'deleted', now(), 'infinity', $2::bigint)\n"
+        "  ON CONFLICT (storage_key) DO NOTHING RETURNING generation)\n"
+        "INSERT INTO cutover.transitions (storage_key, from_state, to_state, detail, generation)\n"
+        "SELECT $1, NULL, 'deleted', $3, generation FROM ins RETURNING generation";
+    static const char lock[] = "SELECT state, generation, answered_seq, s3_key FROM "
+                               "cutover.documents WHERE storage_key = $1 FOR UPDATE";
+    static const char mark[] =
+        "UPDATE cutover.documents SET answered_seq = $2::bigint WHERE storage_key = $1";
+    char seq[24];
+    const char *p[3] = {storage_key, NULL, detail ? detail : "deleted by the app"};
+    PGresult *r = NULL;
+    int rc = -1;
+
+    memset(out, 0, sizeof(*out));
+    snprintf(seq, sizeof(seq), "%lld", (long long)answered_seq);
+    p[1] = answered_seq > 0 ? seq : NULL;
+    /* twice at most: an upload recorded between the look and the tombstone is looked at again */
+    for (int round = 0; round < 2; round++) {
+        int cur;
+        if (!pgs_begin(st, "delete", err))
+            goto out;
+        r = pgs_run(st, "delete", lock, 1, p, err);
+        if (r == NULL)
+            goto out;
+        if (PQntuples(r) == 0) {
+            PQclear(r);
+            r = NULL;
+            out->result = PGSTORE_DEL_UNKNOWN;
+            if (answered_seq <= 0)
+                break;
+            r = pgs_run(st, "delete", tomb, 3, p, err);
+            if (r == NULL)
+                goto out;
+            if (PQntuples(r) == 1 || round == 1)
+                break; /* (a second race lost: the upload recorded meanwhile stands) */
+            PQclear(r);
+            r = NULL;
+            pgs_rollback(st);
+            continue;
+        }
+        cur = doc_state_parse(PQgetvalue(r, 0, 0));
+        if (answered_seq > 0 && !PQgetisnull(r, 0, 2) &&
+            strtoll(PQgetvalue(r, 0, 2), NULL, 10) >= answered_seq) {
+            out->result = PGSTORE_DEL_SUPERSEDED;
+            break;
+        }
+        if (cur == DOC_DELETED) {
+            /* the later delete's sequence is kept; an unknown one changes nothing */
+            if (answered_seq > 0 && !pgs_run_ok(st, "delete", mark, 2, p, err))
+                goto out;
+            out->result = PGSTORE_DEL_ALREADY;
+            break;
+        }
+        if (!pgs_run_ok(st, "delete", mark, 2, p, err))
+            goto out;
+        if (cur < 0 || !doc_transition_legal((enum doc_state)cur, DOC_DELETED)) {
+            pgs_refuse_illegal(err, (enum doc_state)cur, DOC_DELETED);
+            goto out;
+        }
+        if (!pgs_write_transition(st, storage_key, (enum doc_state)cur, DOC_DELETED,
+                                  PQgetvalue(r, 0, 1), p[2], err))
+            goto out;
+        out->result = PGSTORE_DEL_DELETED;
+        out->was = (enum doc_state)cur;
+        if (strlen(PQgetvalue(r, 0, 3)) < sizeof(out->s3_key))
+            snprintf(out->s3_key, sizeof(out->s3_key), "%s", PQgetvalue(r, 0, 3));
+        break;
+    }
+    if (!pgs_commit(st, "delete", err))
+        goto out;
+    rc = 0;
+out:
+    PQclear(r);
+    pgs_rollback(st);
+    return rc;
 }
 
 /* Inside a transaction, the row locked: the state change with its time, and its history. */
@@ -901,6 +1005,58 @@ int pgstore_renew(pgstore *st, const char *storage_key, const char *token, int l
     else
         rc = 0;
     PQclear(r);
+    return rc;
+}
+
+int pgstore_renew_many(pgstore *st, const char *const *keys, const char *const *tokens, size_t n,
+                       int lease_ms, bool *kept, cut_err *err)
+{
+    /* the pairs travel as one JSON array: no quoting of array literals by hand */
+    static const char sql[] =
+        "UPDATE cutover.documents AS d SET lease_expires = clock_timestamp() + $2::bigint * "
+        "interval '1 millisecond'\n"
+        "FROM jsonb_to_recordset($1::jsonb) AS k(key text, token text)\n"
+        "WHERE d.storage_key = k.key AND d.lease_token = k.token\n"
+        "  AND d.lease_expires > clock_timestamp()\n"
+        "RETURNING d.storage_key, d.lease_token";
+    json_t *arr = NULL;
+    char *text = NULL, ms[24];
+    const char *p[2];
+    PGresult *r = NULL;
+    int rc = -1;
+
+    if (n > PGSTORE_RENEW_MAX) {
+        err_set(err, CUT_ELIMIT, "renew", "%zu leases at once (at most %d)", n, PGSTORE_RENEW_MAX);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++)
+        kept[i] = false;
+    if (n == 0)
+        return 0;
+    arr = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(arr, json_pack("{s:s, s:s}", "key", keys[i], "token", tokens[i]));
+    text = json_dumps(arr, JSON_COMPACT);
+    if (!text) {
+        err_set(err, CUT_EINVAL, "renew", "a storage key is not valid UTF-8");
+        goto out;
+    }
+    snprintf(ms, sizeof(ms), "%d", lease_ms);
+    p[0] = text;
+    p[1] = ms;
+    r = pgs_run(st, "renew", sql, 2, p, err);
+    if (r == NULL)
+        goto out;
+    for (int row = 0; row < PQntuples(r); row++)
+        for (size_t i = 0; i < n; i++)
+            if (!kept[i] && strcmp(PQgetvalue(r, row, 0), keys[i]) == 0 &&
+                strcmp(PQgetvalue(r, row, 1), tokens[i]) == 0)
+                kept[i] = true;
+    rc = 0;
+out:
+    PQclear(r);
+    free(text);
+    json_decref(arr);
     return rc;
 }
 

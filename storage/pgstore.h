@@ -98,6 +98,9 @@ struct pgstore_doc_in {
     /* NULL: recorded `pending`. Else the document cannot be mirrored (its S3 key cannot be
      * built...): recorded straight as `failed` with this reason, never claimed. */
     const char *failed_reason;
+    /* The sidecar's sequence of the app's answer to this upload (upload_seq_next()), which
+     * orders records of one key; 0: unknown (a backfill, an old journal record). */
+    int64_t answered_seq;
 };
 
 /* Records a document in state pending (or failed, see failed_reason). A storage_key already present
@@ -106,7 +109,11 @@ struct pgstore_doc_in {
  * complete. *generation (may be NULL) receives the new generation (1 for a new document). A record
  * with the same spool_path as the current generation's is that same upload recorded again (an
  * upsert whose answer was lost, then journaled and replayed): nothing changes and *generation
- * receives 0. Returns 0 or -1 with err set. */
+ * receives 0 (its spool file is still the document's). Order: when both the record's and the row's
+ * answered_seq are known and the record's is not greater, the record is older than what the row
+ * holds (an upload answered before the one recorded, or before the delete recorded): nothing
+ * changes and *generation receives -1 (superseded: its spool file serves no one). Either sequence
+ * unknown: the record is applied (order of arrival). Returns 0 or -1 with err set. */
 int pgstore_upsert(pgstore *st, const struct pgstore_doc_in *d, int64_t *generation,
                    cut_err *err) CUT_MUST_USE;
 
@@ -116,6 +123,28 @@ int pgstore_upsert(pgstore *st, const struct pgstore_doc_in *d, int64_t *generat
  * key; nothing is written then. detail (may be NULL) is kept in the transitions row. */
 int pgstore_transition(pgstore *st, const char *storage_key, int64_t generation, enum doc_state to,
                        const char *detail, cut_err *err) CUT_MUST_USE;
+
+/* What pgstore_delete_answered() did. */
+enum pgstore_delete_result {
+    PGSTORE_DEL_DELETED,    /* the document became `deleted` */
+    PGSTORE_DEL_ALREADY,    /* it was deleted already (its sequence kept as the newer one) */
+    PGSTORE_DEL_UNKNOWN,    /* no such document: with a sequence, a `deleted` row is left (no S3
+                             * object to remove, never claimed) so that an upload answered
+                             * before the delete, recorded after it, cannot bring it back */
+    PGSTORE_DEL_SUPERSEDED, /* an upload answered after the delete is recorded: left alone */
+};
+struct pgstore_delete_out {
+    enum pgstore_delete_result result;
+    enum doc_state was; /* the state before, for DELETED */
+    char s3_key[1024];  /* the document's S3 key for DELETED ("" when longer) */
+};
+/* The app answered 2xx to a delete of storage_key, with the sidecar's sequence answered_seq
+ * (0: unknown). The document becomes `deleted` (its S3 object's removal due, see
+ * pgstore_claim()) unless the row holds a record answered later (both sequences known, the row's
+ * greater). In one transaction, the row locked. *out is filled. Returns 0 or -1 with err set. */
+int pgstore_delete_answered(pgstore *st, const char *storage_key, int64_t answered_seq,
+                            const char *detail, struct pgstore_delete_out *out,
+                            cut_err *err) CUT_MUST_USE;
 
 /* One document's row. Strings are owned by the struct: pgstore_doc_clear(). Times are
  * ISO 8601 text or NULL. */
@@ -150,6 +179,9 @@ int pgstore_count_states(pgstore *st, int64_t counts[DOC_NSTATES], cut_err *err)
 
 #define PGSTORE_CLAIM_MAX 1000
 
+/* Leases renewed by one pgstore_renew_many() call at most. */
+#define PGSTORE_RENEW_MAX 1000
+
 /* What a claim returns: the documents (owned, pgstore_claim_clear()) and the lease token
  * that fences their completion. */
 struct pgstore_claim {
@@ -171,6 +203,12 @@ int pgstore_claim(pgstore *st, const char *owner, size_t max, int lease_ms,
 /* Extends the lease on one document while it is still the token's. */
 int pgstore_renew(pgstore *st, const char *storage_key, const char *token, int lease_ms,
                   cut_err *err) CUT_MUST_USE;
+
+/* pgstore_renew() for n (<= PGSTORE_RENEW_MAX) leases at once, in one statement: the lease on
+ * keys[i] is extended while it is still tokens[i]'s and unexpired; kept[i] receives whether it
+ * was (false: lost, its work can no longer be recorded). Arrays borrowed. */
+int pgstore_renew_many(pgstore *st, const char *const *keys, const char *const *tokens, size_t n,
+                       int lease_ms, bool *kept, cut_err *err) CUT_MUST_USE;
 
 /* What the work found, recorded on completion. NULL / -1: unchanged. */
 struct pgstore_outcome {

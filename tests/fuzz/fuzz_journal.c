@@ -5,7 +5,11 @@
  * cut short and given a damaged byte: the reader hands over only records that were
  * appended, each intact, in order, and every whole record before the damage. Payloads are
  * made printable, as the JSON text the journal holds is: such a payload can never contain a
- * whole record of its own (a length up to the ceiling has a NUL byte).
+ * whole record of its own (a length up to the ceiling has a NUL byte). And the records an
+ * upload leaves (journal_doc_decode), for every record the input holds and for the whole
+ * input as one payload: no crash; a record that decodes has a storage key, a size of -1 or
+ * more, a sequence of 0 or more (0 below version 2), and encoding it again gives a record that
+ * decodes to the same fields.
  */
 #include "storage/journal.h"
 
@@ -24,12 +28,46 @@ struct check {
     bool bad;
 };
 
+static bool same_str(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a && b && strcmp(a, b) == 0);
+}
+
+/* The decoding properties for one payload. */
+static void check_doc(const void *p, size_t n)
+{
+    struct journal_doc a, b;
+    cut_err err = CUT_ERR_INIT;
+    char *text;
+
+    if (!journal_doc_decode(p, n, &a, &err))
+        return;
+    if (!a.doc.storage_key || !*a.doc.storage_key || a.doc.size < -1 || a.doc.answered_seq < 0 ||
+        (a.version < 2 && a.doc.answered_seq != 0))
+        abort();
+    text = journal_doc_encode(&a.doc);
+    if (!text || !journal_doc_decode(text, strlen(text), &b, &err))
+        abort();
+    if (!same_str(a.doc.storage_key, b.doc.storage_key) || !same_str(a.doc.s3_key, b.doc.s3_key) ||
+        !same_str(a.doc.vars, b.doc.vars) || !same_str(a.doc.spool_path, b.doc.spool_path) ||
+        !same_str(a.doc.md5, b.doc.md5) || !same_str(a.doc.sha256, b.doc.sha256) ||
+        !same_str(a.doc.content_type, b.doc.content_type) ||
+        !same_str(a.doc.filename, b.doc.filename) ||
+        !same_str(a.doc.failed_reason, b.doc.failed_reason) || a.doc.size != b.doc.size ||
+        a.doc.answered_seq != b.doc.answered_seq || b.version != JOURNAL_DOC_VERSION)
+        abort();
+    journal_doc_clear(&b);
+    journal_doc_clear(&a);
+    free(text);
+}
+
 static bool any_record(void *arg, const void *p, size_t n)
 {
     struct check *c = arg;
     const uint8_t *q = p;
     if (n == 0 || n > JOURNAL_MAX_RECORD || q < c->base || q + n > c->base + c->n)
         abort();
+    check_doc(p, n);
     return true;
 }
 
@@ -53,6 +91,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t off = 0, pos = 0, cut, damage;
 
     journal_parse(data, size, any_record, &c, &scan);
+    check_doc(data, size);
     if (scan.records * JOURNAL_HEADER > size || scan.skipped_bytes > size)
         abort();
 
