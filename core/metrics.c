@@ -66,6 +66,9 @@ static const char *const v_s3op[] = {"put",
                                      "multipart_complete",
                                      "multipart_abort",
                                      "other"};
+static const char *const v_upload[] = {"skipped",  "refused_by_app", "recorded",     "journaled",
+                                       "replayed", "unusable",       "unmirrorable", "spool_failed",
+                                       "lost",     "deleted",        "superseded"};
 static const char *const v_class[] = {"none", "1xx", "2xx", "3xx", "4xx", "5xx"};
 static const char *const v_shadow[] = {"s3", "legacy_transformed", "both", "s3_error",
                                        "legacy_error"};
@@ -80,6 +83,7 @@ static const struct label l_origin = LABEL("origin", v_origin);
 static const struct label l_copy = LABEL("outcome", v_copy);
 static const struct label l_backfill = LABEL("outcome", v_backfill);
 static const struct label l_s3op = LABEL("operation", v_s3op);
+static const struct label l_upload = LABEL("outcome", v_upload);
 static const struct label l_class = LABEL("status_class", v_class);
 static const struct label l_shadow = LABEL("class", v_shadow);
 static const struct label l_skip = LABEL("reason", v_skip);
@@ -94,7 +98,11 @@ static const uint64_t b_latency[] = {1000,   2500,   5000,    10000,   25000,   
 static const uint64_t b_lag[] = {50000,     100000,    250000,    500000,     1000000,
                                  2500000,   5000000,   10000000,  30000000,   60000000,
                                  120000000, 300000000, 600000000, 1800000000, 3600000000};
+/* An answer held for its record: 100 us to 10 s (record_wait_ms caps the wait at 5 s). */
+static const uint64_t b_record[] = {100,   250,   500,    1000,   2500,    5000,    10000,
+                                    25000, 50000, 100000, 250000, 1000000, 5000000, 10000000};
 #define NB_LAT (sizeof(b_latency) / sizeof(b_latency[0]))
+#define NB_REC (sizeof(b_record) / sizeof(b_record[0]))
 #define NB_LAG (sizeof(b_lag) / sizeof(b_lag[0]))
 
 /* ---- cells ----------------------------------------------------------------------------------- */
@@ -117,6 +125,17 @@ static const struct family fam[MET_COUNT] = {
                         "Time from an upload's record (the app acknowledged it) to its copy "
                         "being verified in S3.",
                         HISTOGRAM, NULL, NULL, b_lag, NB_LAG, CELLS(NB_LAG + 2)},
+    [MET_UPLOADS] = {"cutover_uploads_total",
+                     "Uploads on upload routes, by what dual-write did: skipped (flag off), "
+                     "refused_by_app (non-2xx), recorded, journaled (PostgreSQL away), replayed "
+                     "(from the journal), unusable (no key in the answer), unmirrorable "
+                     "(recorded failed), spool_failed (recorded for a legacy copy), lost, "
+                     "deleted (delete routes), superseded (a later answer was recorded first).",
+                     COUNTER, &l_upload, NULL, NULL, 0, CELLS(NS(v_upload))},
+    [MET_UPLOAD_RECORD] = {"cutover_upload_record_seconds",
+                           "Time from the app's 2xx answer to an upload's record written: the "
+                           "time the client's answer waited for it (at most record_wait_ms).",
+                           HISTOGRAM, NULL, NULL, b_record, NB_REC, CELLS(NB_REC + 2)},
     [MET_MIRROR_DOCUMENTS] = {"cutover_mirror_documents_total",
                               "Documents the mirror finished: copied and verified, a failed "
                               "attempt, or an S3 object removed.",

@@ -21,6 +21,8 @@ enum metric_id {
     MET_QUEUE_DEPTH,        /* gauge */
     MET_STATE_STORE_UP,     /* gauge */
     MET_MIRROR_LAG,         /* histogram: upload acknowledged -> verified */
+    MET_UPLOADS,            /* counter {outcome}: what dual-write did with an upload */
+    MET_UPLOAD_RECORD,      /* histogram: the app's 2xx answer -> the upload's record written */
     MET_MIRROR_DOCUMENTS,   /* counter {origin, outcome} */
     MET_MIRROR_BYTES,       /* counter {origin} */
     MET_BACKFILL_DOCUMENTS, /* counter {outcome} */
@@ -46,6 +48,7 @@ enum metric_id {
 enum met_origin { MET_ORIGIN_UPLOAD = 0, MET_ORIGIN_BACKFILL };
 enum met_copy_outcome { MET_COPY_VERIFIED = 0, MET_COPY_FAILED, MET_COPY_REMOVED };
 enum met_backfill_outcome { MET_BACKFILL_ENQUEUED = 0, MET_BACKFILL_KNOWN, MET_BACKFILL_VERIFIED };
+/* MET_UPLOADS' outcomes are the members of proxy/upload.h's struct upload_stats, in order. */
 enum met_s3_op {
     MET_S3_PUT = 0,
     MET_S3_GET,

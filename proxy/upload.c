@@ -31,6 +31,8 @@
 #include "proxy/extract.h"
 #include "proxy/multipart.h"
 
+#include "core/metrics.h"
+
 #include <jansson.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -78,9 +80,10 @@ struct up {
     char *content_type;
 
     /* the record, built on the loop */
-    uint64_t seq; /* the app's 2xx answer, in order (upload_seq_next()) */
-    bool waiting; /* the answer waits for the recorder */
-    bool resumed; /* the recorder is done: let the answer go */
+    uint64_t seq;       /* the app's 2xx answer, in order (upload_seq_next()) */
+    uint64_t answer_us; /* when the record began (now_us()): its wait, for /metrics */
+    bool waiting;       /* the answer waits for the recorder */
+    bool resumed;       /* the recorder is done: let the answer go */
     proxy_ticket answer;
     char *storage_key, *s3_key, *filename, *vars;
     char unmirrorable[1024];
@@ -114,11 +117,16 @@ uint64_t upload_seq_next(void)
     return next;
 }
 
+/* /metrics' cutover_uploads_total has one outcome per member, in the struct's order */
+_Static_assert(sizeof(struct upload_stats) == 11 * sizeof(uint64_t),
+               "struct upload_stats and metrics.c's v_upload list the same outcomes");
+
 static void stat_add(upload *u, uint64_t *field)
 {
     pthread_mutex_lock(&u->mu);
     (*field)++;
     pthread_mutex_unlock(&u->mu);
+    metrics_inc(MET_UPLOADS, (unsigned)(field - &u->st.skipped), 0);
 }
 
 static bool dual_write_on(upload *u)
@@ -506,6 +514,7 @@ static void record_job(worker_ctx *ctx, void *arg)
         }
         free(text);
     }
+    metrics_observe_us(MET_UPLOAD_RECORD, 0, now_us() - s->answer_us);
     proxy_exchange_resume(s->answer);
     up_unref(s);
 }
@@ -559,6 +568,7 @@ static enum proxy_answer_mode begin_record(struct up *s, proxy_exchange *x, cons
     if (!proxy_exchange_request_complete(x))
         body_fail(s, "%s", "the app answered before the whole body arrived");
     atomic_init(&s->join, s->body_failed ? 1 : 2);
+    s->answer_us = now_us();
     s->answer = proxy_exchange_wait(x, s->u->d.record_wait_ms);
     s->waiting = true;
     atomic_fetch_add(&s->refs, 1); /* the recorder's */

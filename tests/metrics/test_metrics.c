@@ -110,6 +110,11 @@ static void test_traffic(void **state)
     assert_true(mx_sample(t, "cutover_mirror_bytes_total{origin=\"upload\"}") ==
                 1000 * 6 + 500 * 15);
     assert_true(mx_sample(t, "cutover_mirror_lag_seconds_count") == 6);
+    /* dual-write's own figures: six uploads recorded, each answer held for its record once */
+    assert_true(mx_sample(t, "cutover_uploads_total{outcome=\"recorded\"}") == 6);
+    assert_true(mx_sample(t, "cutover_uploads_total{outcome=\"lost\"}") == 0);
+    assert_true(mx_sample(t, "cutover_upload_record_seconds_count") == 6);
+    assert_true(mx_sample(t, "cutover_upload_record_seconds_bucket{le=\"10\"}") == 6);
     assert_true(mx_sample(t, "cutover_mirror_lag_seconds_bucket{le=\"+Inf\"}") == 6);
     assert_true(mx_sample(t, "cutover_proxy_request_duration_seconds_count{route=\"upload\"}") ==
                 up0 + 6);
