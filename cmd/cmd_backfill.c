@@ -462,6 +462,7 @@ int cmd_backfill(int argc, char **argv)
         .owner = owner,
         .max_inflight = (int)conc,
         .lease_ms = cfg->workers.lease_s * 1000,
+        .origin = "backfill",
         .max_attempts = cfg->workers.max_attempts,
         .poll_ms = 500,
     };

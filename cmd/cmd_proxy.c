@@ -171,6 +171,7 @@ static bool dual_write_start(const struct config *cfg, proxy *px, struct dual_wr
         .owner = owner,
         .max_inflight = 4 * cfg->workers.mirror,
         .lease_ms = cfg->workers.lease_s * 1000,
+        .origin = "upload",
         .max_attempts = cfg->workers.max_attempts,
         .max_backoff_ms = cfg->workers.max_backoff_s * 1000,
         .outcome = dw->rollback ? flags_rollback_outcome : NULL,

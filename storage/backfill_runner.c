@@ -136,6 +136,7 @@ static bool start_mirror(backfill_runner *r, cut_err *err)
         .owner = r->owner,
         .max_inflight = cfg->backfill.concurrency,
         .lease_ms = cfg->workers.lease_s * 1000,
+        .origin = "backfill",
         .max_attempts = cfg->workers.max_attempts,
         .max_backoff_ms = cfg->workers.max_backoff_s * 1000,
         .poll_ms = 500,

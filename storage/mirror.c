@@ -585,7 +585,8 @@ static void claim_some(mirror *m, int want)
     struct pgstore_claim c = {0};
     cut_err err = CUT_ERR_INIT;
 
-    if (pgstore_claim(m->store, m->owner, (size_t)want, m->o.lease_ms, &c, &err) != 0) {
+    if (pgstore_claim(m->store, m->owner, (size_t)want, m->o.lease_ms, m->o.origin, &c, &err) !=
+        0) {
         static uint64_t last_log;
         if (now_ms() - last_log > 10000) {
             last_log = now_ms();

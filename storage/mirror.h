@@ -40,6 +40,8 @@ struct mirror_opts {
                                * 30 s or more past the end (an hour, uncapped) */
     int poll_ms;              /* how often the queue is looked at when idle; default 1000 */
     bool keep_spool;          /* leave spool files after verification (tests) */
+    const char *origin;       /* copies of this origin only (see pgstore_claim()); NULL: any;
+                               * borrowed, a string literal in practice */
     /* Each copy's S3 outcome (ok, or S3 failed or did not answer; kind "s3_put"), for the
      * automatic rollback's window. Called on the mirror's thread; may be NULL. */
     void (*outcome)(void *arg, bool ok, const char *kind);

@@ -943,20 +943,22 @@ static bool new_token(char out[33], cut_err *err)
     return true;
 }
 
-int pgstore_claim(pgstore *st, const char *owner, size_t max, int lease_ms,
+int pgstore_claim(pgstore *st, const char *owner, size_t max, int lease_ms, const char *origin,
                   struct pgstore_claim *out, cut_err *err)
 {
     static const char sql[] =
         "WITH picked AS (SELECT storage_key AS k FROM cutover.documents\n"
         "  WHERE state IN ('pending', 'mismatch', 'deleted') AND next_attempt_at <= now()\n"
         "    AND (lease_expires IS NULL OR lease_expires <= clock_timestamp())\n"
+        "    AND ($5::text IS NULL OR origin = $5 OR state = 'deleted'\n"
+        "         OR next_attempt_at = '-infinity')\n"
         "  ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED)\n"
         "UPDATE cutover.documents SET lease_owner = $1, lease_token = $2,\n"
         "  lease_expires = clock_timestamp() + $4::bigint * interval '1 millisecond'\n"
         "FROM picked WHERE storage_key = picked.k\n"
         "RETURNING " DOC_COLS;
     char lim[24], ms[24];
-    const char *p[4];
+    const char *p[5];
     PGresult *r;
 
     memset(out, 0, sizeof(*out));
@@ -973,7 +975,8 @@ int pgstore_claim(pgstore *st, const char *owner, size_t max, int lease_ms,
     p[1] = out->token;
     p[2] = lim;
     p[3] = ms;
-    r = pgs_run(st, "claim", sql, 4, p, err);
+    p[4] = origin;
+    r = pgs_run(st, "claim", sql, 5, p, err);
     if (r == NULL)
         return -1;
     out->n = (size_t)PQntuples(r);

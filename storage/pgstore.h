@@ -196,8 +196,11 @@ void pgstore_claim_clear(struct pgstore_claim *c);
  * recorded as removed (a removal to make: the transition to `deleted` makes it due, and
  * pgstore_removed() takes it off the queue). FOR UPDATE SKIP LOCKED, so that concurrent
  * claimers never get the same document; leased to owner (a name for humans) for lease_ms
- * under a new token. out->n may be 0. */
-int pgstore_claim(pgstore *st, const char *owner, size_t max, int lease_ms,
+ * under a new token. out->n may be 0. With origin ("upload", "backfill"; NULL: any), copies
+ * only of documents of that origin, or that a read moved to the head of the queue; removals
+ * of any. So a sidecar's dual-write mirror leaves the backfill's copies to the backfill, whose
+ * throttles and pause then hold, and still copies a backfill document a user is reading. */
+int pgstore_claim(pgstore *st, const char *owner, size_t max, int lease_ms, const char *origin,
                   struct pgstore_claim *out, cut_err *err) CUT_MUST_USE;
 
 /* Extends the lease on one document while it is still the token's. */

@@ -111,7 +111,7 @@ static void test_superseded_keeps_lease(void **state)
     (void)state;
 
     assert_int_equal(upsert(st, "k", "b", 20), 1);
-    assert_int_equal(pgstore_claim(st, "t", 10, 60000, &c, &err), 0);
+    assert_int_equal(pgstore_claim(st, "t", 10, 60000, NULL, &c, &err), 0);
     assert_int_equal(c.n, 1);
     assert_int_equal(upsert(st, "k", "a", 10), -1);
     struct pgstore_outcome o = {.size = 10, .detail = "copied", .verified = "ok"};
@@ -152,7 +152,7 @@ static void test_delete_orders(void **state)
     assert_col(url, "c", "state", "deleted");
     assert_int_equal(upsert(st, "c", "u", 25), -1);
     assert_col(url, "c", "state", "deleted");
-    assert_int_equal(pgstore_claim(st, "t", 10, 60000, &c, &err), 0);
+    assert_int_equal(pgstore_claim(st, "t", 10, 60000, NULL, &c, &err), 0);
     for (size_t i = 0; i < c.n; i++)
         assert_string_not_equal(c.docs[i].storage_key, "c");
     pgstore_claim_clear(&c);
@@ -191,7 +191,7 @@ static void test_renew_many(void **state)
 
     for (int i = 0; i < 3; i++)
         assert_int_equal(upsert(st, keys[i], keys[i], 0), 1);
-    assert_int_equal(pgstore_claim(st, "t", 10, 2000, &c, &err), 0);
+    assert_int_equal(pgstore_claim(st, "t", 10, 2000, NULL, &c, &err), 0);
     assert_int_equal(c.n, 3);
     for (int i = 0; i < 3; i++)
         tokens[i] = c.token;

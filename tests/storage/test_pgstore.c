@@ -182,6 +182,47 @@ static void test_doc_get_and_counts(void **state)
     free(url);
 }
 
+/* A mirror claiming one origin: backfill copies are left to the backfill (its throttles and
+ * its pause hold), but a backfill document a user reads (moved to the head of the queue) and
+ * a removal of any origin are still taken. */
+static void test_claim_by_origin(void **state)
+{
+    char *url = pgt_migrated_db("pg_origin");
+    pgstore *st = store(url);
+    cut_err err = CUT_ERR_INIT;
+    struct pgstore_claim c;
+    bool bumped = false;
+    const char *names[] = {"up", "bf", "bf-read", "bf-deleted"};
+
+    (void)state;
+    for (int i = 0; i < 4; i++) {
+        struct pgstore_doc_in d = {.storage_key = names[i],
+                                   .s3_key = names[i],
+                                   .size = -1,
+                                   .origin = i == 0 ? "upload" : "backfill"};
+        if (pgstore_upsert(st, &d, NULL, &err) != 0)
+            fail_msg("upsert %s: %s", names[i], err.msg);
+    }
+    assert_int_equal(pgstore_read_bump(st, "bf-read", &bumped, &err), 0);
+    assert_true(bumped);
+    assert_int_equal(pgstore_transition(st, "bf-deleted", 0, DOC_DELETED, "test", &err), 0);
+
+    assert_int_equal(pgstore_claim(st, "dw", 100, 60000, "upload", &c, &err), 0);
+    assert_int_equal(c.n, 3);
+    for (size_t i = 0; i < c.n; i++)
+        assert_string_not_equal(c.docs[i].storage_key, "bf");
+    pgstore_claim_clear(&c);
+    assert_int_equal(pgstore_claim(st, "dw", 100, 60000, "upload", &c, &err), 0);
+    assert_int_equal(c.n, 0);
+    pgstore_claim_clear(&c);
+    assert_int_equal(pgstore_claim(st, "backfill", 100, 60000, "backfill", &c, &err), 0);
+    assert_int_equal(c.n, 1);
+    assert_string_equal(c.docs[0].storage_key, "bf");
+    pgstore_claim_clear(&c);
+    pgstore_free(st);
+    free(url);
+}
+
 static void test_claim_skips_locked(void **state)
 {
     char *url = pgt_migrated_db("pg_skip");
@@ -202,7 +243,7 @@ static void test_claim_skips_locked(void **state)
     assert_int_equal(PQstatus(other), CONNECTION_OK);
     PQclear(PQexec(other, "BEGIN"));
     PQclear(PQexec(other, "SELECT 1 FROM cutover.documents WHERE storage_key = 's2' FOR UPDATE"));
-    if (pgstore_claim(st, "w", 100, 60000, &c, &err) != 0)
+    if (pgstore_claim(st, "w", 100, 60000, NULL, &c, &err) != 0)
         fail_msg("claim: %s", err.msg);
     assert_int_equal(c.n, 4);
     for (size_t i = 0; i < c.n; i++)
@@ -212,11 +253,11 @@ static void test_claim_skips_locked(void **state)
     PQclear(PQexec(other, "COMMIT"));
     PQfinish(other);
     /* the four are leased now: only s2 is left */
-    assert_int_equal(pgstore_claim(st, "w", 100, 60000, &c, &err), 0);
+    assert_int_equal(pgstore_claim(st, "w", 100, 60000, NULL, &c, &err), 0);
     assert_int_equal(c.n, 1);
     assert_string_equal(c.docs[0].storage_key, "s2");
     pgstore_claim_clear(&c);
-    assert_int_equal(pgstore_claim(st, "w", 100, 60000, &c, &err), 0);
+    assert_int_equal(pgstore_claim(st, "w", 100, 60000, NULL, &c, &err), 0);
     assert_int_equal(c.n, 0);
     pgstore_claim_clear(&c);
     pgstore_free(st);
@@ -244,7 +285,7 @@ static void *claimer_run(void *arg)
     pthread_barrier_wait(cl->start);
     for (;;) {
         struct pgstore_claim c;
-        if (pgstore_claim(st, "claimer", 7, 60000, &c, &err) != 0) {
+        if (pgstore_claim(st, "claimer", 7, 60000, NULL, &c, &err) != 0) {
             cl->errors++;
             break;
         }
@@ -314,7 +355,7 @@ static bool reclaimed(void *arg)
     cut_err err = CUT_ERR_INIT;
 
     pgstore_claim_clear(&r->c);
-    if (pgstore_claim(r->st, "second", 10, 60000, &r->c, &err) != 0)
+    if (pgstore_claim(r->st, "second", 10, 60000, NULL, &r->c, &err) != 0)
         fail_msg("claim: %s", err.msg);
     return r->c.n == 1;
 }
@@ -331,7 +372,7 @@ static void test_complete_verified(void **state)
 
     (void)state;
     add_doc(a, "both", NULL);
-    assert_int_equal(pgstore_claim(a, "w", 10, 60000, &c, &err), 0);
+    assert_int_equal(pgstore_claim(a, "w", 10, 60000, NULL, &c, &err), 0);
     assert_int_equal(c.n, 1);
     assert_int_equal(pgstore_complete(a, "both", c.token, DOC_COPIED, &o, &err), 0);
     assert_int_equal(pgstore_doc_get(a, "both", &d, &err), 0);
@@ -362,7 +403,7 @@ static void test_lease_expiry_fence(void **state)
 
     (void)state;
     add_doc(a, "leased", NULL);
-    assert_int_equal(pgstore_claim(a, "first", 10, 300, &ca, &err), 0);
+    assert_int_equal(pgstore_claim(a, "first", 10, 300, NULL, &ca, &err), 0);
     assert_int_equal(ca.n, 1);
     /* while the lease lives nobody else gets it */
     assert_false(reclaimed(&rb));
@@ -416,7 +457,7 @@ static void test_fail_until_failed(void **state)
     (void)state;
     add_doc(st, "f", NULL);
     for (int i = 1; i <= 3; i++) {
-        assert_int_equal(pgstore_claim(st, "w", 1, 60000, &c, &err), 0);
+        assert_int_equal(pgstore_claim(st, "w", 1, 60000, NULL, &c, &err), 0);
         assert_int_equal(c.n, 1);
         assert_int_equal(pgstore_fail(st, "f", c.token, "S3 answered 503", 3, 0, &s, &err), 0);
         assert_int_equal(s, i < 3 ? DOC_PENDING : DOC_FAILED);
@@ -432,12 +473,12 @@ static void test_fail_until_failed(void **state)
                                     "from_state = 'pending' AND to_state = 'failed'"),
                      1);
     /* failed is not work any more */
-    assert_int_equal(pgstore_claim(st, "w", 1, 60000, &c, &err), 0);
+    assert_int_equal(pgstore_claim(st, "w", 1, 60000, NULL, &c, &err), 0);
     assert_int_equal(c.n, 0);
     pgstore_claim_clear(&c);
     /* retried on demand: pending again, attempts reset */
     assert_int_equal(pgstore_transition(st, "f", 0, DOC_PENDING, "retry", &err), 0);
-    assert_int_equal(pgstore_claim(st, "w", 1, 60000, &c, &err), 0);
+    assert_int_equal(pgstore_claim(st, "w", 1, 60000, NULL, &c, &err), 0);
     assert_int_equal(c.n, 1);
     assert_int_equal(c.docs[0].attempts, 0);
     /* a failure with backoff puts the next attempt in the future */
@@ -447,7 +488,7 @@ static void test_fail_until_failed(void **state)
                         "cutover.documents WHERE storage_key = 'f'");
     assert_string_equal(v, "t");
     free(v);
-    assert_int_equal(pgstore_claim(st, "w", 1, 60000, &c, &err), 0);
+    assert_int_equal(pgstore_claim(st, "w", 1, 60000, NULL, &c, &err), 0);
     assert_int_equal(c.n, 0);
     pgstore_claim_clear(&c);
     pgstore_free(st);
@@ -568,7 +609,7 @@ int main(void)
         cmocka_unit_test(test_claim_skips_locked), cmocka_unit_test(test_two_claimers_never_share),
         cmocka_unit_test(test_lease_expiry_fence), cmocka_unit_test(test_fail_until_failed),
         cmocka_unit_test(test_complete_verified),  cmocka_unit_test(test_flag_and_audit),
-        cmocka_unit_test(test_connection_loss),
+        cmocka_unit_test(test_connection_loss),    cmocka_unit_test(test_claim_by_origin),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
