@@ -23,7 +23,11 @@
 # Uploads are multipart/form-data (the file in part "file"); with --raw the body is the file.
 #
 # Usage: bench/upload/run.sh [--duration S] [--warmup S] [--rate-small R] [--rate-large R]
-#                            [--drain S] [--raw] [--only 64KiB|8MiB]
+#                            [--drain S] [--raw] [--only 64KiB|8MiB] [--pin]
+# --pin: PostgreSQL and s3rver, which stand in for services on other hosts (RDS, S3), run on
+# the last CPU; the app, cutover and the load generator on the others (taskset), so that the
+# emulator's work for the mirror does not take CPU from the app as real S3 would not. Every
+# row of the run is pinned the same way.
 # BENCH_KEEP=1 keeps the temporary directory (configurations, logs) for a look afterwards.
 # Environment: CUTOVER_BIN (default: build-proxy/cmd/cutover, configured and brought up to
 # date here like bench/proxy/run.sh's).
@@ -39,6 +43,7 @@ RATE_L=2
 DRAIN=60
 RAW=
 ONLY=
+PIN=
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DUR=$2; shift 2 ;;
@@ -48,7 +53,8 @@ while [ $# -gt 0 ]; do
     --drain) DRAIN=$2; shift 2 ;;
     --raw) RAW=--raw; shift ;;
     --only) ONLY=$2; shift 2 ;;
-    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
+    --pin) PIN=1; shift ;;
+    -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -80,9 +86,23 @@ trap 'exit 130' INT TERM
 cc -O2 -std=c11 -Wall -Wextra -o "$T/loadgen" "$HERE/loadgen.c" -lcurl
 
 echo "starting PostgreSQL, s3rver and the example app..." >&2
-timeout 120 "$ROOT/tests/harness/services.sh" start "$T/svc" >/dev/null
+# ON_APP: the prefix that runs a command on the app's CPUs (empty without --pin)
+ON_APP=()
+ON_SVC=()
+if [ -n "$PIN" ]; then
+  NCPU=$(nproc)
+  [ "$NCPU" -ge 2 ] || { echo "--pin needs 2 CPUs or more" >&2; exit 2; }
+  APP_CPUS=0-$((NCPU - 2)); SVC_CPUS=$((NCPU - 1))
+  ON_APP=(taskset -c "$APP_CPUS"); ON_SVC=(taskset -c "$SVC_CPUS")
+fi
+timeout 120 "${ON_SVC[@]}" "$ROOT/tests/harness/services.sh" start "$T/svc" >/dev/null
 # shellcheck disable=SC1091
 . "$T/svc/env"
+if [ -n "$PIN" ]; then
+  # the example app was started with the services: every thread of it to the app's CPUs
+  taskset -a -p -c "$APP_CPUS" "$APP_PID" >/dev/null
+  echo "pinned: PostgreSQL and s3rver on CPU $SVC_CPUS; app, cutover, load generator on CPU $APP_CPUS" >&2
+fi
 # every query bounded: 10 s to connect, 30 s to run
 PSQL=(env PGCONNECT_TIMEOUT=10 "PGOPTIONS=-c statement_timeout=30000" "$PG_BIN/psql" -X -q -t -A
   -v ON_ERROR_STOP=1)
@@ -97,7 +117,7 @@ field() { tr ' ' '\n' <<<"$1" | awk -F= -v k="$2" '$1 == k {print $2}'; }
 # start_cutover NAME DUAL_WRITE: a fresh database and a fresh process; sets CPID, CUT, DB
 start_cutover() {
   local name=${1,,} dw=$2 adm
-  CUT=$(free_port); adm=$(free_port)
+  CUT=$(free_port); adm=$(free_port); ADM=$adm
   "${PSQL[@]}" "$PG_URL" -c "CREATE DATABASE bench_$name" >/dev/null
   DB="postgresql://postgres@127.0.0.1:$PG_PORT/bench_$name"
   mkdir -p "$T/spool-$name"
@@ -118,7 +138,7 @@ start_cutover() {
 CONF
   timeout 60 "$BIN" migrate-db --config "$T/$name.json" > "$T/$name.migrate.log" 2>&1 ||
     { cat "$T/$name.migrate.log" >&2; exit 1; }
-  "$BIN" proxy --config "$T/$name.json" > "$T/$name.log" 2>&1 & CPID=$!
+  "${ON_APP[@]}" "$BIN" proxy --config "$T/$name.json" > "$T/$name.log" 2>&1 & CPID=$!
   local i
   for i in $(seq 1 200); do
     curl -fsS --max-time 2 -o /dev/null "http://127.0.0.1:$adm/readyz" 2>/dev/null && break
@@ -140,7 +160,7 @@ stop_cutover() {
 # load PORT RATE SIZE SECONDS WARMUP: one loadgen run, its KEY=VALUE line on stdout
 load() {
   echo "-- $1 rate $2 size $3" >>"$T/loadgen.err"
-  timeout $(( $4 + $5 + 60 )) "$T/loadgen" --url "http://127.0.0.1:$1/documents" --rate "$2" \
+  timeout $(( $4 + $5 + 60 )) "${ON_APP[@]}" "$T/loadgen" --url "http://127.0.0.1:$1/documents" --rate "$2" \
     --size "$3" --duration "$4" --warmup "$5" --timeout 30 --max-inflight 256 \
     --header "X-Org-Id: bench" $RAW 2>>"$T/loadgen.err" || true
 }
@@ -172,6 +192,21 @@ measure() { # SIZE_LABEL SIZE RATE TARGET
              coalesce(round(1000 * percentile_disc(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM verified_at - created_at))), -1),
              coalesce(round(1000 * percentile_disc(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM verified_at - created_at))), -1)
       FROM cutover.documents WHERE state = 'verified' AND created_at >= to_timestamp($ws)")
+  fi
+  if [ "$tg" = on ]; then
+    # dual-write's own share of the latency: the app's 2xx answer held for its record
+    # (cutover_upload_record_seconds, warm-up included), p50 and p99 as bucket bounds
+    R[$sl,$tg,rec]=$(curl -fsS --max-time 5 "http://127.0.0.1:$ADM/metrics" 2>/dev/null | awk '
+      /^cutover_upload_record_seconds_bucket/ {
+        le = $1; sub(/.*le="/, "", le); sub(/".*/, "", le); n++; b[n] = le; c[n] = $2 }
+      END {
+        if (n == 0 || c[n] == 0) { print "- -"; exit }
+        for (q = 1; q <= 2; q++) {
+          want = (q == 1 ? 0.5 : 0.99) * c[n]
+          for (i = 1; i <= n && c[i] < want; i++) ;
+          out = out (q == 2 ? " " : "") (b[i] == "+Inf" ? ">10000" : sprintf("<=%g", b[i] * 1000))
+        }
+        print out }')
   fi
   if [ -n "$CPID" ]; then
     R[$sl,$tg,cpu]=$(sub "$(cpu_s "$CPID")" "$c0")
@@ -206,6 +241,9 @@ done
 echo
 echo "$([ -n "$RAW" ] && echo raw-body || echo multipart) uploads at a fixed arrival rate (open loop), ${DUR}s each after ${WARM}s of warm-up; $(nproc) CPUs,"
 echo "load average before: $LOAD0 (the machine is shared: single runs move by 10-20% or more)"
+if [ -n "$PIN" ]; then
+  echo "pinned (--pin): PostgreSQL and s3rver on CPU $SVC_CPUS; the app, cutover and the load generator on CPU $APP_CPUS"
+fi
 printf "| %-6s | %-6s | %6s | %8s | %6s | %8s | %8s | %8s | %8s | %7s | %13s | %7s | %13s | %13s |\n" \
   size target rate/s achieved errors "p50 ms" "p99 ms" "lag p50" "lag p99" "drain" "cut CPU" "cut RSS" "app CPU" "s3rver CPU"
 echo "|--------|--------|-------:|---------:|-------:|---------:|---------:|---------:|---------:|--------:|--------------:|--------:|--------------:|--------------:|"
@@ -231,6 +269,12 @@ for spec in "64KiB:$RATE_S" "8MiB:$RATE_L"; do
   done
 done
 echo
+for spec in "64KiB:$RATE_S" "8MiB:$RATE_L"; do
+  IFS=: read -r sl rate <<<"$spec"
+  [ -z "$ONLY" ] || [ "$ONLY" = "$sl" ] || continue
+  read -r rec50 rec99 <<<"${R[$sl,on,rec]:-- -}"
+  echo "$sl dw on: the app's answer held for its record (cutover_upload_record_seconds): p50 $rec50 ms, p99 $rec99 ms"
+done
 echo "CPU: user+sys seconds during the measured window (dw on: and the drain until every document"
 echo "was verified), and that as a share of one core over the same span. drain: seconds after the"
 echo "window until every document was verified. lag: the app's answer recorded -> verified."
