@@ -2,12 +2,18 @@
  * bfenv: what the backfill and verify tests share to set up documents: seeding the example
  * app's legacy store, a JSONL source cut down to one test's documents, a configuration that
  * points cutover at the fixture (PostgreSQL, s3rver, the app as legacy store), running a
- * cutover command and reading its summary line.
+ * cutover command and reading its summary line, querying the state database, and comparing
+ * what S3 holds with the legacy store's raw bytes.
  */
 #ifndef CUTOVER_TEST_BFENV_H
 #define CUTOVER_TEST_BFENV_H
 
+#include "core/core.h"
+#include "storage/s3.h"
+#include "tests/testlib.h"
+
 #include <jansson.h>
+#include <libpq-fe.h>
 #include <stddef.h>
 
 /* Creates count documents of size bytes in the app's store with its /_control/seed, keys
@@ -33,5 +39,25 @@ int bfenv_run(const char *args, const char *event, char **out, json_t **summary)
 
 /* Hex SHA-256 of p[0..n). */
 void bfenv_sha256_hex(const void *p, size_t n, char out[65]);
+
+/* The result of sql on c (PQclear()); fails the test with the error unless it succeeded. */
+PGresult *bfenv_q(PGconn *c, const char *sql);
+/* The one integer sql answers on c; -1 when it is not exactly one row. */
+long long bfenv_int(PGconn *c, const char *sql);
+
+/* Fails the test for what, which exited rc: cmocka cuts a message at 1 KiB, so the whole
+ * output (may be NULL) goes to stderr first. */
+void bfenv_fail_with(const char *what, int rc, const char *out);
+/* The integer at o.a (b NULL) or o.a.b of a summary; fails the test when there is none. */
+long long bfenv_jint(json_t *o, const char *a, const char *b);
+
+/* The object s3key's bytes from s3rver appended to got (buf_init'ed by the caller); fails the
+ * test when the GET does. */
+void bfenv_s3_read(s3_client *s3, const char *s3key, struct buf *got);
+/* The raw original of key from the app's legacy store (test_http_free()); asserts a 200. */
+void bfenv_raw_read(const char *key, struct test_http *raw);
+/* S3's object s3key holds the app's raw bytes of key, and, sha256 not NULL, their SHA-256 is
+ * sha256 (hex). */
+void bfenv_assert_same(s3_client *s3, const char *key, const char *s3key, const char *sha256);
 
 #endif
