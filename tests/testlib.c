@@ -438,6 +438,24 @@ void test_rmtree(const char *dir)
     nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+uint32_t test_key_hash(const char *key)
+{
+    uint32_t h = 2166136261u;
+    for (; *key; key++)
+        h = (h ^ (unsigned char)*key) * 16777619u;
+    return h;
+}
+
+void test_key_bytes(const char *key, uint64_t off, void *out, size_t n)
+{
+    uint32_t seed = test_key_hash(key);
+    unsigned char *p = out;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t x = off + i;
+        p[i] = (unsigned char)((x * 2654435761u) ^ seed ^ (x >> 9) ^ (x >> 17));
+    }
+}
+
 /* ---- a cutover under test --------------------------------------------------------------- */
 
 /* cutover's log on stderr, so that a failure shows why. */

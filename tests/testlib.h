@@ -16,6 +16,7 @@
 #include <libpq-fe.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 /* Value of KEY from the services file; aborts the test (exit 1 with a message) when the
@@ -75,6 +76,12 @@ bool test_write_file(const char *path, const void *data, size_t len);
 char *test_tmpdir(const char *tag);
 /* Removes a directory made by test_tmpdir() and everything in it (NULL: nothing). */
 void test_rmtree(const char *dir);
+
+/* FNV-1a of key. */
+uint32_t test_key_hash(const char *key);
+/* Bytes [off, off + n) of the synthetic document named key, the same in every run: what the
+ * in-test legacy stores serve, and what a test compares a copy with. */
+void test_key_bytes(const char *key, uint64_t off, void *out, size_t n);
 
 /* ---- a cutover under test ---- */
 
