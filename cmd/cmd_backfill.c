@@ -164,8 +164,9 @@ static void progress(struct run *r, pgstore *st, bool force)
     json_decref(o);
 }
 
-static void note_bad_row(struct run *r, const char *source, const struct backfill_row *row)
+static void note_bad_row(void *arg, const char *source, const struct backfill_row *row)
 {
+    struct run *r = arg;
     r->bad_rows++;
     fprintf(stderr, "%scutover backfill: %s:%ld: %s\n", r->tty ? "\n" : "", source, row->line,
             row->error);
@@ -201,20 +202,13 @@ static int enqueue_all(struct run *r, backfill_source *src, pgstore *st, size_t 
             }
             progress(r, st, false);
         }
-        if (backfill_source_next(src, rows, batch, &n, err) != 0)
+        size_t inserted;
+        if (backfill_enqueue_page(src, st, rows, batch, key_of, r, note_bad_row, r, &bucket,
+                                  &r->enq, &n, &inserted, err) != 0)
             goto out;
         if (n == 0)
             break;
-        for (size_t i = 0; i < n; i++)
-            if (rows[i].error)
-                note_bad_row(r, backfill_source_name(src), &rows[i]);
-        size_t before = r->enq.inserted;
-        int erc = backfill_enqueue(st, key_of, r, rows, n, &r->enq, err);
-        backfill_rows_clear(rows, n);
-        if (erc != 0)
-            goto out;
-        backfill_bucket_take(&bucket, (double)(r->enq.inserted - before), now_us());
-        if (r->enq.inserted > before)
+        if (inserted > 0)
             mirror_kick(r->mirror);
         progress(r, st, false);
         if (wait_signal(set, 0)) {
