@@ -129,6 +129,14 @@ long long bfenv_int(PGconn *c, const char *sql)
     return v;
 }
 
+void bfenv_assert_once(PGconn *c, long long n)
+{
+    assert_int_equal(
+        bfenv_int(c, "SELECT count(*) FROM cutover.transitions WHERE to_state = 'copied'"), n);
+    assert_int_equal(
+        bfenv_int(c, "SELECT count(*) FROM cutover.transitions WHERE from_state IS NULL"), n);
+}
+
 void bfenv_fail_with(const char *what, int rc, const char *out)
 {
     fprintf(stderr, "%s: exit %d; its output:\n%s\n", what, rc, out ? out : "");

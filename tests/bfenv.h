@@ -45,6 +45,10 @@ PGresult *bfenv_q(PGconn *c, const char *sql);
 /* The one integer sql answers on c; -1 when it is not exactly one row. */
 long long bfenv_int(PGconn *c, const char *sql);
 
+/* The state database on c holds n recordings (transitions from nothing) and n `copied`
+ * transitions: with n documents, each recorded once and copied once. */
+void bfenv_assert_once(PGconn *c, long long n);
+
 /* Fails the test for what, which exited rc: cmocka cuts a message at 1 KiB, so the whole
  * output (may be NULL) goes to stderr first. */
 void bfenv_fail_with(const char *what, int rc, const char *out);

@@ -76,12 +76,7 @@ static void check_all(void)
     assert_int_equal(bfenv_int(E.pg, "SELECT count(*) FROM cutover.documents WHERE state = "
                                      "'verified' AND origin = 'backfill'"),
                      NSCALE);
-    assert_int_equal(
-        bfenv_int(E.pg, "SELECT count(*) FROM cutover.transitions WHERE to_state = 'copied'"),
-        NSCALE);
-    assert_int_equal(
-        bfenv_int(E.pg, "SELECT count(*) FROM cutover.transitions WHERE from_state IS NULL"),
-        NSCALE);
+    bfenv_assert_once(E.pg, NSCALE);
     PGresult *r = bfenv_q(E.pg, "SELECT storage_key, s3_key FROM cutover.documents ORDER BY "
                                 "random() LIMIT 10");
     for (int i = 0; i < PQntuples(r); i++)
