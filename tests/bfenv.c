@@ -15,6 +15,57 @@
 
 static int files;
 
+struct bfenv E;
+
+int bfenv_group_setup(void **state)
+{
+    (void)state;
+    E.dir = test_tmpdir(E.tag);
+    if (!E.no_s3) {
+        test_s3_open(&E.s3env);
+        E.s3 = E.s3env.c;
+    }
+    return 0;
+}
+
+int bfenv_group_teardown(void **state)
+{
+    (void)state;
+    if (E.s3)
+        test_s3_close(&E.s3env);
+    E.s3 = NULL;
+    test_rmtree(E.dir);
+    free(E.config);
+    E.config = NULL;
+    return 0;
+}
+
+int bfenv_setup(void **state)
+{
+    (void)state;
+    E.db_url = test_fresh_db(E.tag);
+    if (E.first_config) {
+        E.first_config();
+    } else {
+        free(E.config);
+        E.config = bfenv_config(E.dir, E.db_url, E.workers, "{\"jsonl\": \"/nonexistent\"}");
+    }
+    test_migrate_db(E.config);
+    E.pg = test_pg_connect(E.db_url);
+    return 0;
+}
+
+int bfenv_teardown(void **state)
+{
+    (void)state;
+    PQfinish(E.pg);
+    E.pg = NULL;
+    E.workers = NULL;
+    free(E.db_url);
+    E.db_url = NULL;
+    return 0;
+}
+
 void bfenv_seed(const char *org, int count, int size)
 {
     struct test_http r;

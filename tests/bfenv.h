@@ -10,11 +10,38 @@
 
 #include "core/core.h"
 #include "storage/s3.h"
+#include "tests/s3env.h"
 #include "tests/testlib.h"
 
 #include <jansson.h>
 #include <libpq-fe.h>
+#include <stdbool.h>
 #include <stddef.h>
+
+/* What every backfill and verify test holds (the test files share one, E): a directory and an
+ * S3 client of the group, and per test a fresh state database with cutover's schema. */
+struct bfenv {
+    const char *tag; /* set before the group runs: names the directory and the databases */
+    bool no_s3;      /* set before the group runs: no S3 client (s3 stays NULL) */
+    /* writes the first configuration of each test into config (set before the group runs;
+     * NULL: bfenv_config() with workers and a JSONL source that is not there) */
+    void (*first_config)(void);
+    char *dir; /* the group's directory */
+    struct test_s3 s3env;
+    s3_client *s3;         /* s3env.c */
+    char *db_url, *config; /* per test; config is the last one written (free() before another) */
+    const char *workers;   /* a test's "workers" object for bfenv_config(), or NULL */
+    PGconn *pg;            /* connected to db_url */
+};
+extern struct bfenv E;
+
+/* cmocka fixtures over E: the group's directory and S3 client; per test a fresh database,
+ * its first configuration, `cutover migrate-db` and the connection (closed and workers reset
+ * after the test). */
+int bfenv_group_setup(void **state);
+int bfenv_group_teardown(void **state);
+int bfenv_setup(void **state);
+int bfenv_teardown(void **state);
 
 /* Creates count documents of size bytes in the app's store with its /_control/seed, keys
  * "ORG/seed-NNNNNN.bin"; fails the test otherwise. */

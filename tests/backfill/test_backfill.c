@@ -41,17 +41,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-struct env {
-    char *dir;
-    struct test_s3 s3env;
-    s3_client *s3;
-    /* per test */
-    char *db_url, *config;
-    const char *workers; /* the configuration's "workers" object, or NULL */
-    PGconn *pg;
-};
-
-static struct env E;
 static int seq;
 
 /* ---- helpers ------------------------------------------------------------------------------ */
@@ -115,46 +104,6 @@ static int compare_sample(const char *org, int step)
 }
 
 /* ---- fixtures ------------------------------------------------------------------------------ */
-
-static int group_setup(void **state)
-{
-    (void)state;
-    E.dir = test_tmpdir("backfill");
-    test_s3_open(&E.s3env);
-    E.s3 = E.s3env.c;
-    return 0;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    test_s3_close(&E.s3env);
-    test_rmtree(E.dir);
-    free(E.config);
-    return 0;
-}
-
-/* A fresh state database with the schema. */
-static int setup(void **state)
-{
-    (void)state;
-    E.db_url = test_fresh_db("backfill");
-    write_config("{\"jsonl\": \"/nonexistent\"}");
-    test_migrate_db(E.config);
-    E.pg = test_pg_connect(E.db_url);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    PQfinish(E.pg);
-    E.pg = NULL;
-    E.workers = NULL;
-    free(E.db_url);
-    E.db_url = NULL;
-    return 0;
-}
 
 /* ---- tests --------------------------------------------------------------------------------- */
 
@@ -478,12 +427,13 @@ static void test_rate(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_jsonl_then_nothing_left, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_sql_keyset_pages, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_bad_rows_and_failures, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_two_processes_share, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_killed_then_resumed, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_rate, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_jsonl_then_nothing_left, bfenv_setup, bfenv_teardown),
+        cmocka_unit_test_setup_teardown(test_sql_keyset_pages, bfenv_setup, bfenv_teardown),
+        cmocka_unit_test_setup_teardown(test_bad_rows_and_failures, bfenv_setup, bfenv_teardown),
+        cmocka_unit_test_setup_teardown(test_two_processes_share, bfenv_setup, bfenv_teardown),
+        cmocka_unit_test_setup_teardown(test_killed_then_resumed, bfenv_setup, bfenv_teardown),
+        cmocka_unit_test_setup_teardown(test_rate, bfenv_setup, bfenv_teardown),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    E.tag = "backfill";
+    return cmocka_run_group_tests(tests, bfenv_group_setup, bfenv_group_teardown);
 }

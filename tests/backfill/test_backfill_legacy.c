@@ -35,15 +35,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-struct env {
-    char *dir;
-    legacy_fixture *lf;
-    char *db_url, *config;
-    const char *workers;
-    PGconn *pg;
-};
-
-static struct env E;
+static legacy_fixture *lf;
 static int seq;
 
 /* A JSONL file of keys "<org>/<name>" for the names given; returns its path (new string). */
@@ -93,10 +85,15 @@ static void write_config(const char *jsonl_path)
         " \"workers\": %s,\n"
         " \"backfill\": {\"source\": {\"jsonl\": \"%s\"}, \"rate\": 0, \"concurrency\": 8}}\n",
         E.db_url, E.dir, testenv("S3_ENDPOINT"), testenv("S3_REGION"), testenv("S3_BUCKET"),
-        testenv("S3_ACCESS_KEY"), testenv("S3_SECRET_KEY"), legacy_fixture_port(E.lf),
+        testenv("S3_ACCESS_KEY"), testenv("S3_SECRET_KEY"), legacy_fixture_port(lf),
         E.workers ? E.workers : "{}", jsonl_path);
     assert_true(test_write_file(E.config, json, strlen(json)));
     free(json);
+}
+
+static void first_config(void)
+{
+    write_config("/nonexistent");
 }
 
 static int backfill(const char *args, char **out)
@@ -128,7 +125,7 @@ static const char *state_of(const char *key, char *reason, size_t rlen)
 static int gets(const char *org, const char *name)
 {
     char *k = xasprintf("%s/%s", org, name);
-    int n = legacy_fixture_gets(E.lf, k);
+    int n = legacy_fixture_gets(lf, k);
     free(k);
     return n;
 }
@@ -202,40 +199,14 @@ static void table_row(const char *fault, int acked, uint64_t t0)
 
 static int group_setup(void **state)
 {
-    (void)state;
-    E.dir = test_tmpdir("bflegacy");
-    E.lf = legacy_fixture_start();
-    return 0;
+    lf = legacy_fixture_start();
+    return bfenv_group_setup(state);
 }
 
 static int group_teardown(void **state)
 {
-    (void)state;
-    legacy_fixture_free(E.lf);
-    test_rmtree(E.dir);
-    free(E.config);
-    return 0;
-}
-
-static int setup(void **state)
-{
-    (void)state;
-    E.db_url = test_fresh_db("bflegacy");
-    write_config("/nonexistent");
-    test_migrate_db(E.config);
-    E.pg = test_pg_connect(E.db_url);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    PQfinish(E.pg);
-    E.pg = NULL;
-    E.workers = NULL;
-    free(E.db_url);
-    E.db_url = NULL;
-    return 0;
+    legacy_fixture_free(lf);
+    return bfenv_group_teardown(state);
 }
 
 /* ---- tests --------------------------------------------------------------------------------- */
@@ -288,8 +259,8 @@ static void test_429_slows_everything(void **state)
 
     char *path = jsonl(org, names, N429);
     write_config(path);
-    size_t before = legacy_fixture_hits(E.lf, hits, 1 << 16);
-    legacy_fixture_throttle(E.lf, 2000, 2);
+    size_t before = legacy_fixture_hits(lf, hits, 1 << 16);
+    legacy_fixture_throttle(lf, 2000, 2);
     uint64_t t_start = now_us();
     int rc = backfill("--concurrency 8", &out);
     if (rc != 0)
@@ -297,7 +268,7 @@ static void test_429_slows_everything(void **state)
     double secs = (double)(now_us() - t_start) / 1e6;
     assert_int_equal(
         bfenv_int(E.pg, "SELECT count(*) FROM cutover.documents WHERE state = 'verified'"), N429);
-    size_t n = legacy_fixture_hits(E.lf, hits, 1 << 16);
+    size_t n = legacy_fixture_hits(lf, hits, 1 << 16);
     assert_true(n > before);
     uint64_t t0 = hits[before].at_us;
     int n429 = 0, in_gap = 0, retries_in_gap = 0;
@@ -473,11 +444,14 @@ static void test_killed_at_random(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_429_slows_everything, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_rate_bytes, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_three_processes_once, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_killed_at_random, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_errors, bfenv_setup, bfenv_teardown),
+        cmocka_unit_test_setup_teardown(test_429_slows_everything, bfenv_setup, bfenv_teardown),
+        cmocka_unit_test_setup_teardown(test_rate_bytes, bfenv_setup, bfenv_teardown),
+        cmocka_unit_test_setup_teardown(test_three_processes_once, bfenv_setup, bfenv_teardown),
+        cmocka_unit_test_setup_teardown(test_killed_at_random, bfenv_setup, bfenv_teardown),
     };
+    E.tag = "bflegacy";
+    E.no_s3 = true;
+    E.first_config = first_config;
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

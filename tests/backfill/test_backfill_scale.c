@@ -35,13 +35,6 @@
 #define NSCALE 1500
 #endif
 
-struct env {
-    char *dir, *db_url, *config;
-    struct test_s3 s3env;
-    PGconn *pg;
-};
-static struct env E;
-
 static void seed(const char *org)
 {
     uint64_t t = now_us();
@@ -81,44 +74,8 @@ static void check_all(void)
     PGresult *r = bfenv_q(E.pg, "SELECT storage_key, s3_key FROM cutover.documents ORDER BY "
                                 "random() LIMIT 10");
     for (int i = 0; i < PQntuples(r); i++)
-        bfenv_assert_same(E.s3env.c, PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), NULL);
+        bfenv_assert_same(E.s3, PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), NULL);
     PQclear(r);
-}
-
-static int group_setup(void **state)
-{
-    (void)state;
-    E.dir = test_tmpdir("bfscale");
-    test_s3_open(&E.s3env);
-    return 0;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    test_s3_close(&E.s3env);
-    test_rmtree(E.dir);
-    free(E.config);
-    return 0;
-}
-
-static int setup(void **state)
-{
-    (void)state;
-    E.db_url = test_fresh_db("bfscale");
-    write_config("{\"jsonl\": \"/nonexistent\"}");
-    test_migrate_db(E.config);
-    E.pg = test_pg_connect(E.db_url);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    PQfinish(E.pg);
-    free(E.db_url);
-    E.db_url = NULL;
-    return 0;
 }
 
 static void test_sql(void **state)
@@ -166,8 +123,9 @@ static void test_jsonl(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_sql, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_jsonl, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sql, bfenv_setup, bfenv_teardown),
+        cmocka_unit_test_setup_teardown(test_jsonl, bfenv_setup, bfenv_teardown),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    E.tag = "bfscale";
+    return cmocka_run_group_tests(tests, bfenv_group_setup, bfenv_group_teardown);
 }

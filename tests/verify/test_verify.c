@@ -39,15 +39,6 @@
 #include <string.h>
 #include <unistd.h>
 
-struct env {
-    char *dir;
-    struct test_s3 s3env;
-    s3_client *s3;
-    char *db_url, *config;
-    PGconn *pg;
-};
-
-static struct env E;
 static int seq;
 
 #define N 300
@@ -180,45 +171,6 @@ static char *bad_keys(const char *org)
 }
 
 /* ---- fixtures ------------------------------------------------------------------------------ */
-
-static int group_setup(void **state)
-{
-    (void)state;
-    E.dir = test_tmpdir("verify");
-    test_s3_open(&E.s3env);
-    E.s3 = E.s3env.c;
-    return 0;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    test_s3_close(&E.s3env);
-    test_rmtree(E.dir);
-    free(E.config);
-    return 0;
-}
-
-static int setup(void **state)
-{
-    (void)state;
-    E.db_url = test_fresh_db("verify");
-    free(E.config);
-    E.config = bfenv_config(E.dir, E.db_url, NULL, "{\"jsonl\": \"/nonexistent\"}");
-    test_migrate_db(E.config);
-    E.pg = test_pg_connect(E.db_url);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    PQfinish(E.pg);
-    E.pg = NULL;
-    free(E.db_url);
-    E.db_url = NULL;
-    return 0;
-}
 
 /* ---- tests --------------------------------------------------------------------------------- */
 
@@ -572,10 +524,12 @@ static void test_stale_result_is_fenced(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_quick_finds_overwrites, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_deep_finds_changed_originals, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_failed_retried_by_repair, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_stale_result_is_fenced, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_quick_finds_overwrites, bfenv_setup, bfenv_teardown),
+        cmocka_unit_test_setup_teardown(test_deep_finds_changed_originals, bfenv_setup,
+                                        bfenv_teardown),
+        cmocka_unit_test_setup_teardown(test_failed_retried_by_repair, bfenv_setup, bfenv_teardown),
+        cmocka_unit_test_setup_teardown(test_stale_result_is_fenced, bfenv_setup, bfenv_teardown),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    E.tag = "verify";
+    return cmocka_run_group_tests(tests, bfenv_group_setup, bfenv_group_teardown);
 }
