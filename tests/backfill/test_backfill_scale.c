@@ -14,8 +14,8 @@
  * 10,000 documents through the app's /_control/seed took 4 to 12 s of the test's time.
  * Measured alone on the shared 2-CPU development machine (load 3 to 6 from other work):
  * 10,000 from SQL in 75 to 83 s, from JSONL in 59 to 72 s, the whole test 150 to 172 s;
- * beside the rest of the suite at -j2 it took 258 s (and the sanitizer build's 1,500, 45 s).
- * Its CTest TIMEOUT (900 s) is three times that.
+ * beside the rest of the suite at -j2 it took 204 to 258 s (the sanitizer build's 1,500, 26
+ * to 49 s). Its CTest TIMEOUT (900 s) is over three times that.
  */
 #include "core/core.h"
 #include "storage/s3.h"
