@@ -7,6 +7,13 @@
 #define CUTOVER_CLI_H
 
 #include "core/config.h"
+#include "storage/creds.h"
+#include "storage/legacy.h"
+#include "storage/s3.h"
+#include "storage/xfer.h"
+
+#include <signal.h>
+#include <stdbool.h>
 
 #define EXIT_WORK 1
 #define EXIT_USAGE 2
@@ -36,6 +43,27 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) CUT_PRINTF(2, 3);
  * with *rc set: EXIT_WORK when the database cannot be read, EXIT_USAGE when the schema is
  * at another version (run `cutover migrate-db`). */
 struct pgstore *cli_store_current(const char *cmd, const char *url, int *rc);
+
+/* What the batch commands (backfill, verify) copy and check with. */
+struct cli_transfer {
+    bool curl_up;
+    creds_provider *creds;
+    s3_client *s3;
+    xfer_engine *engine;  /* borrowed from s3 */
+    legacy_store *legacy; /* NULL when the configuration has no legacy store */
+};
+
+/* Blocks SIGTERM and SIGINT (filling *set: the caller takes them synchronously, and every
+ * thread started afterwards inherits the mask), ignores SIGPIPE, sets up libcurl and makes
+ * t's S3 client, engine and legacy store (when cfg has one) from cfg. Returns 0, or -1 after
+ * printing "cutover <cmd>: reason"; call cli_transfer_close() in both cases. */
+CUT_MUST_USE int cli_transfer_open(const char *cmd, const struct config *cfg, sigset_t *set,
+                                   struct cli_transfer *t);
+/* Frees what cli_transfer_open() made (t zeroed, or opened; either way). */
+void cli_transfer_close(struct cli_transfer *t);
+
+/* The owner name of this process's leases, "<what>:<host>:<pid>" (new string, free()). */
+char *cli_owner(const char *what);
 
 /* Commands (one file each: cmd_<name>.c). */
 int cmd_config(int argc, char **argv);

@@ -164,8 +164,9 @@ static void progress(struct run *r, pgstore *st, bool force)
     json_decref(o);
 }
 
-static void note_bad_row(struct run *r, const char *source, const struct backfill_row *row)
+static void note_bad_row(void *arg, const char *source, const struct backfill_row *row)
 {
+    struct run *r = arg;
     r->bad_rows++;
     fprintf(stderr, "%scutover backfill: %s:%ld: %s\n", r->tty ? "\n" : "", source, row->line,
             row->error);
@@ -201,20 +202,13 @@ static int enqueue_all(struct run *r, backfill_source *src, pgstore *st, size_t 
             }
             progress(r, st, false);
         }
-        if (backfill_source_next(src, rows, batch, &n, err) != 0)
+        size_t inserted;
+        if (backfill_enqueue_page(src, st, rows, batch, key_of, r, note_bad_row, r, &bucket,
+                                  &r->enq, &n, &inserted, err) != 0)
             goto out;
         if (n == 0)
             break;
-        for (size_t i = 0; i < n; i++)
-            if (rows[i].error)
-                note_bad_row(r, backfill_source_name(src), &rows[i]);
-        size_t before = r->enq.inserted;
-        int erc = backfill_enqueue(st, key_of, r, rows, n, &r->enq, err);
-        backfill_rows_clear(rows, n);
-        if (erc != 0)
-            goto out;
-        backfill_bucket_take(&bucket, (double)(r->enq.inserted - before), now_us());
-        if (r->enq.inserted > before)
+        if (inserted > 0)
             mirror_kick(r->mirror);
         progress(r, st, false);
         if (wait_signal(set, 0)) {
@@ -354,17 +348,15 @@ int cmd_backfill(int argc, char **argv)
 {
     const char *path = NULL;
     struct config *cfg = NULL;
-    creds_provider *creds = NULL;
-    s3_client *s3 = NULL;
-    legacy_store *legacy = NULL;
+    struct cli_transfer t = {0};
     backfill_source *src = NULL;
     pgstore *st = NULL;
     struct run r = {0};
     cut_err err = CUT_ERR_INIT;
     double rate = -1, rate_bytes = -1, conc = -1, batch = 500;
     int rc = EXIT_USAGE;
-    bool curl_up = false, interrupted = false;
-    char host[128] = "cutover", *owner = NULL;
+    bool interrupted = false;
+    char *owner = NULL;
     sigset_t set;
 
     for (int i = 1; i < argc; i++) {
@@ -430,33 +422,15 @@ int cmd_backfill(int argc, char **argv)
     }
 
     /* signals are taken synchronously here; every thread started below inherits the mask */
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-    signal(SIGPIPE, SIG_IGN);
     rc = EXIT_WORK;
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        fprintf(stderr, "cutover backfill: curl_global_init failed\n");
+    if (cli_transfer_open("backfill", cfg, &set, &t) != 0)
         goto out;
-    }
-    curl_up = true;
-    creds = creds_provider_new(&cfg->s3, &err);
-    if (creds)
-        s3 = s3_client_new(&cfg->s3, creds, &err);
-    xfer_engine *engine = s3 ? s3_client_engine(s3, &err) : NULL;
-    if (engine)
-        legacy = legacy_new(&cfg->legacy, NULL, &err);
-    if (!legacy) {
-        fprintf(stderr, "cutover backfill: %s\n", err.msg);
-        goto out;
-    }
+    xfer_engine *engine = t.engine;
     /* the copies themselves start no faster than --rate and read no more than --rate-bytes
      * (also those of documents an earlier run left in the queue) */
     xfer_engine_set_legacy_limits(engine, rate, rate_bytes);
     xfer_engine_set_buffer_budget(engine, BACKFILL_BUFFER_BUDGET);
-    gethostname(host, sizeof(host) - 1);
-    owner = xasprintf("backfill:%s:%ld", host, (long)getpid());
+    owner = cli_owner("backfill");
     struct mirror_opts mo = {
         .database_url = cfg->database_url,
         .owner = owner,
@@ -478,7 +452,7 @@ int cmd_backfill(int argc, char **argv)
     log_msgf(LOG_INFO, "backfill", "from %s: %lld backfill documents known, %lld finished",
              backfill_source_name(src), (long long)r.now.total, (long long)r.start_done);
 
-    r.mirror = mirror_start(&mo, s3, engine, legacy, &err);
+    r.mirror = mirror_start(&mo, t.s3, engine, t.legacy, &err);
     if (!r.mirror) {
         fprintf(stderr, "cutover backfill: %s\n", err.msg);
         goto out;
@@ -491,7 +465,7 @@ int cmd_backfill(int argc, char **argv)
     for (int round = 0; erc == 0 && round < 3; round++) {
         size_t nv = 0, nm = 0;
         erc = wait_copied(&r, st, &set, &err);
-        if (erc != 0 || backfill_settle_copied(st, s3, "backfill", &nv, &nm, &err) != 0) {
+        if (erc != 0 || backfill_settle_copied(st, t.s3, "backfill", &nv, &nm, &err) != 0) {
             erc = erc != 0 ? erc : -1;
             break;
         }
@@ -522,12 +496,8 @@ out:
         free(r.bad[i]);
     free(owner);
     backfill_source_free(src);
-    legacy_free(legacy);
-    s3_client_free(s3);
-    creds_provider_free(creds);
     pgstore_free(st);
-    if (curl_up)
-        curl_global_cleanup();
+    cli_transfer_close(&t);
     config_free(cfg);
     return rc;
 }

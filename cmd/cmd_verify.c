@@ -239,17 +239,14 @@ int cmd_verify(int argc, char **argv)
 {
     const char *path = NULL, *manifest = NULL;
     struct config *cfg = NULL;
-    creds_provider *creds = NULL;
-    s3_client *s3 = NULL;
-    legacy_store *legacy = NULL;
-    xfer_engine *engine = NULL;
+    struct cli_transfer t = {0};
     pgstore *st = NULL;
     struct vrun r = {0};
     cut_err err = CUT_ERR_INIT;
-    bool deep = false, repair = false, curl_up = false;
+    bool deep = false, repair = false;
     long conc = -1;
     int rc = EXIT_USAGE;
-    char host[128] = "cutover", *owner = NULL;
+    char *owner = NULL;
     json_t *report = json_object();
 
     for (int i = 1; i < argc; i++) {
@@ -298,27 +295,9 @@ int cmd_verify(int argc, char **argv)
         goto out;
 
     /* signals are taken synchronously; every thread started below inherits the mask */
-    sigemptyset(&r.set);
-    sigaddset(&r.set, SIGTERM);
-    sigaddset(&r.set, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &r.set, NULL);
-    signal(SIGPIPE, SIG_IGN);
     rc = EXIT_WORK;
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        fprintf(stderr, "cutover verify: curl_global_init failed\n");
+    if (cli_transfer_open("verify", cfg, &r.set, &t) != 0)
         goto out;
-    }
-    curl_up = true;
-    creds = creds_provider_new(&cfg->s3, &err);
-    if (creds)
-        s3 = s3_client_new(&cfg->s3, creds, &err);
-    engine = s3 ? s3_client_engine(s3, &err) : NULL;
-    if (engine && cfg->has_legacy)
-        legacy = legacy_new(&cfg->legacy, NULL, &err);
-    if (!engine || (cfg->has_legacy && !legacy)) {
-        fprintf(stderr, "cutover verify: %s\n", err.msg);
-        goto out;
-    }
 
     struct verify_opts vo = {
         .deep = deep,
@@ -334,7 +313,7 @@ int cmd_verify(int argc, char **argv)
     r.start_us = now_us();
     json_object_set_new(report, "event", json_string("verify_summary"));
     json_object_set_new(report, "mode", json_string(deep ? "deep" : "quick"));
-    if (run_pass(&r, "pass", st, engine, legacy, &vo, report, &c1, &err) != 0) {
+    if (run_pass(&r, "pass", st, t.engine, t.legacy, &vo, report, &c1, &err) != 0) {
         fprintf(stderr, "cutover verify: %s\n", err.msg);
         pass_failed = true;
     }
@@ -342,8 +321,7 @@ int cmd_verify(int argc, char **argv)
     if (repair && !pass_failed && !interrupted) {
         struct verify_repaired rp = {0};
         char since[64];
-        gethostname(host, sizeof(host) - 1);
-        owner = xasprintf("verify:%s:%ld", host, (long)getpid());
+        owner = cli_owner("verify");
         struct verify_repair_opts ro = {
             .database_url = cfg->database_url,
             .owner = owner,
@@ -356,7 +334,7 @@ int cmd_verify(int argc, char **argv)
         };
         r.last_us = now_us();
         if (pgstore_verify_now(st, since, &err) != 0 ||
-            verify_repair(st, &ro, s3, engine, legacy, &rp, &err) != 0) {
+            verify_repair(st, &ro, t.s3, t.engine, t.legacy, &rp, &err) != 0) {
             fprintf(stderr, "%scutover verify: repair: %s\n", r.tty ? "\r\033[K" : "", err.msg);
             pass_failed = true;
         } else {
@@ -369,7 +347,7 @@ int cmd_verify(int argc, char **argv)
             interrupted = rp.interrupted;
             vo.since = since;
             if (!interrupted &&
-                run_pass(&r, "recheck", st, engine, legacy, &vo, report, &c2, &err) != 0) {
+                run_pass(&r, "recheck", st, t.engine, t.legacy, &vo, report, &c2, &err) != 0) {
                 fprintf(stderr, "cutover verify: %s\n", err.msg);
                 pass_failed = true;
             }
@@ -432,12 +410,8 @@ int cmd_verify(int argc, char **argv)
         rc = 0;
 out:
     free(owner);
-    legacy_free(legacy);
-    s3_client_free(s3);
-    creds_provider_free(creds);
     pgstore_free(st);
-    if (curl_up)
-        curl_global_cleanup();
+    cli_transfer_close(&t);
     config_free(cfg);
     json_decref(r.unchecked);
     json_decref(report);

@@ -33,16 +33,8 @@ if [ "${1:-}" = stop ]; then
 fi
 
 has_command() { "$bin" --help 2>/dev/null | grep -qE "^  $1 "; }
-wait_url() { # wait_url URL SECONDS
-    local deadline=$((SECONDS + $2))
-    until curl -fsS -o /dev/null "$1" 2>/dev/null; do
-        [ $SECONDS -lt $deadline ] || return 1
-        sleep 0.1
-    done
-}
-free_port() {
-    node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close();});'
-}
+# shellcheck source=scripts/lib.sh
+. "$root/scripts/lib.sh"
 
 say "1. dependencies and build"
 "$root/scripts/deps.sh"
@@ -66,29 +58,7 @@ admin_port=$(free_port)
 export CUTOVER_ADMIN_TOKEN=demo-admin-token
 export AWS_ACCESS_KEY_ID=$S3_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$S3_SECRET_KEY
 mkdir -p "$run/spool"
-cat >"$run/cutover.json" <<JSON
-{
-  "listen": "127.0.0.1:$listen_port",
-  "upstream": "$APP_URL",
-  "admin": { "listen": "127.0.0.1:$admin_port" },
-  "database_url": "$PG_URL",
-  "spool_dir": "$run/spool",
-  "s3": { "endpoint": "$S3_ENDPOINT", "region": "$S3_REGION", "bucket": "cutover-demo",
-          "path_style": true },
-  "legacy": { "raw_url": "$APP_URL/legacy/raw/{key}" },
-  "routes": [
-    { "name": "upload", "kind": "upload", "method": "POST", "path": "/documents",
-      "file_field": "file", "key": { "response_json": "/storage_key" },
-      "vars": { "org": { "header": "X-Org-Id" }, "patient": { "form_field": "patient_id" } },
-      "s3_key": "documents/{org}/{patient}/{key}" },
-    { "name": "signed-url", "kind": "signed_url", "path": "/documents/{key}/url",
-      "url": { "response_json": "/url" }, "sticky": { "header": "X-User-Id" } },
-    { "name": "delete", "kind": "delete", "path": "/documents/{key}", "key": { "path": "key" } }
-  ],
-  "flags": { "dual_write": false, "shadow_read": 0 },
-  "backfill": { "source": { "jsonl": "$APP_DATA/documents.jsonl" }, "rate": 200, "concurrency": 8 }
-}
-JSON
+write_example_config cutover-demo false 200 8
 info "$run/cutover.json"
 "$bin" config check "$run/cutover.json" | sed 's/^/   /'
 

@@ -54,16 +54,8 @@ stop_all() {
 trap stop_all EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-    node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close();});'
-}
-wait_url() { # wait_url URL SECONDS
-    local deadline=$((SECONDS + $2))
-    until curl -fsS -o /dev/null "$1" 2>/dev/null; do
-        [ $SECONDS -lt $deadline ] || return 1
-        sleep 0.1
-    done
-}
+# shellcheck source=scripts/lib.sh
+. "$root/scripts/lib.sh"
 
 if [ ! -x "$bin" ]; then
     cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
@@ -82,30 +74,7 @@ listen_port=$(free_port)
 admin_port=$(free_port)
 export CUTOVER_ADMIN_TOKEN=soak-admin-token
 export AWS_ACCESS_KEY_ID=$S3_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$S3_SECRET_KEY
-cat >"$run/cutover.json" <<JSON
-{
-  "listen": "127.0.0.1:$listen_port",
-  "upstream": "$APP_URL",
-  "admin": { "listen": "127.0.0.1:$admin_port" },
-  "database_url": "$PG_URL",
-  "spool_dir": "$run/spool",
-  "s3": { "endpoint": "$S3_ENDPOINT", "region": "$S3_REGION", "bucket": "$S3_BUCKET",
-          "path_style": true },
-  "legacy": { "raw_url": "$APP_URL/legacy/raw/{key}" },
-  "routes": [
-    { "name": "upload", "kind": "upload", "method": "POST", "path": "/documents",
-      "file_field": "file", "key": { "response_json": "/storage_key" },
-      "vars": { "org": { "header": "X-Org-Id" }, "patient": { "form_field": "patient_id" } },
-      "s3_key": "documents/{org}/{patient}/{key}" },
-    { "name": "signed-url", "kind": "signed_url", "path": "/documents/{key}/url",
-      "url": { "response_json": "/url" }, "sticky": { "header": "X-User-Id" } },
-    { "name": "delete", "kind": "delete", "path": "/documents/{key}", "key": { "path": "key" } }
-  ],
-  "flags": { "dual_write": true, "shadow_read": 0 },
-  "backfill": { "source": { "jsonl": "$APP_DATA/documents.jsonl" }, "rate": $backfill_rate,
-                "concurrency": 4 }
-}
-JSON
+write_example_config "$S3_BUCKET" true "$backfill_rate" 4
 "$bin" migrate-db --config "$run/cutover.json" >/dev/null
 seed=$((duration * backfill_rate / 2))
 curl -fsS -o /dev/null -H 'Content-Type: application/json' \

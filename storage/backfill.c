@@ -559,3 +559,28 @@ uint64_t backfill_bucket_wait_us(struct backfill_bucket *b, uint64_t now)
         return 0;
     return (uint64_t)(-b->tokens * 1e6 / b->rate) + 1;
 }
+
+int backfill_enqueue_page(backfill_source *src, pgstore *st, struct backfill_row *rows, size_t max,
+                          backfill_key_fn key_of, void *key_arg, backfill_bad_fn bad, void *bad_arg,
+                          struct backfill_bucket *bucket, struct backfill_enqueued *enq, size_t *n,
+                          size_t *inserted, cut_err *err)
+{
+    size_t before = enq->inserted;
+    int rc = -1;
+
+    *n = 0;
+    *inserted = 0;
+    if (backfill_source_next(src, rows, max, n, err) != 0)
+        goto out;
+    for (size_t i = 0; bad && i < *n; i++)
+        if (rows[i].error)
+            bad(bad_arg, backfill_source_name(src), &rows[i]);
+    if (*n > 0 && backfill_enqueue(st, key_of, key_arg, rows, *n, enq, err) != 0)
+        goto out;
+    *inserted = enq->inserted - before;
+    backfill_bucket_take(bucket, (double)*inserted, now_us());
+    rc = 0;
+out:
+    backfill_rows_clear(rows, *n);
+    return rc;
+}

@@ -121,4 +121,21 @@ void backfill_bucket_take(struct backfill_bucket *b, double n, uint64_t now);
 /* How long to wait from now before the bucket is no longer in debt (0: go on). */
 uint64_t backfill_bucket_wait_us(struct backfill_bucket *b, uint64_t now);
 
+/* ---- one page from the source into the queue ------------------------------------------ */
+
+/* Called with each row of a page that has an error (its line and reason), before the rest is
+ * recorded; source is backfill_source_name(). */
+typedef void (*backfill_bad_fn)(void *arg, const char *source, const struct backfill_row *row);
+
+/* What the backfill command and the sidecar's runner do for every page: reads up to max rows
+ * of src into rows (the caller's array of max, cleared again before returning), hands each
+ * bad row to bad (NULL: none), records the others with backfill_enqueue(st, key_of, key_arg,
+ * ..., enq) and takes one token of bucket per document inserted. *n receives the rows read
+ * (0: the source is exhausted), *inserted the documents this page added. Returns 0, or -1
+ * with err set when the source or the database failed (nothing of the page recorded). */
+int backfill_enqueue_page(backfill_source *src, pgstore *st, struct backfill_row *rows, size_t max,
+                          backfill_key_fn key_of, void *key_arg, backfill_bad_fn bad, void *bad_arg,
+                          struct backfill_bucket *bucket, struct backfill_enqueued *enq, size_t *n,
+                          size_t *inserted, cut_err *err) CUT_MUST_USE;
+
 #endif

@@ -180,6 +180,13 @@ static bool begin(backfill_runner *r, cut_err *err)
     return true;
 }
 
+/* A bad row of the source goes to the log (the sidecar has no terminal to print it on). */
+static void log_bad_row(void *arg, const char *source, const struct backfill_row *row)
+{
+    (void)arg;
+    log_msgf(LOG_WARN, "backfill", "%s:%ld: %s", source, row->line, row->error);
+}
+
 /* One step of a running pass. Returns 1 to go on, 0 when the pass is done, -1 with err set
  * when it failed. *idle: nothing was done, wait a little. */
 static int step(backfill_runner *r, bool *idle, cut_err *err)
@@ -191,12 +198,13 @@ static int step(backfill_runner *r, bool *idle, cut_err *err)
     source_done = r->source_done;
     pthread_mutex_unlock(&r->mu);
     if (!source_done) {
-        size_t n = 0, before = r->enq.inserted;
+        size_t n = 0, inserted = 0;
         if (backfill_bucket_wait_us(&r->bucket, now_us()) > 0) {
             *idle = true;
             return 1;
         }
-        if (backfill_source_next(r->src, r->rows, r->batch, &n, err) != 0)
+        if (backfill_enqueue_page(r->src, r->st, r->rows, r->batch, r->o.key_of, r->o.key_arg,
+                                  log_bad_row, NULL, &r->bucket, &r->enq, &n, &inserted, err) != 0)
             return -1;
         if (n == 0) {
             pthread_mutex_lock(&r->mu);
@@ -204,16 +212,7 @@ static int step(backfill_runner *r, bool *idle, cut_err *err)
             pthread_mutex_unlock(&r->mu);
             return 1;
         }
-        for (size_t i = 0; i < n; i++)
-            if (r->rows[i].error)
-                log_msgf(LOG_WARN, "backfill", "%s:%ld: %s", backfill_source_name(r->src),
-                         r->rows[i].line, r->rows[i].error);
-        int erc = backfill_enqueue(r->st, r->o.key_of, r->o.key_arg, r->rows, n, &r->enq, err);
-        backfill_rows_clear(r->rows, n);
-        if (erc != 0)
-            return -1;
-        backfill_bucket_take(&r->bucket, (double)(r->enq.inserted - before), now_us());
-        if (r->enq.inserted > before)
+        if (inserted > 0)
             mirror_kick(r->mirror);
         return 1;
     }

@@ -7,12 +7,64 @@
 #include "tests/testlib.h"
 #include "tests/unit.h"
 
+#include <curl/curl.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 static int files;
+
+struct bfenv E;
+
+int bfenv_group_setup(void **state)
+{
+    (void)state;
+    E.dir = test_tmpdir(E.tag);
+    if (!E.no_s3) {
+        test_s3_open(&E.s3env);
+        E.s3 = E.s3env.c;
+    }
+    return 0;
+}
+
+int bfenv_group_teardown(void **state)
+{
+    (void)state;
+    if (E.s3)
+        test_s3_close(&E.s3env);
+    E.s3 = NULL;
+    test_rmtree(E.dir);
+    free(E.config);
+    E.config = NULL;
+    return 0;
+}
+
+int bfenv_setup(void **state)
+{
+    (void)state;
+    E.db_url = test_fresh_db(E.tag);
+    if (E.first_config) {
+        E.first_config();
+    } else {
+        free(E.config);
+        E.config = bfenv_config(E.dir, E.db_url, E.workers, "{\"jsonl\": \"/nonexistent\"}");
+    }
+    test_migrate_db(E.config);
+    E.pg = test_pg_connect(E.db_url);
+    return 0;
+}
+
+int bfenv_teardown(void **state)
+{
+    (void)state;
+    PQfinish(E.pg);
+    E.pg = NULL;
+    E.workers = NULL;
+    free(E.db_url);
+    E.db_url = NULL;
+    return 0;
+}
 
 void bfenv_seed(const char *org, int count, int size)
 {
@@ -110,4 +162,88 @@ void bfenv_sha256_hex(const void *p, size_t n, char out[65])
     EVP_Digest(p, n, md, &len, EVP_sha256(), NULL);
     for (int i = 0; i < 32; i++)
         snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
+PGresult *bfenv_q(PGconn *c, const char *sql)
+{
+    PGresult *r = PQexec(c, sql);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK && PQresultStatus(r) != PGRES_COMMAND_OK)
+        fail_msg("%s: %s", sql, PQerrorMessage(c));
+    return r;
+}
+
+long long bfenv_int(PGconn *c, const char *sql)
+{
+    PGresult *r = bfenv_q(c, sql);
+    long long v = PQntuples(r) == 1 ? strtoll(PQgetvalue(r, 0, 0), NULL, 10) : -1;
+    PQclear(r);
+    return v;
+}
+
+void bfenv_assert_once(PGconn *c, long long n)
+{
+    assert_int_equal(
+        bfenv_int(c, "SELECT count(*) FROM cutover.transitions WHERE to_state = 'copied'"), n);
+    assert_int_equal(
+        bfenv_int(c, "SELECT count(*) FROM cutover.transitions WHERE from_state IS NULL"), n);
+}
+
+void bfenv_fail_with(const char *what, int rc, const char *out)
+{
+    fprintf(stderr, "%s: exit %d; its output:\n%s\n", what, rc, out ? out : "");
+    fail_msg("%s: exit %d (output above)", what, rc);
+}
+
+long long bfenv_jint(json_t *o, const char *a, const char *b)
+{
+    json_t *v = json_object_get(o, a);
+    if (b)
+        v = json_object_get(v, b);
+    if (!json_is_integer(v))
+        fail_msg("the summary has no integer %s%s%s", a, b ? "." : "", b ? b : "");
+    return json_integer_value(v);
+}
+
+static int sink_buf(void *arg, const void *data, size_t n)
+{
+    return buf_append(arg, data, n) ? 0 : 1;
+}
+
+void bfenv_s3_read(s3_client *s3, const char *s3key, struct buf *got)
+{
+    struct s3_result res;
+    cut_err err = CUT_ERR_INIT;
+    if (s3_get(s3, s3key, sink_buf, got, &res, &err) != 0)
+        fail_msg("GET %s from S3: %s", s3key, err.msg);
+}
+
+void bfenv_raw_read(const char *key, struct test_http *raw)
+{
+    CURL *c = curl_easy_init();
+    char *ek = curl_easy_escape(c, key, 0);
+    char *url = xasprintf("%s/legacy/raw/%s", testenv("APP_URL"), ek);
+    assert_int_equal(test_http("GET", url, NULL, NULL, 0, raw), 0);
+    assert_int_equal(raw->status, 200);
+    curl_free(ek);
+    curl_easy_cleanup(c);
+    free(url);
+}
+
+void bfenv_assert_same(s3_client *s3, const char *key, const char *s3key, const char *sha256)
+{
+    struct buf got;
+    struct test_http raw;
+    char sha[65];
+
+    buf_init(&got, 64 << 20);
+    bfenv_s3_read(s3, s3key, &got);
+    bfenv_raw_read(key, &raw);
+    assert_int_equal(got.len, raw.body_len);
+    assert_memory_equal(got.data, raw.body, got.len);
+    if (sha256) {
+        bfenv_sha256_hex(got.data, got.len, sha);
+        assert_string_equal(sha, sha256);
+    }
+    test_http_free(&raw);
+    buf_free(&got);
 }

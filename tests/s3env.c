@@ -3,6 +3,7 @@
  */
 #include "tests/s3env.h"
 
+#include "core/core.h"
 #include "tests/testlib.h"
 
 #include <stdio.h>
@@ -39,4 +40,36 @@ void test_s3_close(struct test_s3 *t)
     s3_client_free(t->c);
     creds_provider_free(t->creds);
     memset(t, 0, sizeof(*t));
+}
+
+const char test_upload_routes[] =
+    "\"routes\": [\n"
+    "  {\"name\": \"upload\", \"kind\": \"upload\", \"path\": \"/documents\",\n"
+    "   \"file_field\": \"file\", \"key\": {\"response_json\": \"/storage_key\"},\n"
+    "   \"vars\": {\"org\": {\"header\": \"X-Org-Id\"}},\n"
+    "   \"s3_key\": \"documents/{org}/{key}\"},\n"
+    "  {\"name\": \"delete\", \"kind\": \"delete\", \"path\": \"/documents/{key}\",\n"
+    "   \"key\": {\"path\": \"key\"}}]";
+
+void test_proxy_config_write(const char *path, const struct test_proxy_config *c)
+{
+    char *json =
+        xasprintf("{\"listen\": \"127.0.0.1:%d\", \"upstream\": \"%s\",\n"
+                  " \"admin\": {\"listen\": \"127.0.0.1:%d\", \"token\": \"t0ken-for-tests\"},\n"
+                  " \"database_url\": \"%s\", \"spool_dir\": \"%s\",\n"
+                  " \"log\": {\"level\": \"info\", \"access\": false},\n"
+                  " \"s3\": {\"endpoint\": \"%s\", \"region\": \"%s\", \"bucket\": \"%s\",\n"
+                  "        \"path_style\": true, \"access_key_id\": \"%s\", \"secret_access_key\": "
+                  "\"%s\"%s%s},\n"
+                  " \"flags\": {\"dual_write\": true},\n"
+                  " %s}\n",
+                  c->port, c->upstream, c->admin, c->db_url, c->spool,
+                  c->s3_endpoint ? c->s3_endpoint : testenv("S3_ENDPOINT"), testenv("S3_REGION"),
+                  testenv("S3_BUCKET"), testenv("S3_ACCESS_KEY"), testenv("S3_SECRET_KEY"),
+                  c->s3_extra ? ",\n        " : "", c->s3_extra ? c->s3_extra : "", c->rest);
+    if (!test_write_file(path, json, strlen(json))) {
+        fprintf(stderr, "test: cannot write %s\n", path);
+        exit(1);
+    }
+    free(json);
 }

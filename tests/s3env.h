@@ -1,6 +1,7 @@
 /*
  * s3env: the S3 client a test uses to look at the fixture's s3rver directly (the bucket,
- * endpoint and credentials of the services file, path style, a few quick retries).
+ * endpoint and credentials of the services file, path style, a few quick retries), and the
+ * configuration of a `cutover proxy` pointed at that s3rver, which the dual-write tests share.
  */
 #ifndef CUTOVER_TEST_S3ENV_H
 #define CUTOVER_TEST_S3ENV_H
@@ -17,5 +18,25 @@ struct test_s3 {
  * the reason when the client cannot be made. */
 void test_s3_open(struct test_s3 *t);
 void test_s3_close(struct test_s3 *t);
+
+/* A `cutover proxy` configuration: listen on 127.0.0.1:port, admin listener on
+ * 127.0.0.1:admin (token "t0ken-for-tests"), upstream, state database db_url, spool dir
+ * spool, log level info without access lines, the fixture's bucket and credentials at
+ * s3_endpoint (NULL: the fixture's own) with s3_extra (NULL, or more members of "s3", e.g.
+ * "\"max_attempts\": 1"), dual_write on, and rest: the other top-level members as JSON
+ * text (routes, legacy, workers...). All borrowed. */
+struct test_proxy_config {
+    int port, admin;
+    const char *upstream, *db_url, *spool;
+    const char *s3_endpoint, *s3_extra;
+    const char *rest;
+};
+/* Writes c to path; aborts the test when it cannot. */
+void test_proxy_config_write(const char *path, const struct test_proxy_config *c);
+
+/* The routes of the dual-write tests (JSON members text for test_proxy_config.rest): uploads
+ * at POST /documents (file field "file", key from the answer's /storage_key, org from the
+ * X-Org-Id header, S3 key "documents/{org}/{key}") and deletes at /documents/{key}. */
+extern const char test_upload_routes[];
 
 #endif

@@ -437,3 +437,83 @@ void test_rmtree(const char *dir)
         return; /* only what test_tmpdir() made */
     nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
+
+uint32_t test_key_hash(const char *key)
+{
+    uint32_t h = 2166136261u;
+    for (; *key; key++)
+        h = (h ^ (unsigned char)*key) * 16777619u;
+    return h;
+}
+
+void test_key_bytes(const char *key, uint64_t off, void *out, size_t n)
+{
+    uint32_t seed = test_key_hash(key);
+    unsigned char *p = out;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t x = off + i;
+        p[i] = (unsigned char)((x * 2654435761u) ^ seed ^ (x >> 9) ^ (x >> 17));
+    }
+}
+
+/* ---- a cutover under test --------------------------------------------------------------- */
+
+/* cutover's log on stderr, so that a failure shows why. */
+static void dump_file(const char *what, const char *path)
+{
+    char *text = path ? test_read_file(path, NULL) : NULL;
+    fprintf(stderr, "---- %s ----\n%s\n", what, text ? text : "");
+    free(text);
+}
+
+void test_migrate_db(const char *config)
+{
+    const char *bin = testenv_var("CUTOVER_BIN");
+    size_t n = strlen(bin) + strlen(config) + 64;
+    char *cmd = malloc(n), *out = NULL;
+    int rc;
+
+    if (cmd == NULL)
+        die("out of memory");
+    snprintf(cmd, n, "'%s' migrate-db --config '%s'", bin, config);
+    rc = test_run(cmd, &out);
+    free(cmd);
+    if (rc != 0)
+        die("cutover migrate-db --config %s: exit %d: %s", config, rc, out ? out : "");
+    free(out);
+}
+
+pid_t test_start_proxy(const char *config, const char *log, int admin_port)
+{
+    char *argv[] = {(char *)testenv_var("CUTOVER_BIN"), "proxy", "--config", (char *)config, NULL};
+    char ready[64];
+    pid_t pid = test_spawn(argv, NULL, log);
+
+    snprintf(ready, sizeof(ready), "http://127.0.0.1:%d/readyz", admin_port);
+    if (!test_wait_http(ready, 20000)) {
+        test_stop(pid, SIGKILL, 5000);
+        dump_file("cutover's log", log);
+        die("cutover proxy --config %s: %s does not answer after 20 s", config, ready);
+    }
+    return pid;
+}
+
+bool test_stop_proxy(pid_t pid, const char *log)
+{
+    int st = test_stop(pid, SIGTERM, 30000);
+
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+        return true;
+    fprintf(stderr, "cutover proxy did not stop cleanly (status %d)\n", st);
+    dump_file("cutover's log", log);
+    return false;
+}
+
+PGconn *test_pg_connect(const char *url)
+{
+    PGconn *c = PQconnectdb(url);
+
+    if (PQstatus(c) != CONNECTION_OK)
+        die("connect to the test database: %s", PQerrorMessage(c));
+    return c;
+}

@@ -13,8 +13,10 @@
 #ifndef CUTOVER_TESTLIB_H
 #define CUTOVER_TESTLIB_H
 
+#include <libpq-fe.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 /* Value of KEY from the services file; aborts the test (exit 1 with a message) when the
@@ -74,5 +76,26 @@ bool test_write_file(const char *path, const void *data, size_t len);
 char *test_tmpdir(const char *tag);
 /* Removes a directory made by test_tmpdir() and everything in it (NULL: nothing). */
 void test_rmtree(const char *dir);
+
+/* FNV-1a of key. */
+uint32_t test_key_hash(const char *key);
+/* Bytes [off, off + n) of the synthetic document named key, the same in every run: what the
+ * in-test legacy stores serve, and what a test compares a copy with. */
+void test_key_bytes(const char *key, uint64_t off, void *out, size_t n);
+
+/* ---- a cutover under test ---- */
+
+/* Runs `$CUTOVER_BIN migrate-db --config config`; aborts the test with its output when it
+ * fails. */
+void test_migrate_db(const char *config);
+/* Starts `$CUTOVER_BIN proxy --config config` (output appended to log, NULL: inherited) and
+ * waits up to 20 s for its admin listener's /readyz on admin_port; returns its pid (end it
+ * with test_stop_proxy()), or aborts the test with its log when it never answers. */
+pid_t test_start_proxy(const char *config, const char *log, int admin_port);
+/* SIGTERM, then up to 30 s for the exit; true when it exited 0, otherwise false with the
+ * status and the log (may be NULL) on stderr. */
+bool test_stop_proxy(pid_t pid, const char *log);
+/* A connection to url (PQfinish()); aborts the test with the reason when it fails. */
+PGconn *test_pg_connect(const char *url);
 
 #endif

@@ -54,23 +54,13 @@ done
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-if [ -n "${CUTOVER_BIN:-}" ]; then
-  BIN=$CUTOVER_BIN
-else
-  BIN=$ROOT/build-bench/cmd/cutover
-  [ -f "$ROOT/build-bench/CMakeCache.txt" ] ||
-    cmake -S "$ROOT" -B "$ROOT/build-bench" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-  cmake --build "$ROOT/build-bench" -j"$(nproc)" --target cutover >/dev/null
-fi
+. "$ROOT/bench/lib.sh"
+bench_cutover "$ROOT/build-bench"
 need=()
 command -v rclone >/dev/null || need+=(rclone)
 command -v nginx >/dev/null || need+=(nginx-light)
 [ -x /usr/bin/time ] || need+=(time)
-if [ ${#need[@]} -gt 0 ]; then
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
-  echo "installing ${need[*]}..." >&2
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+bench_install "${need[@]}"
 
 T=$(mktemp -d /tmp/cutover-bfbench.XXXXXX)
 NGX_PID=
@@ -82,7 +72,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 cpu_s() { awk -v t="$(getconf CLK_TCK)" '{sub(/^.*\) /, ""); printf "%.2f", ($12 + $13) / t}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 calc() { awk "BEGIN {printf \"$1\", $2}"; }
 

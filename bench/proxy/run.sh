@@ -35,20 +35,14 @@ while [ $# -gt 0 ]; do
 done
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-BIN=${CUTOVER_BIN:-$ROOT/build-proxy/cmd/cutover}
-if [ ! -x "$BIN" ]; then
-  cmake -S "$ROOT" -B "$ROOT/build-proxy" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-  cmake --build "$ROOT/build-proxy" -j"$(nproc)" --target cutover >/dev/null
-fi
+. "$ROOT/bench/lib.sh"
+bench_cutover "$ROOT/build-proxy"
 need=()
 command -v wrk >/dev/null || need+=(wrk)
 command -v nginx >/dev/null || need+=(nginx-light)
 command -v haproxy >/dev/null || need+=(haproxy)
 command -v curl >/dev/null || need+=(curl)
-if [ ${#need[@]} -gt 0 ]; then
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+bench_install "${need[@]}"
 
 T=$(mktemp -d /tmp/cutover-bench.XXXXXX)
 PIDS=()
@@ -59,7 +53,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
 
 APP=$(free_port); NGX=$(free_port); HAP=$(free_port); CUT=$(free_port); ADM=$(free_port)

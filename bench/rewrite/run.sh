@@ -42,12 +42,8 @@ while [ $# -gt 0 ]; do
 done
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-BIN=${CUTOVER_BIN:-$ROOT/build-proxy/cmd/cutover}
-if [ -z "${CUTOVER_BIN:-}" ]; then
-  [ -f "$ROOT/build-proxy/CMakeCache.txt" ] ||
-    cmake -S "$ROOT" -B "$ROOT/build-proxy" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-  cmake --build "$ROOT/build-proxy" -j2 --target cutover >/dev/null
-fi
+. "$ROOT/bench/lib.sh"
+bench_cutover "$ROOT/build-proxy"
 for c in wrk nginx; do command -v $c >/dev/null || { echo "needs $c" >&2; exit 1; }; done
 
 T=$(mktemp -d /tmp/cutover-rbench.XXXXXX)
@@ -61,7 +57,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
 
 echo "starting PostgreSQL (services.sh)..." >&2

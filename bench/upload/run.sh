@@ -61,14 +61,8 @@ done
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-if [ -n "${CUTOVER_BIN:-}" ]; then
-  BIN=$CUTOVER_BIN
-else
-  BIN=$ROOT/build-proxy/cmd/cutover
-  [ -f "$ROOT/build-proxy/CMakeCache.txt" ] ||
-    cmake -S "$ROOT" -B "$ROOT/build-proxy" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-  cmake --build "$ROOT/build-proxy" -j"$(nproc)" --target cutover >/dev/null
-fi
+. "$ROOT/bench/lib.sh"
+bench_cutover "$ROOT/build-proxy"
 
 T=$(mktemp -d /tmp/cutover-ubench.XXXXXX)
 CPID=
@@ -108,7 +102,6 @@ PSQL=(env PGCONNECT_TIMEOUT=10 "PGOPTIONS=-c statement_timeout=30000" "$PG_BIN/p
   -v ON_ERROR_STOP=1)
 BUCKET=cutover-bench
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 # CPU seconds (user+sys) a process has used so far
 cpu_s() { awk -v t="$(getconf CLK_TCK)" '{sub(/^.*\) /, ""); printf "%.2f", ($12 + $13) / t}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 sub() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a - b}'; }

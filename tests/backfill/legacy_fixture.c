@@ -54,22 +54,9 @@ static void body_free(void *p)
     free(b);
 }
 
-static uint32_t fnv(const char *key)
-{
-    uint32_t h = 2166136261u;
-    for (; *key; key++)
-        h = (h ^ (unsigned char)*key) * 16777619u;
-    return h;
-}
-
 void legacy_fixture_bytes(const char *key, uint64_t off, void *out, size_t n)
 {
-    uint32_t seed = fnv(key);
-    unsigned char *p = out;
-    for (size_t i = 0; i < n; i++) {
-        uint64_t x = off + i;
-        p[i] = (unsigned char)((x * 2654435761u) ^ seed ^ (x >> 9) ^ (x >> 17));
-    }
+    test_key_bytes(key, off, out, n);
 }
 
 static const char *name_of(const char *key)
@@ -119,7 +106,7 @@ static enum MHD_Result answer(struct MHD_Connection *conn, unsigned status, int 
 
 static struct count *entry(legacy_fixture *f, const char *key)
 {
-    uint32_t h = fnv(key) % NBUCKETS;
+    uint32_t h = test_key_hash(key) % NBUCKETS;
     struct count *c;
     for (c = f->tab[h]; c; c = c->next)
         if (strcmp(c->key, key) == 0)
@@ -264,7 +251,7 @@ int legacy_fixture_port(const legacy_fixture *f)
 
 int legacy_fixture_gets(legacy_fixture *f, const char *key)
 {
-    uint32_t h = fnv(key) % NBUCKETS;
+    uint32_t h = test_key_hash(key) % NBUCKETS;
     int n = 0;
     pthread_mutex_lock(&f->mu);
     for (struct count *c = f->tab[h]; c; c = c->next)

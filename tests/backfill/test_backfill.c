@@ -41,36 +41,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-struct env {
-    char *dir;
-    struct test_s3 s3env;
-    s3_client *s3;
-    /* per test */
-    char *db_url, *config;
-    const char *workers; /* the configuration's "workers" object, or NULL */
-    PGconn *pg;
-};
-
-static struct env E;
 static int seq;
 
 /* ---- helpers ------------------------------------------------------------------------------ */
-
-static PGresult *q(PGconn *c, const char *sql)
-{
-    PGresult *r = PQexec(c, sql);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK && PQresultStatus(r) != PGRES_COMMAND_OK)
-        fail_msg("%s: %s", sql, PQerrorMessage(c));
-    return r;
-}
-
-static long long q_int(const char *sql)
-{
-    PGresult *r = q(E.pg, sql);
-    long long v = PQntuples(r) == 1 ? strtoll(PQgetvalue(r, 0, 0), NULL, 10) : -1;
-    PQclear(r);
-    return v;
-}
 
 /* A prefix of this test's own for the app's store: "bfPID-N" */
 static char *new_org(void)
@@ -107,33 +80,6 @@ static int backfill(const char *args, char **out, json_t **summary)
     return rc;
 }
 
-/* cmocka cuts a message at 1 KiB: the whole output goes to stderr first. */
-static void fail_with(const char *what, int rc, const char *out)
-{
-    fprintf(stderr, "%s: exit %d; its output:\n%s\n", what, rc, out ? out : "");
-    fail_msg("%s: exit %d (output above)", what, rc);
-}
-
-static long long jint(json_t *o, const char *path1, const char *path2)
-{
-    json_t *v = json_object_get(o, path1);
-    if (path2)
-        v = json_object_get(v, path2);
-    if (!json_is_integer(v))
-        fail_msg("summary has no integer %s%s%s", path1, path2 ? "." : "", path2 ? path2 : "");
-    return json_integer_value(v);
-}
-
-static int sink_buf(void *arg, const void *data, size_t n)
-{
-    return buf_append(arg, data, n) ? 0 : 1;
-}
-
-static void sha256_hex(const void *p, size_t n, char out[65])
-{
-    bfenv_sha256_hex(p, n, out);
-}
-
 /* Every `step`-th verified document of org: S3's bytes are the legacy store's raw bytes and
  * the recorded SHA-256. Returns how many were compared. */
 static int compare_sample(const char *org, int step)
@@ -141,91 +87,23 @@ static int compare_sample(const char *org, int step)
     char *sql = xasprintf("SELECT storage_key, s3_key, sha256 FROM cutover.documents WHERE "
                           "state = 'verified' AND storage_key LIKE '%s/%%' ORDER BY storage_key",
                           org);
-    PGresult *r = q(E.pg, sql);
-    CURL *c = curl_easy_init();
+    PGresult *r = bfenv_q(E.pg, sql);
     int compared = 0;
 
     for (int i = 0; i < PQntuples(r); i += step) {
         const char *key = PQgetvalue(r, i, 0), *s3key = PQgetvalue(r, i, 1);
         char *want_key = xasprintf("backfilled/%s/%s", org, key);
-        struct buf got;
-        struct s3_result res;
-        cut_err err = CUT_ERR_INIT;
-        struct test_http raw;
-        char sha[65];
-
         assert_string_equal(s3key, want_key);
-        buf_init(&got, 64 << 20);
-        if (s3_get(E.s3, s3key, sink_buf, &got, &res, &err) != 0)
-            fail_msg("GET %s from S3: %s", s3key, err.msg);
-        char *ek = curl_easy_escape(c, key, 0);
-        char *url = xasprintf("%s/legacy/raw/%s", testenv("APP_URL"), ek);
-        assert_int_equal(test_http("GET", url, NULL, NULL, 0, &raw), 0);
-        assert_int_equal(raw.status, 200);
-        assert_int_equal(got.len, raw.body_len);
-        assert_memory_equal(got.data, raw.body, got.len);
-        sha256_hex(got.data, got.len, sha);
-        assert_string_equal(sha, PQgetvalue(r, i, 2));
-        test_http_free(&raw);
-        curl_free(ek);
-        free(url);
-        buf_free(&got);
+        bfenv_assert_same(E.s3, key, s3key, PQgetvalue(r, i, 2));
         free(want_key);
         compared++;
     }
-    curl_easy_cleanup(c);
     PQclear(r);
     free(sql);
     return compared;
 }
 
 /* ---- fixtures ------------------------------------------------------------------------------ */
-
-static int group_setup(void **state)
-{
-    (void)state;
-    E.dir = test_tmpdir("backfill");
-    test_s3_open(&E.s3env);
-    E.s3 = E.s3env.c;
-    return 0;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    test_s3_close(&E.s3env);
-    test_rmtree(E.dir);
-    free(E.config);
-    return 0;
-}
-
-/* A fresh state database with the schema. */
-static int setup(void **state)
-{
-    char *cmd, *out = NULL;
-    (void)state;
-    E.db_url = test_fresh_db("backfill");
-    write_config("{\"jsonl\": \"/nonexistent\"}");
-    cmd = xasprintf("'%s' migrate-db --config '%s'", testenv_var("CUTOVER_BIN"), E.config);
-    if (test_run(cmd, &out) != 0)
-        fail_msg("migrate-db: %s", out);
-    free(cmd);
-    free(out);
-    E.pg = PQconnectdb(E.db_url);
-    assert_int_equal(PQstatus(E.pg), CONNECTION_OK);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    PQfinish(E.pg);
-    E.pg = NULL;
-    E.workers = NULL;
-    free(E.db_url);
-    E.db_url = NULL;
-    return 0;
-}
 
 /* ---- tests --------------------------------------------------------------------------------- */
 
@@ -243,12 +121,13 @@ static void test_jsonl_then_nothing_left(void **state)
     write_config(src);
     int rc = backfill("--concurrency 16", &out, &sum);
     if (rc != 0)
-        fail_with("backfill", rc, out);
-    assert_int_equal(jint(sum, "states", "verified"), NJSONL);
-    assert_int_equal(jint(sum, "enqueued", NULL), NJSONL);
-    assert_int_equal(jint(sum, "total", NULL), NJSONL);
-    assert_int_equal(q_int("SELECT count(*) FROM cutover.documents WHERE state = 'verified' "
-                           "AND origin = 'backfill'"),
+        bfenv_fail_with("backfill", rc, out);
+    assert_int_equal(bfenv_jint(sum, "states", "verified"), NJSONL);
+    assert_int_equal(bfenv_jint(sum, "enqueued", NULL), NJSONL);
+    assert_int_equal(bfenv_jint(sum, "total", NULL), NJSONL);
+    assert_int_equal(bfenv_int(E.pg,
+                               "SELECT count(*) FROM cutover.documents WHERE state = 'verified' "
+                               "AND origin = 'backfill'"),
                      NJSONL);
     assert_true(compare_sample(org, 15) >= 20);
     json_decref(sum);
@@ -257,13 +136,14 @@ static void test_jsonl_then_nothing_left(void **state)
     /* a second run finds every document known and copies nothing */
     rc = backfill(NULL, &out, &sum);
     if (rc != 0)
-        fail_with("second backfill", rc, out);
-    assert_int_equal(jint(sum, "enqueued", NULL), 0);
-    assert_int_equal(jint(sum, "already_known", NULL), NJSONL);
-    assert_int_equal(jint(sum, "finished_this_run", NULL), 0);
-    assert_int_equal(jint(sum, "copied_by_this_process", NULL), 0);
-    assert_int_equal(q_int("SELECT count(*) FROM cutover.transitions WHERE to_state = 'copied'"),
-                     NJSONL);
+        bfenv_fail_with("second backfill", rc, out);
+    assert_int_equal(bfenv_jint(sum, "enqueued", NULL), 0);
+    assert_int_equal(bfenv_jint(sum, "already_known", NULL), NJSONL);
+    assert_int_equal(bfenv_jint(sum, "finished_this_run", NULL), 0);
+    assert_int_equal(bfenv_jint(sum, "copied_by_this_process", NULL), 0);
+    assert_int_equal(
+        bfenv_int(E.pg, "SELECT count(*) FROM cutover.transitions WHERE to_state = 'copied'"),
+        NJSONL);
     json_decref(sum);
     free(out);
     free(src);
@@ -290,7 +170,7 @@ static void test_sql_keyset_pages(void **state)
                           "'0') || '.bin', '%s', CASE WHEN i %% 2 = 0 THEN NULL ELSE 'n' END "
                           "FROM generate_series(0, %d) i",
                           org, org, NSQL - 1);
-    PQclear(q(app, sql));
+    PQclear(bfenv_q(app, sql));
     free(sql);
     char *src = xasprintf("{\"sql\": \"SELECT storage_key AS key, org_id AS org, note FROM "
                           "app_documents;\", \"database_url\": \"%s\"}",
@@ -298,18 +178,18 @@ static void test_sql_keyset_pages(void **state)
     write_config(src);
     int rc = backfill("--batch 50", &out, &sum);
     if (rc != 0)
-        fail_with("backfill", rc, out);
-    assert_int_equal(jint(sum, "enqueued", NULL), NSQL);
-    assert_int_equal(jint(sum, "states", "verified"), NSQL);
+        bfenv_fail_with("backfill", rc, out);
+    assert_int_equal(bfenv_jint(sum, "enqueued", NULL), NSQL);
+    assert_int_equal(bfenv_jint(sum, "states", "verified"), NSQL);
     /* each row recorded exactly once, across three pages */
-    assert_int_equal(q_int("SELECT count(*) FROM cutover.transitions WHERE from_state IS NULL"),
-                     NSQL);
+    assert_int_equal(
+        bfenv_int(E.pg, "SELECT count(*) FROM cutover.transitions WHERE from_state IS NULL"), NSQL);
     /* the row's columns became the document's vars (a NULL column left out) */
     char *vq = xasprintf("SELECT count(*) FROM cutover.documents WHERE vars->>'org' = '%s' AND "
                          "(vars ? 'note') = (substring(storage_key from 'seed-([0-9]+)')::int "
                          "%% 2 = 1)",
                          org);
-    assert_int_equal(q_int(vq), NSQL);
+    assert_int_equal(bfenv_int(E.pg, vq), NSQL);
     assert_true(compare_sample(org, 13) >= 10);
     free(vq);
     json_decref(sum);
@@ -338,13 +218,13 @@ static void test_bad_rows_and_failures(void **state)
     write_config(src);
     int rc = backfill(NULL, &out, &sum);
     if (rc != 1)
-        fail_with("backfill (expected to exit 1)", rc, out);
+        bfenv_fail_with("backfill (expected to exit 1)", rc, out);
     char *l1 = xasprintf("%s:1: not JSON", path), *l2 = xasprintf("%s:2: no \"key\"", path);
     if (!strstr(out, l1) || !strstr(out, l2))
         fail_msg("bad lines not reported with their numbers:\n%s", out);
-    assert_int_equal(jint(sum, "unusable_rows", NULL), 2);
-    assert_int_equal(jint(sum, "states", "verified"), 20);
-    assert_int_equal(jint(sum, "states", "failed"), 2);
+    assert_int_equal(bfenv_jint(sum, "unusable_rows", NULL), 2);
+    assert_int_equal(bfenv_jint(sum, "states", "verified"), 20);
+    assert_int_equal(bfenv_jint(sum, "states", "failed"), 2);
     /* the failures are listed with their reasons */
     json_t *f = json_object_get(sum, "failures");
     assert_int_equal(json_array_size(f), 2);
@@ -365,7 +245,7 @@ static void test_bad_rows_and_failures(void **state)
         fail_msg("failures without their reasons:\n%s", out);
     /* the 404 was not retried */
     char *aq = xasprintf("SELECT attempts FROM cutover.documents WHERE storage_key = '%s'", k404);
-    assert_int_equal(q_int(aq), 1);
+    assert_int_equal(bfenv_int(E.pg, aq), 1);
     free(aq);
     free(k404);
     free(knoorg);
@@ -411,13 +291,13 @@ static void test_two_processes_share(void **state)
         int st = test_wait_exit(pids[i], 120000);
         char *log = test_read_file(logs[i], NULL);
         if (st < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
-            fail_with("backfill", st, log);
+            bfenv_fail_with("backfill", st, log);
         const char *s = strstr(log, "{\"event\":\"backfill_summary\"");
         assert_non_null(s);
         json_t *sum = json_loadb(s, strcspn(s, "\n"), 0, NULL);
         assert_non_null(sum);
-        assert_int_equal(jint(sum, "states", "verified"), NSHARED);
-        copied_by[i] = jint(sum, "copied_by_this_process", NULL);
+        assert_int_equal(bfenv_jint(sum, "states", "verified"), NSHARED);
+        copied_by[i] = bfenv_jint(sum, "copied_by_this_process", NULL);
         json_decref(sum);
         free(log);
         free(logs[i]);
@@ -425,17 +305,16 @@ static void test_two_processes_share(void **state)
     print_message("copies: %lld by the first process, %lld by the second\n", copied_by[0],
                   copied_by[1]);
     assert_int_equal(copied_by[0] + copied_by[1], NSHARED);
-    assert_int_equal(q_int("SELECT count(*) FROM cutover.documents WHERE state = 'verified'"),
-                     NSHARED);
+    assert_int_equal(
+        bfenv_int(E.pg, "SELECT count(*) FROM cutover.documents WHERE state = 'verified'"),
+        NSHARED);
     /* each document recorded once and copied once */
-    assert_int_equal(q_int("SELECT count(*) FROM (SELECT storage_key FROM cutover.transitions "
-                           "WHERE to_state = 'copied' GROUP BY storage_key HAVING count(*) = 1) "
-                           "x"),
-                     NSHARED);
-    assert_int_equal(q_int("SELECT count(*) FROM cutover.transitions WHERE to_state = 'copied'"),
-                     NSHARED);
-    assert_int_equal(q_int("SELECT count(*) FROM cutover.transitions WHERE from_state IS NULL"),
-                     NSHARED);
+    assert_int_equal(
+        bfenv_int(E.pg, "SELECT count(*) FROM (SELECT storage_key FROM cutover.transitions "
+                        "WHERE to_state = 'copied' GROUP BY storage_key HAVING count(*) = 1) "
+                        "x"),
+        NSHARED);
+    bfenv_assert_once(E.pg, NSHARED);
     free(src);
     free(path);
     free(org);
@@ -446,7 +325,7 @@ static void test_two_processes_share(void **state)
 static bool some_verified(void *arg)
 {
     (void)arg;
-    return q_int("SELECT count(*) FROM cutover.documents WHERE state = 'verified'") >= 30;
+    return bfenv_int(E.pg, "SELECT count(*) FROM cutover.documents WHERE state = 'verified'") >= 30;
 }
 
 static void test_killed_then_resumed(void **state)
@@ -475,32 +354,37 @@ static void test_killed_then_resumed(void **state)
     assert_true(test_wait_until(some_verified, NULL, 60000));
     int st = test_stop(pid, SIGKILL, 10000);
     assert_true(WIFSIGNALED(st));
-    long long before = q_int("SELECT count(*) FROM cutover.documents WHERE state = 'verified'");
+    long long before =
+        bfenv_int(E.pg, "SELECT count(*) FROM cutover.documents WHERE state = 'verified'");
     print_message("killed with %lld of %d verified\n", before, NKILL);
     /* stand-ins for copiers killed between recording a copy and marking it verified: one whose
      * object in S3 is what it recorded, one whose recorded ETag S3 does not have */
-    PQclear(q(E.pg, "UPDATE cutover.documents SET state = 'copied', updated_at = now() - "
-                    "interval '1 minute' WHERE storage_key = (SELECT min(storage_key) FROM "
-                    "cutover.documents WHERE state = 'verified')"));
-    PQclear(q(E.pg, "UPDATE cutover.documents SET state = 'copied', s3_etag = 'not-this-one', "
+    PQclear(bfenv_q(E.pg, "UPDATE cutover.documents SET state = 'copied', updated_at = now() - "
+                          "interval '1 minute' WHERE storage_key = (SELECT min(storage_key) FROM "
+                          "cutover.documents WHERE state = 'verified')"));
+    PQclear(bfenv_q(E.pg,
+                    "UPDATE cutover.documents SET state = 'copied', s3_etag = 'not-this-one', "
                     "updated_at = now() - interval '1 minute' WHERE storage_key = (SELECT "
                     "max(storage_key) FROM cutover.documents WHERE state = 'verified')"));
 
     int rc = backfill(NULL, &out, &sum);
     if (rc != 0)
-        fail_with("second backfill", rc, out);
-    assert_int_equal(jint(sum, "states", "verified"), NKILL);
-    assert_int_equal(jint(sum, "enqueued", NULL) + jint(sum, "already_known", NULL), NKILL);
-    /* each copied once, but the one S3 did not agree with: twice */
-    assert_int_equal(q_int("SELECT count(*) FROM cutover.transitions WHERE to_state = 'copied'"),
-                     NKILL + 1);
-    assert_int_equal(q_int("SELECT count(*) FROM cutover.transitions WHERE to_state = 'mismatch'"),
-                     1);
-    /* at least the stand-in (the kill itself may have left one more) */
-    assert_true(q_int("SELECT count(*) FROM cutover.transitions WHERE detail LIKE "
-                      "'%interrupted copy%' AND to_state = 'verified'") >= 1);
-    assert_int_equal(q_int("SELECT count(*) FROM cutover.transitions WHERE from_state IS NULL"),
+        bfenv_fail_with("second backfill", rc, out);
+    assert_int_equal(bfenv_jint(sum, "states", "verified"), NKILL);
+    assert_int_equal(bfenv_jint(sum, "enqueued", NULL) + bfenv_jint(sum, "already_known", NULL),
                      NKILL);
+    /* each copied once, but the one S3 did not agree with: twice */
+    assert_int_equal(
+        bfenv_int(E.pg, "SELECT count(*) FROM cutover.transitions WHERE to_state = 'copied'"),
+        NKILL + 1);
+    assert_int_equal(
+        bfenv_int(E.pg, "SELECT count(*) FROM cutover.transitions WHERE to_state = 'mismatch'"), 1);
+    /* at least the stand-in (the kill itself may have left one more) */
+    assert_true(bfenv_int(E.pg, "SELECT count(*) FROM cutover.transitions WHERE detail LIKE "
+                                "'%interrupted copy%' AND to_state = 'verified'") >= 1);
+    assert_int_equal(
+        bfenv_int(E.pg, "SELECT count(*) FROM cutover.transitions WHERE from_state IS NULL"),
+        NKILL);
     assert_true(compare_sample(org, 20) >= 10);
     json_decref(sum);
     free(out);
@@ -526,10 +410,11 @@ static void test_rate(void **state)
      * after the first */
     int rc = backfill("--rate 100", &out, &sum);
     if (rc != 0)
-        fail_with("backfill", rc, out);
-    assert_int_equal(jint(sum, "states", "verified"), NRATE);
-    long long span_ms = q_int("SELECT (extract(epoch FROM max(created_at) - min(created_at)) * "
-                              "1000)::bigint FROM cutover.documents");
+        bfenv_fail_with("backfill", rc, out);
+    assert_int_equal(bfenv_jint(sum, "states", "verified"), NRATE);
+    long long span_ms =
+        bfenv_int(E.pg, "SELECT (extract(epoch FROM max(created_at) - min(created_at)) * "
+                        "1000)::bigint FROM cutover.documents");
     print_message("300 documents enqueued over %lld ms at --rate 100\n", span_ms);
     assert_true(span_ms >= 1950);
     json_decref(sum);
@@ -542,12 +427,13 @@ static void test_rate(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_jsonl_then_nothing_left, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_sql_keyset_pages, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_bad_rows_and_failures, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_two_processes_share, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_killed_then_resumed, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_rate, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_jsonl_then_nothing_left, bfenv_setup, bfenv_teardown),
+        cmocka_unit_test_setup_teardown(test_sql_keyset_pages, bfenv_setup, bfenv_teardown),
+        cmocka_unit_test_setup_teardown(test_bad_rows_and_failures, bfenv_setup, bfenv_teardown),
+        cmocka_unit_test_setup_teardown(test_two_processes_share, bfenv_setup, bfenv_teardown),
+        cmocka_unit_test_setup_teardown(test_killed_then_resumed, bfenv_setup, bfenv_teardown),
+        cmocka_unit_test_setup_teardown(test_rate, bfenv_setup, bfenv_teardown),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    E.tag = "backfill";
+    return cmocka_run_group_tests(tests, bfenv_group_setup, bfenv_group_teardown);
 }

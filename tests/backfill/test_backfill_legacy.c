@@ -21,6 +21,7 @@
  */
 #include "core/core.h"
 #include "tests/backfill/legacy_fixture.h"
+#include "tests/bfenv.h"
 #include "tests/testlib.h"
 #include "tests/unit.h"
 
@@ -34,32 +35,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-struct env {
-    char *dir;
-    legacy_fixture *lf;
-    char *db_url, *config;
-    const char *workers;
-    PGconn *pg;
-};
-
-static struct env E;
+static legacy_fixture *lf;
 static int seq;
-
-static PGresult *q(const char *sql)
-{
-    PGresult *r = PQexec(E.pg, sql);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK && PQresultStatus(r) != PGRES_COMMAND_OK)
-        fail_msg("%s: %s", sql, PQerrorMessage(E.pg));
-    return r;
-}
-
-static long long q_int(const char *sql)
-{
-    PGresult *r = q(sql);
-    long long v = PQntuples(r) == 1 ? strtoll(PQgetvalue(r, 0, 0), NULL, 10) : -1;
-    PQclear(r);
-    return v;
-}
 
 /* A JSONL file of keys "<org>/<name>" for the names given; returns its path (new string). */
 static char *jsonl(const char *org, char **names, size_t n)
@@ -108,10 +85,15 @@ static void write_config(const char *jsonl_path)
         " \"workers\": %s,\n"
         " \"backfill\": {\"source\": {\"jsonl\": \"%s\"}, \"rate\": 0, \"concurrency\": 8}}\n",
         E.db_url, E.dir, testenv("S3_ENDPOINT"), testenv("S3_REGION"), testenv("S3_BUCKET"),
-        testenv("S3_ACCESS_KEY"), testenv("S3_SECRET_KEY"), legacy_fixture_port(E.lf),
+        testenv("S3_ACCESS_KEY"), testenv("S3_SECRET_KEY"), legacy_fixture_port(lf),
         E.workers ? E.workers : "{}", jsonl_path);
     assert_true(test_write_file(E.config, json, strlen(json)));
     free(json);
+}
+
+static void first_config(void)
+{
+    write_config("/nonexistent");
 }
 
 static int backfill(const char *args, char **out)
@@ -121,12 +103,6 @@ static int backfill(const char *args, char **out)
     int rc = test_run(cmd, out);
     free(cmd);
     return rc;
-}
-
-static void fail_with(const char *what, int rc, const char *out)
-{
-    fprintf(stderr, "%s: exit %d; its output:\n%s\n", what, rc, out ? out : "");
-    fail_msg("%s: exit %d (output above)", what, rc);
 }
 
 static const char *state_of(const char *key, char *reason, size_t rlen)
@@ -149,7 +125,7 @@ static const char *state_of(const char *key, char *reason, size_t rlen)
 static int gets(const char *org, const char *name)
 {
     char *k = xasprintf("%s/%s", org, name);
-    int n = legacy_fixture_gets(E.lf, k);
+    int n = legacy_fixture_gets(lf, k);
     free(k);
     return n;
 }
@@ -158,17 +134,15 @@ static int gets(const char *org, const char *name)
 static int wrong_hashes(void)
 {
     int wrong = 0;
-    PGresult *r = q("SELECT storage_key, sha256 FROM cutover.documents WHERE state = 'verified'");
+    PGresult *r =
+        bfenv_q(E.pg, "SELECT storage_key, sha256 FROM cutover.documents WHERE state = 'verified'");
     for (int i = 0; i < PQntuples(r); i++) {
         const char *key = PQgetvalue(r, i, 0);
         uint64_t size = legacy_fixture_size(key);
-        unsigned char *b = xmalloc(size ? size : 1), md[32];
-        unsigned int len;
+        unsigned char *b = xmalloc(size ? size : 1);
         char hex[65];
         legacy_fixture_bytes(key, 0, b, size);
-        EVP_Digest(b, size, md, &len, EVP_sha256(), NULL);
-        for (int k = 0; k < 32; k++)
-            snprintf(hex + 2 * k, 3, "%02x", md[k]);
+        bfenv_sha256_hex(b, size, hex);
         if (strcmp(hex, PQgetvalue(r, i, 1)) != 0) {
             fprintf(stderr, "verified with other bytes: %s\n", key);
             wrong++;
@@ -193,10 +167,11 @@ static void table_row(const char *fault, int acked, uint64_t t0)
 {
     int wrong = wrong_hashes();
     int verified =
-        (int)q_int("SELECT count(*) FROM cutover.documents WHERE state = 'verified'") - wrong;
-    PGresult *r =
-        q("SELECT coalesce(last_error, '') FROM cutover.documents "
-          "WHERE state = 'failed' AND coalesce(last_error, '') <> '' ORDER BY storage_key");
+        (int)bfenv_int(E.pg, "SELECT count(*) FROM cutover.documents WHERE state = 'verified'") -
+        wrong;
+    PGresult *r = bfenv_q(
+        E.pg, "SELECT coalesce(last_error, '') FROM cutover.documents "
+              "WHERE state = 'failed' AND coalesce(last_error, '') <> '' ORDER BY storage_key");
     int failed = PQntuples(r), lost = acked - verified - failed - wrong;
     char reason[200] = "";
     if (failed)
@@ -224,46 +199,14 @@ static void table_row(const char *fault, int acked, uint64_t t0)
 
 static int group_setup(void **state)
 {
-    (void)state;
-    E.dir = test_tmpdir("bflegacy");
-    E.lf = legacy_fixture_start();
-    return 0;
+    lf = legacy_fixture_start();
+    return bfenv_group_setup(state);
 }
 
 static int group_teardown(void **state)
 {
-    (void)state;
-    legacy_fixture_free(E.lf);
-    test_rmtree(E.dir);
-    free(E.config);
-    return 0;
-}
-
-static int setup(void **state)
-{
-    char *cmd, *out = NULL;
-    (void)state;
-    E.db_url = test_fresh_db("bflegacy");
-    write_config("/nonexistent");
-    cmd = xasprintf("'%s' migrate-db --config '%s'", testenv_var("CUTOVER_BIN"), E.config);
-    if (test_run(cmd, &out) != 0)
-        fail_msg("migrate-db: %s", out);
-    free(cmd);
-    free(out);
-    E.pg = PQconnectdb(E.db_url);
-    assert_int_equal(PQstatus(E.pg), CONNECTION_OK);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    PQfinish(E.pg);
-    E.pg = NULL;
-    E.workers = NULL;
-    free(E.db_url);
-    E.db_url = NULL;
-    return 0;
+    legacy_fixture_free(lf);
+    return bfenv_group_teardown(state);
 }
 
 /* ---- tests --------------------------------------------------------------------------------- */
@@ -279,7 +222,7 @@ static void test_errors(void **state)
     write_config(path);
     int rc = backfill("--concurrency 4", &out);
     if (rc != 1)
-        fail_with("backfill (some fail)", rc, out);
+        bfenv_fail_with("backfill (some fail)", rc, out);
 
     for (int i = 1; i <= 2; i++) {
         char *k = xasprintf("%s/nf-%d", org, i);
@@ -316,16 +259,16 @@ static void test_429_slows_everything(void **state)
 
     char *path = jsonl(org, names, N429);
     write_config(path);
-    size_t before = legacy_fixture_hits(E.lf, hits, 1 << 16);
-    legacy_fixture_throttle(E.lf, 2000, 2);
+    size_t before = legacy_fixture_hits(lf, hits, 1 << 16);
+    legacy_fixture_throttle(lf, 2000, 2);
     uint64_t t_start = now_us();
     int rc = backfill("--concurrency 8", &out);
     if (rc != 0)
-        fail_with("backfill", rc, out);
+        bfenv_fail_with("backfill", rc, out);
     double secs = (double)(now_us() - t_start) / 1e6;
-    assert_int_equal(q_int("SELECT count(*) FROM cutover.documents WHERE state = 'verified'"),
-                     N429);
-    size_t n = legacy_fixture_hits(E.lf, hits, 1 << 16);
+    assert_int_equal(
+        bfenv_int(E.pg, "SELECT count(*) FROM cutover.documents WHERE state = 'verified'"), N429);
+    size_t n = legacy_fixture_hits(lf, hits, 1 << 16);
     assert_true(n > before);
     uint64_t t0 = hits[before].at_us;
     int n429 = 0, in_gap = 0, retries_in_gap = 0;
@@ -370,7 +313,7 @@ static void test_rate_bytes(void **state)
     uint64_t t = now_us();
     int rc = backfill("--concurrency 8 --rate-bytes 256Ki", &out);
     if (rc != 0)
-        fail_with("backfill", rc, out);
+        bfenv_fail_with("backfill", rc, out);
     double secs = (double)(now_us() - t) / 1e6;
     /* the bucket starts empty and saves at most a second's worth: at least (total - 1 s of
      * bytes) / rate seconds */
@@ -378,8 +321,8 @@ static void test_rate_bytes(void **state)
     print_message("%d bytes in %.2f s (%.0f bytes/s; the limit %d)\n", NBYTES * DOCBYTES, secs,
                   NBYTES * DOCBYTES / secs, RATE_BYTES);
     assert_true(secs >= least * 0.98);
-    assert_int_equal(q_int("SELECT count(*) FROM cutover.documents WHERE state = 'verified'"),
-                     NBYTES);
+    assert_int_equal(
+        bfenv_int(E.pg, "SELECT count(*) FROM cutover.documents WHERE state = 'verified'"), NBYTES);
     check_hashes();
     names_free(names, NBYTES);
     free(out);
@@ -417,19 +360,20 @@ static void test_three_processes_once(void **state)
         int st = test_wait_exit(pids[i], 120000);
         if (st < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
             char *log = test_read_file(logs[i], NULL);
-            fail_with("backfill", st, log);
+            bfenv_fail_with("backfill", st, log);
         }
         free(logs[i]);
     }
-    assert_int_equal(q_int("SELECT count(*) FROM cutover.documents WHERE state = 'verified'"),
-                     NSHARE);
+    assert_int_equal(
+        bfenv_int(E.pg, "SELECT count(*) FROM cutover.documents WHERE state = 'verified'"), NSHARE);
     int twice = 0;
     for (int i = 0; i < NSHARE; i++)
         if (gets(org, names[i]) != 1)
             twice++;
     assert_int_equal(twice, 0); /* every document read from the store, so copied, once */
-    assert_int_equal(q_int("SELECT count(*) FROM cutover.transitions WHERE to_state = 'copied'"),
-                     NSHARE);
+    assert_int_equal(
+        bfenv_int(E.pg, "SELECT count(*) FROM cutover.transitions WHERE to_state = 'copied'"),
+        NSHARE);
     check_hashes();
     names_free(names, NSHARE);
     free(path);
@@ -442,7 +386,8 @@ static long long kill_at;
 static bool reached(void *arg)
 {
     (void)arg;
-    return q_int("SELECT count(*) FROM cutover.documents WHERE state = 'verified'") >= kill_at;
+    return bfenv_int(E.pg, "SELECT count(*) FROM cutover.documents WHERE state = 'verified'") >=
+           kill_at;
 }
 
 static void test_killed_at_random(void **state)
@@ -472,12 +417,13 @@ static void test_killed_at_random(void **state)
     assert_true(test_wait_until(reached, NULL, 60000));
     int st = test_stop(pid, SIGKILL, 10000);
     assert_true(WIFSIGNALED(st));
-    long long at = q_int("SELECT count(*) FROM cutover.documents WHERE state = 'verified'");
+    long long at =
+        bfenv_int(E.pg, "SELECT count(*) FROM cutover.documents WHERE state = 'verified'");
     int rc = backfill(NULL, &out);
     if (rc != 0)
-        fail_with("second backfill", rc, out);
-    assert_int_equal(q_int("SELECT count(*) FROM cutover.documents WHERE state = 'verified'"),
-                     NKILL);
+        bfenv_fail_with("second backfill", rc, out);
+    assert_int_equal(
+        bfenv_int(E.pg, "SELECT count(*) FROM cutover.documents WHERE state = 'verified'"), NKILL);
     int twice = 0, never = 0;
     for (int i = 0; i < NKILL; i++) {
         int g = gets(org, names[i]);
@@ -498,11 +444,14 @@ static void test_killed_at_random(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_429_slows_everything, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_rate_bytes, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_three_processes_once, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_killed_at_random, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_errors, bfenv_setup, bfenv_teardown),
+        cmocka_unit_test_setup_teardown(test_429_slows_everything, bfenv_setup, bfenv_teardown),
+        cmocka_unit_test_setup_teardown(test_rate_bytes, bfenv_setup, bfenv_teardown),
+        cmocka_unit_test_setup_teardown(test_three_processes_once, bfenv_setup, bfenv_teardown),
+        cmocka_unit_test_setup_teardown(test_killed_at_random, bfenv_setup, bfenv_teardown),
     };
+    E.tag = "bflegacy";
+    E.no_s3 = true;
+    E.first_config = first_config;
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -95,7 +95,7 @@ static struct {
 
 static int setup(void **state)
 {
-    char *cmd, *out = NULL, *spool, *json;
+    char *spool, *upstream;
     (void)state;
 
     A.port = test_free_port();
@@ -110,38 +110,26 @@ static int setup(void **state)
     E.log = xasprintf("%s/cutover.log", E.dir);
     E.port = test_free_port();
     E.admin = test_free_port();
-    json = xasprintf(
-        "{\"listen\": \"127.0.0.1:%d\", \"upstream\": \"http://127.0.0.1:%d\",\n"
-        " \"admin\": {\"listen\": \"127.0.0.1:%d\", \"token\": \"t0ken-for-tests\"},\n"
-        " \"database_url\": \"%s\", \"spool_dir\": \"%s\",\n"
-        " \"log\": {\"level\": \"info\", \"access\": false},\n"
-        " \"s3\": {\"endpoint\": \"%s\", \"region\": \"%s\", \"bucket\": \"%s\",\n"
-        "        \"path_style\": true, \"access_key_id\": \"%s\", \"secret_access_key\": \"%s\"},\n"
-        " \"routes\": [\n"
-        "  {\"name\": \"upload\", \"kind\": \"upload\", \"path\": \"/documents\",\n"
-        "   \"key\": {\"response_json\": \"/storage_key\"},\n"
-        "   \"vars\": {\"p\": {\"query\": \"p\"}},\n"
-        "   \"s3_key\": \"hostile/{p}/{key}\"},\n"
-        "  {\"name\": \"delete\", \"kind\": \"delete\", \"path\": \"/documents/{key}\",\n"
-        "   \"key\": {\"path\": \"key\"}}],\n"
-        " \"flags\": {\"dual_write\": true}}\n",
-        E.port, A.port, E.admin, E.db_url, spool, testenv("S3_ENDPOINT"), testenv("S3_REGION"),
-        testenv("S3_BUCKET"), testenv("S3_ACCESS_KEY"), testenv("S3_SECRET_KEY"));
+    upstream = xasprintf("http://127.0.0.1:%d", A.port);
+    struct test_proxy_config pc = {
+        .port = E.port,
+        .admin = E.admin,
+        .upstream = upstream,
+        .db_url = E.db_url,
+        .spool = spool,
+        .rest = "\"routes\": [\n"
+                "  {\"name\": \"upload\", \"kind\": \"upload\", \"path\": \"/documents\",\n"
+                "   \"key\": {\"response_json\": \"/storage_key\"},\n"
+                "   \"vars\": {\"p\": {\"query\": \"p\"}},\n"
+                "   \"s3_key\": \"hostile/{p}/{key}\"},\n"
+                "  {\"name\": \"delete\", \"kind\": \"delete\", \"path\": \"/documents/{key}\",\n"
+                "   \"key\": {\"path\": \"key\"}}]"};
+    test_proxy_config_write(E.config, &pc);
+    free(upstream);
     free(spool);
-    assert_true(test_write_file(E.config, json, strlen(json)));
-    free(json);
-    cmd = xasprintf("'%s' migrate-db --config '%s'", testenv_var("CUTOVER_BIN"), E.config);
-    if (test_run(cmd, &out) != 0)
-        fail_msg("migrate-db: %s", out);
-    free(cmd);
-    free(out);
-    char *argv[] = {(char *)testenv_var("CUTOVER_BIN"), "proxy", "--config", E.config, NULL};
-    E.pid = test_spawn(argv, NULL, E.log);
-    char *ready = xasprintf("http://127.0.0.1:%d/readyz", E.admin);
-    assert_true(test_wait_http(ready, 20000));
-    free(ready);
-    E.pg = PQconnectdb(E.db_url);
-    assert_int_equal(PQstatus(E.pg), CONNECTION_OK);
+    test_migrate_db(E.config);
+    E.pid = test_start_proxy(E.config, E.log, E.admin);
+    E.pg = test_pg_connect(E.db_url);
     test_s3_open(&E.s3);
     return 0;
 }
@@ -149,7 +137,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    int st = test_stop(E.pid, SIGTERM, 30000);
+    bool stopped = test_stop_proxy(E.pid, E.log);
     PQfinish(E.pg);
     test_s3_close(&E.s3);
     MHD_stop_daemon(A.d);
@@ -159,7 +147,7 @@ static int teardown(void **state)
     free(E.db_url);
     free(E.config);
     free(E.log);
-    return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+    return stopped ? 0 : -1;
 }
 
 /* ---- helpers ---------------------------------------------------------------------------- */

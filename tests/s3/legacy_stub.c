@@ -5,6 +5,7 @@
  */
 #include "tests/s3/legacy_stub.h"
 #include "core/core.h"
+#include "tests/testlib.h"
 
 #include <microhttpd.h>
 #include <pthread.h>
@@ -28,24 +29,9 @@ struct body {
     uint64_t size; /* bytes to send */
 };
 
-static uint32_t key_seed(const char *key)
-{
-    uint32_t h = 2166136261u;
-
-    for (; *key; key++)
-        h = (h ^ (unsigned char)*key) * 16777619u;
-    return h;
-}
-
 void legacy_stub_bytes(const char *key, uint64_t off, void *out, size_t n)
 {
-    uint32_t seed = key_seed(key);
-    unsigned char *p = out;
-
-    for (size_t i = 0; i < n; i++) {
-        uint64_t x = off + i;
-        p[i] = (unsigned char)((x * 2654435761u) ^ seed ^ (x >> 9) ^ (x >> 17));
-    }
+    test_key_bytes(key, off, out, n);
 }
 
 static ssize_t reader(void *cls, uint64_t pos, char *buf, size_t max)

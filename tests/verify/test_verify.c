@@ -39,15 +39,6 @@
 #include <string.h>
 #include <unistd.h>
 
-struct env {
-    char *dir;
-    struct test_s3 s3env;
-    s3_client *s3;
-    char *db_url, *config;
-    PGconn *pg;
-};
-
-static struct env E;
 static int seq;
 
 #define N 300
@@ -56,27 +47,11 @@ static const int bad_idx[NBAD] = {17, 123, 250};
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 
-static PGresult *q(const char *sql)
-{
-    PGresult *r = PQexec(E.pg, sql);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK && PQresultStatus(r) != PGRES_COMMAND_OK)
-        fail_msg("%s: %s", sql, PQerrorMessage(E.pg));
-    return r;
-}
-
-static long long q_int(const char *sql)
-{
-    PGresult *r = q(sql);
-    long long v = PQntuples(r) == 1 ? strtoll(PQgetvalue(r, 0, 0), NULL, 10) : -1;
-    PQclear(r);
-    return v;
-}
-
 /* The value of one cell (new string, "" for NULL), failing when there is no single row. */
 static char *q_str(const char *fmt, const char *arg)
 {
     char *sql = xasprintf(fmt, arg);
-    PGresult *r = q(sql);
+    PGresult *r = bfenv_q(E.pg, sql);
     if (PQntuples(r) != 1)
         fail_msg("%s: %d rows", sql, PQntuples(r));
     char *v = xstrdup(PQgetvalue(r, 0, 0));
@@ -100,22 +75,6 @@ static char *s3_key_of(const char *org, const char *key)
     return xasprintf("backfilled/%s/%s", org, key);
 }
 
-static void fail_with(const char *what, int rc, const char *out)
-{
-    fprintf(stderr, "%s: exit %d; its output:\n%s\n", what, rc, out ? out : "");
-    fail_msg("%s: exit %d (output above)", what, rc);
-}
-
-static long long jint(json_t *o, const char *a, const char *b)
-{
-    json_t *v = json_object_get(o, a);
-    if (b)
-        v = json_object_get(v, b);
-    if (!json_is_integer(v))
-        fail_msg("the summary has no integer %s%s%s", a, b ? "." : "", b ? b : "");
-    return json_integer_value(v);
-}
-
 /* Runs `cutover verify --config E.config ARGS`, expecting exit status want. */
 static json_t *verify(const char *args, int want)
 {
@@ -125,7 +84,7 @@ static json_t *verify(const char *args, int want)
     int rc = bfenv_run(a, "verify_summary", &out, &sum);
     if (rc != want) {
         char *what = xasprintf("cutover %s (expected exit %d)", a, want);
-        fail_with(what, rc, out);
+        bfenv_fail_with(what, rc, out);
     }
     free(a);
     free(out);
@@ -146,40 +105,13 @@ static void prepare(const char *org, int n, int size, const char *extra_after)
     args = xasprintf("backfill --config '%s' --concurrency 16", E.config);
     int rc = bfenv_run(args, "backfill_summary", &out, &sum);
     if (rc != (extra_after ? 1 : 0))
-        fail_with("backfill", rc, out);
-    assert_int_equal(jint(sum, "states", "verified"), n);
+        bfenv_fail_with("backfill", rc, out);
+    assert_int_equal(bfenv_jint(sum, "states", "verified"), n);
     json_decref(sum);
     free(out);
     free(args);
     free(src);
     free(path);
-}
-
-static int sink_buf(void *arg, const void *data, size_t n)
-{
-    return buf_append(arg, data, n) ? 0 : 1;
-}
-
-/* The object's bytes from s3rver into got (buf_init'ed by the caller). */
-static void s3_read(const char *s3key, struct buf *got)
-{
-    struct s3_result res;
-    cut_err err = CUT_ERR_INIT;
-    if (s3_get(E.s3, s3key, sink_buf, got, &res, &err) != 0)
-        fail_msg("GET %s from S3: %s", s3key, err.msg);
-}
-
-/* The raw original of key from the legacy store (test_http_free()). */
-static void raw_read(const char *key, struct test_http *raw)
-{
-    CURL *c = curl_easy_init();
-    char *ek = curl_easy_escape(c, key, 0);
-    char *url = xasprintf("%s/legacy/raw/%s", testenv("APP_URL"), ek);
-    assert_int_equal(test_http("GET", url, NULL, NULL, 0, raw), 0);
-    assert_int_equal(raw->status, 200);
-    curl_free(ek);
-    curl_easy_cleanup(c);
-    free(url);
 }
 
 /* Stores bytes under key in the legacy store, behind cutover's back (the app's own upload,
@@ -207,21 +139,9 @@ static void legacy_store_put(const char *org, const char *key, const void *data,
 static void assert_s3_is_raw(const char *org, const char *key)
 {
     char *s3key = s3_key_of(org, key);
-    struct buf got;
-    struct test_http raw;
-    char sha[65];
-
-    buf_init(&got, 64 << 20);
-    s3_read(s3key, &got);
-    raw_read(key, &raw);
-    assert_int_equal(got.len, raw.body_len);
-    assert_memory_equal(got.data, raw.body, got.len);
-    bfenv_sha256_hex(got.data, got.len, sha);
     char *rec = q_str("SELECT sha256 FROM cutover.documents WHERE storage_key = '%s'", key);
-    assert_string_equal(rec, sha);
+    bfenv_assert_same(E.s3, key, s3key, rec);
     free(rec);
-    test_http_free(&raw);
-    buf_free(&got);
     free(s3key);
 }
 
@@ -231,7 +151,7 @@ static char *keys_in(const char *state)
     char *sql = xasprintf("SELECT coalesce(string_agg(storage_key, ',' ORDER BY storage_key), '') "
                           "FROM cutover.documents WHERE state = '%s'",
                           state);
-    PGresult *r = q(sql);
+    PGresult *r = bfenv_q(E.pg, sql);
     char *v = xstrdup(PQgetvalue(r, 0, 0));
     PQclear(r);
     free(sql);
@@ -252,51 +172,6 @@ static char *bad_keys(const char *org)
 
 /* ---- fixtures ------------------------------------------------------------------------------ */
 
-static int group_setup(void **state)
-{
-    (void)state;
-    E.dir = test_tmpdir("verify");
-    test_s3_open(&E.s3env);
-    E.s3 = E.s3env.c;
-    return 0;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    test_s3_close(&E.s3env);
-    test_rmtree(E.dir);
-    free(E.config);
-    return 0;
-}
-
-static int setup(void **state)
-{
-    char *cmd, *out = NULL;
-    (void)state;
-    E.db_url = test_fresh_db("verify");
-    free(E.config);
-    E.config = bfenv_config(E.dir, E.db_url, NULL, "{\"jsonl\": \"/nonexistent\"}");
-    cmd = xasprintf("'%s' migrate-db --config '%s'", testenv_var("CUTOVER_BIN"), E.config);
-    if (test_run(cmd, &out) != 0)
-        fail_msg("migrate-db: %s", out);
-    free(cmd);
-    free(out);
-    E.pg = PQconnectdb(E.db_url);
-    assert_int_equal(PQstatus(E.pg), CONNECTION_OK);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    PQfinish(E.pg);
-    E.pg = NULL;
-    free(E.db_url);
-    E.db_url = NULL;
-    return 0;
-}
-
 /* ---- tests --------------------------------------------------------------------------------- */
 
 static void test_quick_finds_overwrites(void **state)
@@ -312,7 +187,7 @@ static void test_quick_finds_overwrites(void **state)
         struct s3_result res;
         cut_err err = CUT_ERR_INIT;
         buf_init(&b, 1 << 20);
-        s3_read(s3key, &b);
+        bfenv_s3_read(E.s3, s3key, &b);
         b.data[b.len / 2] ^= 0x01;
         if (s3_put_buffer(E.s3, s3key, b.data, b.len, NULL, &res, &err) != 0)
             fail_msg("overwrite %s: %s", s3key, err.msg);
@@ -325,17 +200,17 @@ static void test_quick_finds_overwrites(void **state)
     char *sql = xasprintf("UPDATE cutover.documents SET state = 'copied', verified_at = NULL "
                           "WHERE storage_key = '%s'",
                           copied);
-    PQclear(q(sql));
+    PQclear(bfenv_q(E.pg, sql));
     free(sql);
 
     json_t *sum = verify(NULL, 1);
-    assert_int_equal(jint(sum, "pass", "checked"), N);
-    assert_int_equal(jint(sum, "pass", "mismatched"), NBAD);
-    assert_int_equal(jint(sum, "pass", "s3_side"), NBAD);
-    assert_int_equal(jint(sum, "pass", "legacy_side"), 0);
-    assert_int_equal(jint(sum, "pass", "promoted"), 1);
-    assert_int_equal(jint(sum, "states", "mismatch"), NBAD);
-    assert_int_equal(jint(sum, "states", "verified"), N - NBAD);
+    assert_int_equal(bfenv_jint(sum, "pass", "checked"), N);
+    assert_int_equal(bfenv_jint(sum, "pass", "mismatched"), NBAD);
+    assert_int_equal(bfenv_jint(sum, "pass", "s3_side"), NBAD);
+    assert_int_equal(bfenv_jint(sum, "pass", "legacy_side"), 0);
+    assert_int_equal(bfenv_jint(sum, "pass", "promoted"), 1);
+    assert_int_equal(bfenv_jint(sum, "states", "mismatch"), NBAD);
+    assert_int_equal(bfenv_jint(sum, "states", "verified"), N - NBAD);
     /* the report lists exactly those, with the recorded MD5 and S3's other ETag */
     json_t *mm = json_object_get(sum, "mismatches");
     assert_int_equal(json_array_size(mm), NBAD);
@@ -358,8 +233,9 @@ static void test_quick_finds_overwrites(void **state)
     assert_string_equal(got, bad);
     free(got);
     /* held for a repair: nothing claims them meanwhile */
-    assert_int_equal(q_int("SELECT count(*) FROM cutover.documents WHERE state = 'mismatch' "
-                           "AND next_attempt_at = 'infinity' AND mismatch->>'side' = 's3'"),
+    assert_int_equal(bfenv_int(E.pg,
+                               "SELECT count(*) FROM cutover.documents WHERE state = 'mismatch' "
+                               "AND next_attempt_at = 'infinity' AND mismatch->>'side' = 's3'"),
                      NBAD);
 
     /* a backfill run meanwhile ends (it does not wait for held mismatches) and names them */
@@ -369,27 +245,27 @@ static void test_quick_finds_overwrites(void **state)
              *out = NULL;
         int brc = test_run(cmd, &out);
         if (brc != 1 || !strstr(out, "\"state\":\"mismatch\""))
-            fail_with("backfill while mismatches are held (expected exit 1)", brc, out);
+            bfenv_fail_with("backfill while mismatches are held (expected exit 1)", brc, out);
         free(out);
         free(cmd);
     }
 
     /* again: the mismatches remain */
     sum = verify("--concurrency 4", 1);
-    assert_int_equal(jint(sum, "pass", "checked"), N - NBAD);
-    assert_int_equal(jint(sum, "pass", "mismatched"), 0);
-    assert_int_equal(jint(sum, "states", "mismatch"), NBAD);
+    assert_int_equal(bfenv_jint(sum, "pass", "checked"), N - NBAD);
+    assert_int_equal(bfenv_jint(sum, "pass", "mismatched"), 0);
+    assert_int_equal(bfenv_jint(sum, "states", "mismatch"), NBAD);
     json_decref(sum);
 
     /* repaired from the raw originals, and a manifest */
     char *manifest = xasprintf("%s/manifest-%s.jsonl", E.dir, org);
     char *args = xasprintf("--repair --manifest '%s'", manifest);
     sum = verify(args, 0);
-    assert_int_equal(jint(sum, "repair", "released"), NBAD);
-    assert_int_equal(jint(sum, "recheck", "checked"), NBAD);
-    assert_int_equal(jint(sum, "recheck", "consistent"), NBAD);
-    assert_int_equal(jint(sum, "states", "verified"), N);
-    assert_int_equal(jint(sum, "manifest", "documents"), N);
+    assert_int_equal(bfenv_jint(sum, "repair", "released"), NBAD);
+    assert_int_equal(bfenv_jint(sum, "recheck", "checked"), NBAD);
+    assert_int_equal(bfenv_jint(sum, "recheck", "consistent"), NBAD);
+    assert_int_equal(bfenv_jint(sum, "states", "verified"), N);
+    assert_int_equal(bfenv_jint(sum, "manifest", "documents"), N);
     json_decref(sum);
     for (int i = 0; i < NBAD; i++) {
         char *key = seed_key(org, bad_idx[i]);
@@ -414,8 +290,8 @@ static void test_quick_finds_overwrites(void **state)
             char sha[65];
             bfenv_sha256_hex(text, (size_t)(p - text), sha);
             assert_string_equal(json_string_value(json_object_get(o, "sha256")), sha);
-            assert_int_equal(jint(json_object_get(o, "summary"), "documents", NULL), N);
-            assert_int_equal(jint(json_object_get(o, "summary"), "states", "verified"), N);
+            assert_int_equal(bfenv_jint(json_object_get(o, "summary"), "documents", NULL), N);
+            assert_int_equal(bfenv_jint(json_object_get(o, "summary"), "states", "verified"), N);
         } else if (lines % 37 == 0 || strstr(p, "seed-000017") || strstr(p, "seed-000123")) {
             const char *s3key = json_string_value(json_object_get(o, "s3_key"));
             struct buf b;
@@ -423,7 +299,7 @@ static void test_quick_finds_overwrites(void **state)
             cut_err err = CUT_ERR_INIT;
             char sha[65];
             buf_init(&b, 1 << 20);
-            s3_read(s3key, &b);
+            bfenv_s3_read(E.s3, s3key, &b);
             bfenv_sha256_hex(b.data, b.len, sha);
             assert_string_equal(json_string_value(json_object_get(o, "sha256")), sha);
             assert_int_equal(json_integer_value(json_object_get(o, "size")), b.len);
@@ -472,7 +348,7 @@ static void test_deep_finds_changed_originals(void **state)
         char *key = seed_key(org, bad_idx[i]);
         struct test_http raw;
         old_sha[i] = q_str("SELECT sha256 FROM cutover.documents WHERE storage_key = '%s'", key);
-        raw_read(key, &raw);
+        bfenv_raw_read(key, &raw);
         raw.body[raw.body_len / 3] ^= 0x20; /* same size, other bytes */
         bfenv_sha256_hex(raw.body, raw.body_len, new_sha[i]);
         legacy_store_put(org, key, raw.body, raw.body_len);
@@ -482,16 +358,16 @@ static void test_deep_finds_changed_originals(void **state)
 
     /* S3 still holds what was copied: a quick check blames nothing */
     json_t *sum = verify(NULL, 0);
-    assert_int_equal(jint(sum, "pass", "mismatched"), 0);
-    assert_int_equal(jint(sum, "states", "verified"), N);
+    assert_int_equal(bfenv_jint(sum, "pass", "mismatched"), 0);
+    assert_int_equal(bfenv_jint(sum, "states", "verified"), N);
     json_decref(sum);
 
     sum = verify("--deep", 1);
-    assert_int_equal(jint(sum, "pass", "checked"), N);
-    assert_int_equal(jint(sum, "pass", "mismatched"), NBAD);
-    assert_int_equal(jint(sum, "pass", "legacy_side"), NBAD);
-    assert_int_equal(jint(sum, "pass", "s3_side"), 0);
-    assert_true(jint(sum, "pass", "bytes") >= 2LL * N * 600);
+    assert_int_equal(bfenv_jint(sum, "pass", "checked"), N);
+    assert_int_equal(bfenv_jint(sum, "pass", "mismatched"), NBAD);
+    assert_int_equal(bfenv_jint(sum, "pass", "legacy_side"), NBAD);
+    assert_int_equal(bfenv_jint(sum, "pass", "s3_side"), 0);
+    assert_true(bfenv_jint(sum, "pass", "bytes") >= 2LL * N * 600);
     json_decref(sum);
     char *bad = bad_keys(org), *got = keys_in("mismatch");
     assert_string_equal(got, bad);
@@ -522,9 +398,9 @@ static void test_deep_finds_changed_originals(void **state)
     }
 
     sum = verify("--deep --repair", 0);
-    assert_int_equal(jint(sum, "repair", "released"), NBAD);
-    assert_int_equal(jint(sum, "recheck", "consistent"), NBAD);
-    assert_int_equal(jint(sum, "states", "verified"), N);
+    assert_int_equal(bfenv_jint(sum, "repair", "released"), NBAD);
+    assert_int_equal(bfenv_jint(sum, "recheck", "consistent"), NBAD);
+    assert_int_equal(bfenv_jint(sum, "states", "verified"), N);
     json_decref(sum);
     for (int i = 0; i < NBAD; i++) {
         char *key = seed_key(org, bad_idx[i]);
@@ -549,27 +425,28 @@ static void test_failed_retried_by_repair(void **state)
                             "\"%s\"}\n",
                             k1, org, k2, org);
     prepare(org, 20, 300, extra);
-    assert_int_equal(q_int("SELECT count(*) FROM cutover.documents WHERE state = 'failed'"), 2);
+    assert_int_equal(
+        bfenv_int(E.pg, "SELECT count(*) FROM cutover.documents WHERE state = 'failed'"), 2);
 
     /* what is checked is consistent; failed documents are not checked */
     json_t *sum = verify(NULL, 0);
-    assert_int_equal(jint(sum, "pass", "checked"), 20);
-    assert_int_equal(jint(sum, "states", "failed"), 2);
+    assert_int_equal(bfenv_jint(sum, "pass", "checked"), 20);
+    assert_int_equal(bfenv_jint(sum, "states", "failed"), 2);
     json_decref(sum);
 
     /* still missing from the legacy store: retried, failed again, exit 1 */
     sum = verify("--repair", 1);
-    assert_int_equal(jint(sum, "repair", "retried"), 2);
-    assert_int_equal(jint(sum, "states", "failed"), 2);
+    assert_int_equal(bfenv_jint(sum, "repair", "retried"), 2);
+    assert_int_equal(bfenv_jint(sum, "states", "failed"), 2);
     json_decref(sum);
 
     /* the store has them now */
     legacy_store_put(org, k1, "first late document", 19);
     legacy_store_put(org, k2, "second late document", 20);
     sum = verify("--repair", 0);
-    assert_int_equal(jint(sum, "repair", "retried"), 2);
-    assert_int_equal(jint(sum, "states", "failed"), 0);
-    assert_int_equal(jint(sum, "states", "verified"), 22);
+    assert_int_equal(bfenv_jint(sum, "repair", "retried"), 2);
+    assert_int_equal(bfenv_jint(sum, "states", "failed"), 0);
+    assert_int_equal(bfenv_jint(sum, "states", "verified"), 22);
     json_decref(sum);
     assert_s3_is_raw(org, k1);
     assert_s3_is_raw(org, k2);
@@ -589,10 +466,12 @@ static void test_stale_result_is_fenced(void **state)
 
     st = pgstore_connect(E.db_url, &err);
     assert_non_null(st);
-    PQclear(q("INSERT INTO cutover.documents (storage_key, s3_key, state, size, md5, sha256, "
-              "verified_at) SELECT 'k' || i, 'o' || i, 'verified', 1, repeat('0', 32), "
-              "repeat('0', 64), now() FROM generate_series(1, 3) i"));
-    PQclear(q("INSERT INTO cutover.documents (storage_key, s3_key, state) VALUES ('k0', 'o0', "
+    PQclear(bfenv_q(E.pg,
+                    "INSERT INTO cutover.documents (storage_key, s3_key, state, size, md5, sha256, "
+                    "verified_at) SELECT 'k' || i, 'o' || i, 'verified', 1, repeat('0', 32), "
+                    "repeat('0', 64), now() FROM generate_series(1, 3) i"));
+    PQclear(bfenv_q(
+        E.pg, "INSERT INTO cutover.documents (storage_key, s3_key, state) VALUES ('k0', 'o0', "
               "'pending')"));
     assert_int_equal(pgstore_verify_page(st, NULL, NULL, 10, &page, &n, &err), 0);
     assert_int_equal(n, 3); /* the pending one is not checked */
@@ -607,9 +486,10 @@ static void test_stale_result_is_fenced(void **state)
                                              "{\"side\": \"s3\"}", "stale", &err),
                      -1);
     assert_int_equal(err.code, CUT_ECONFLICT);
-    assert_int_equal(q_int("SELECT count(*) FROM cutover.documents WHERE storage_key = 'k1' AND "
-                           "state = 'pending' AND mismatch IS NULL"),
-                     1);
+    assert_int_equal(
+        bfenv_int(E.pg, "SELECT count(*) FROM cutover.documents WHERE storage_key = 'k1' AND "
+                        "state = 'pending' AND mismatch IS NULL"),
+        1);
 
     /* k2 moved to mismatch by another run while it was checked: a consistent result is not
      * recorded over it */
@@ -629,12 +509,14 @@ static void test_stale_result_is_fenced(void **state)
     assert_int_equal(pgstore_verify_checked(st, c, 2, "ok", &recorded, &promoted, &err), 0);
     assert_int_equal(recorded, 1);
     assert_int_equal(promoted, 0);
-    assert_int_equal(q_int("SELECT count(*) FROM cutover.documents WHERE storage_key = 'k2' AND "
-                           "state = 'mismatch' AND checked_at IS NULL"),
-                     1);
-    assert_int_equal(q_int("SELECT count(*) FROM cutover.documents WHERE storage_key = 'k3' AND "
-                           "checked_at IS NOT NULL"),
-                     1);
+    assert_int_equal(
+        bfenv_int(E.pg, "SELECT count(*) FROM cutover.documents WHERE storage_key = 'k2' AND "
+                        "state = 'mismatch' AND checked_at IS NULL"),
+        1);
+    assert_int_equal(
+        bfenv_int(E.pg, "SELECT count(*) FROM cutover.documents WHERE storage_key = 'k3' AND "
+                        "checked_at IS NOT NULL"),
+        1);
     pgstore_verify_page_free(page, n);
     pgstore_free(st);
 }
@@ -642,10 +524,12 @@ static void test_stale_result_is_fenced(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_quick_finds_overwrites, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_deep_finds_changed_originals, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_failed_retried_by_repair, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_stale_result_is_fenced, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_quick_finds_overwrites, bfenv_setup, bfenv_teardown),
+        cmocka_unit_test_setup_teardown(test_deep_finds_changed_originals, bfenv_setup,
+                                        bfenv_teardown),
+        cmocka_unit_test_setup_teardown(test_failed_retried_by_repair, bfenv_setup, bfenv_teardown),
+        cmocka_unit_test_setup_teardown(test_stale_result_is_fenced, bfenv_setup, bfenv_teardown),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    E.tag = "verify";
+    return cmocka_run_group_tests(tests, bfenv_group_setup, bfenv_group_teardown);
 }
