@@ -1,7 +1,8 @@
 /*
  * Dual-write end to end: `cutover proxy` in front of the example application, with the
- * fixture's PostgreSQL and s3rver. Uploads through cutover (multipart with special-character
- * filenames and form fields, raw bodies, a 3 MiB file, a PDF) all get the app's own answer,
+ * fixture's PostgreSQL and s3rver. 500 uploads through cutover (multipart with special-character
+ * filenames and form fields, raw bodies; mostly small, some of 256 KiB to 1 MiB, one of 3 MiB,
+ * two of 20 MiB; and a PDF) all get the app's own answer,
  * and every document ends `verified`, with the same bytes in S3 as uploaded (read back and
  * compared) under the route's key template; the PDF is served by its presigned URL with its
  * content type and filename; an upload the app refuses leaves no row and no spool file; a
@@ -50,7 +51,7 @@ struct doc {
     char sha256[65];
 };
 
-#define NDOCS 30
+#define NDOCS 500
 static struct doc docs[NDOCS];
 
 static void sha256_hex(const void *p, size_t n, char out[65])
@@ -242,7 +243,10 @@ static void test_uploads_verified(void **state)
     for (int i = 0; i < NDOCS; i++) {
         struct doc *d = &docs[i];
         bool raw = i % 6 == 5;
-        size_t len = i == 7 ? (3u << 20) + 17 : (size_t)(i * 997 % 5000) + (i == 3 ? 0 : 1);
+        size_t len = i == 7                 ? (3u << 20) + 17
+                     : i == 123 || i == 321 ? (20u << 20) - (size_t)i
+                     : i % 50 == 11         ? (256u << 10) + (size_t)i * 1597
+                                            : (size_t)(i * 997 % 5000) + (i == 3 ? 0 : 1);
         char fname[128];
         d->data = xmalloc(len ? len : 1);
         for (size_t k = 0; k < len; k++)
