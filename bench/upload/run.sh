@@ -86,7 +86,8 @@ ON_SVC=()
 if [ -n "$PIN" ]; then
   NCPU=$(nproc)
   [ "$NCPU" -ge 2 ] || { echo "--pin needs 2 CPUs or more" >&2; exit 2; }
-  APP_CPUS=0-$((NCPU - 2)); SVC_CPUS=$((NCPU - 1))
+  APP_CPUS=0; [ "$NCPU" -le 2 ] || APP_CPUS=0-$((NCPU - 2))
+  SVC_CPUS=$((NCPU - 1))
   ON_APP=(taskset -c "$APP_CPUS"); ON_SVC=(taskset -c "$SVC_CPUS")
 fi
 timeout 120 "${ON_SVC[@]}" "$ROOT/tests/harness/services.sh" start "$T/svc" >/dev/null
