@@ -758,8 +758,10 @@ out:
 bool pgs_write_transition(pgstore *st, const char *key, enum doc_state from, enum doc_state to,
                           const char *gen, const char *detail, cut_err *err)
 {
-    static const char upd[] =
-        "UPDATE cutover.documents SET state = $2, updated_at = now(),\n"
+    /* the state change and its history row in one statement: one round trip, not two (the
+     * mirror writes two transitions for every document it copies) */
+    static const char sql[] =
+        "WITH u AS (UPDATE cutover.documents SET state = $2, updated_at = now(),\n"
         "  copied_at = CASE WHEN $2 = 'copied' THEN now() ELSE copied_at END,\n"
         "  verified_at = CASE WHEN $2 = 'verified' THEN now() ELSE verified_at END,\n"
         "  activated_at = CASE WHEN $2 = 'active' THEN now() ELSE activated_at END,\n"
@@ -770,18 +772,12 @@ bool pgs_write_transition(pgstore *st, const char *key, enum doc_state from, enu
         "  last_error = CASE WHEN $2 = 'deleted' THEN NULL ELSE last_error END,\n"
         "  next_attempt_at = CASE WHEN $2 IN ('pending', 'mismatch', 'deleted') THEN now()\n"
         "                    ELSE next_attempt_at END\n"
-        "WHERE storage_key = $1";
-    static const char ins[] = "INSERT INTO cutover.transitions (storage_key, from_state, "
-                              "to_state, detail, generation) VALUES ($1, $2, $3, $4, $5)";
-    const char *p[5] = {key, doc_state_name(to)};
+        "WHERE storage_key = $1 RETURNING storage_key)\n"
+        "INSERT INTO cutover.transitions (storage_key, from_state, to_state, detail, generation)\n"
+        "SELECT storage_key, $3, $2, $4, $5 FROM u";
+    const char *p[5] = {key, doc_state_name(to), doc_state_name(from), detail, gen};
 
-    if (!pgs_run_ok(st, "transition", upd, 2, p, err))
-        return false;
-    p[1] = doc_state_name(from);
-    p[2] = doc_state_name(to);
-    p[3] = detail;
-    p[4] = gen;
-    return pgs_run_ok(st, "transition", ins, 5, p, err);
+    return pgs_run_ok(st, "transition", sql, 5, p, err);
 }
 
 void pgs_refuse_illegal(cut_err *err, enum doc_state from, enum doc_state to)
