@@ -100,6 +100,32 @@ static void insert(const char *key, const char *state)
         2, p);
 }
 
+struct seen {
+    doccache *c;
+    uint64_t before;
+};
+
+static bool notified(void *arg)
+{
+    struct seen *w = arg;
+    struct doccache_stats ds;
+    doccache_stats_get(w->c, &ds);
+    return ds.notifications > w->before;
+}
+
+/* insert(), then waits until c has applied the insert's own notification: a lookup's fill
+ * taken before it arrives would be dropped by it (as a fill older than a change must be), and
+ * the long key's flush would empty the cache after the fill. */
+static void insert_seen(doccache *c, const char *key, const char *state)
+{
+    struct doccache_stats ds;
+    doccache_stats_get(c, &ds);
+    struct seen w = {c, ds.notifications};
+    insert(key, state);
+    if (!test_wait_until(notified, &w, 5000))
+        fail_msg("the insert's notification never reached the cache");
+}
+
 static void set_state(const char *key, const char *state)
 {
     const char *p[2] = {key, state};
@@ -114,7 +140,7 @@ static void test_miss_fill_hit_and_changes(void **state)
     uint64_t fill = 0, fill2 = 0;
     (void)state;
 
-    insert("a", "verified");
+    insert_seen(c, "a", "verified");
     assert_int_equal(doccache_lookup(c, "a", &st, s3, sizeof(s3), &fill), DOCCACHE_MISS);
     doccache_fill(c, "a", fill, true, DOC_VERIFIED, "s3/a");
     assert_int_equal(doccache_lookup(c, "a", &st, s3, sizeof(s3), &fill), DOCCACHE_FOUND);
@@ -133,7 +159,7 @@ static void test_miss_fill_hit_and_changes(void **state)
     assert_true(test_wait_until(answers, &e, 5000));
 
     /* a lookup that read an older state loses against the notification that came after */
-    insert("b", "verified");
+    insert_seen(c, "b", "verified");
     assert_int_equal(doccache_lookup(c, "b", &st, s3, sizeof(s3), &fill), DOCCACHE_MISS);
     set_state("b", "mismatch");
     struct expect eb = {c, "b", DOCCACHE_FOUND, DOC_MISMATCH, NULL};
@@ -146,7 +172,7 @@ static void test_miss_fill_hit_and_changes(void **state)
     char *longkey = xmalloc(8001);
     memset(longkey, 'k', 8000);
     longkey[8000] = 0;
-    insert(longkey, "verified");
+    insert_seen(c, longkey, "verified");
     assert_int_equal(doccache_lookup(c, longkey, &st, s3, sizeof(s3), &fill), DOCCACHE_MISS);
     doccache_fill(c, longkey, fill, true, DOC_VERIFIED, "x");
     assert_int_equal(doccache_lookup(c, longkey, &st, s3, sizeof(s3), &fill), DOCCACHE_FOUND);
