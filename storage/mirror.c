@@ -8,8 +8,10 @@
  *
  *   claimed ─► COPY (spool file, or the legacy store's raw original) ─► HEAD ─► record
  *
- * and its outcome is written with the claim's lease token: pgstore_complete() to `copied`,
- * then the transition to `verified` for the generation that was copied. A copy is verified
+ * and its outcome is written with the claim's lease token: pgstore_complete_many() to `copied`,
+ * then the transition to `verified` for the generation that was copied, for all the copies
+ * that ended while the thread was busy in one statement (so the thread's round trips to the
+ * database do not grow with the copies it records). A copy is verified
  * when the transfer engine saw S3 accept bytes whose MD5 (Content-MD5, or the ETag of a single
  * PUT) and SHA-256 match those recorded, and a HEAD afterwards agrees on the size, the ETag and
  * the SHA-256 checksum when S3 reports one.
@@ -63,6 +65,7 @@ struct job {
     bool from_legacy;
     unsigned char md5[16], sha256[32];
     bool have_md5, have_sha256;
+    char md5_hex[33], sha256_hex[65]; /* the bytes copied, once the HEAD agrees */
     char *disposition;
     /* the step that just ended (written on the engine thread, read on the mirror's) */
     struct xfer_outcome out;
@@ -89,8 +92,9 @@ struct mirror {
     struct job *done; /* steps ended, newest first */
     bool kicked, stopping;
     struct mirror_stats st;
-    int inflight;     /* the mirror thread's */
-    struct job *live; /* the jobs in flight, for their leases' renewal (the thread's) */
+    int inflight;      /* the mirror thread's */
+    struct job *live;  /* the jobs in flight, for their leases' renewal (the thread's) */
+    struct job *ready; /* copies S3 agrees with, to record (the thread's) */
     pgstore *store;
 };
 
@@ -348,14 +352,16 @@ static void b64_of(const unsigned char *in, size_t n, char *out)
     EVP_EncodeBlock((unsigned char *)out, in, (int)n);
 }
 
+/* The HEAD after a copy: S3 must agree with the bytes copied. A copy that passes waits in
+ * m->ready for flush_completions(), which records the ones of one pass of the thread
+ * together. */
 static void head_checked(mirror *m, struct job *j)
 {
     const struct s3_result *h = &j->out.s3;
-    char md5[33], sha[65], sha_b64[48], why[256];
-    cut_err err = CUT_ERR_INIT;
+    char sha_b64[48], why[256];
 
-    hex_of(j->copy.md5, 16, md5);
-    hex_of(j->copy.sha256, 32, sha);
+    hex_of(j->copy.md5, 16, j->md5_hex);
+    hex_of(j->copy.sha256, 32, j->sha256_hex);
     b64_of(j->copy.sha256, 32, sha_b64);
     if (h->content_length != (int64_t)j->copy.bytes) {
         snprintf(why, sizeof(why), "S3 reports %lld bytes after a copy of %llu",
@@ -371,36 +377,78 @@ static void head_checked(mirror *m, struct job *j)
         attempt_failed(m, j, "S3's ETag changed between the copy and the HEAD");
         return;
     }
-    struct pgstore_outcome out = {
-        .size = (int64_t)j->copy.bytes,
-        .md5 = md5,
-        .sha256 = sha,
-        .s3_etag = h->etag[0] ? h->etag : NULL,
-        .s3_sha256 = h->checksum_sha256[0] ? h->checksum_sha256 : NULL,
-        .detail = j->from_legacy ? "copied from the legacy store" : "copied from the spool",
-        .verified = "S3 agrees on size and checksum",
-    };
     if (j->lease_lost) {
         after_refusal(m, j, "lease lost: it expired or another worker holds it");
         return;
     }
-    /* copied and verified in one transaction, fenced by the lease (so by the generation) */
-    if (pgstore_complete(m->store, j->doc.storage_key, j->token, DOC_COPIED, &out, &err) != 0) {
-        if (err.code == CUT_ECONFLICT || err.code == CUT_ENOTFOUND) {
-            after_refusal(m, j, err.msg);
-            return;
-        }
-        log_msgf(LOG_WARN, "mirror", "%s: cannot record the copy: %s", j->doc.storage_key, err.msg);
-        m->inflight--;
-        job_free(j);
-        return;
-    }
+    j->next = m->ready;
+    m->ready = j;
+}
+
+/* A copy recorded copied and verified: its spool file has served. Frees j. */
+static void recorded(mirror *m, struct job *j)
+{
     count(m, &m->st.verified);
     count_metrics(j, MET_COPY_VERIFIED);
     if (j->doc.spool_path && !m->o.keep_spool)
         unlink(j->doc.spool_path);
     m->inflight--;
     job_free(j);
+}
+
+/* Records the copies waiting in m->ready, copied and verified, each fenced by its lease (so by
+ * its generation), PGSTORE_COMPLETE_MAX to a statement: one round trip and one commit for all
+ * the copies that ended while the thread was busy, instead of one each. */
+static void flush_completions(mirror *m)
+{
+    struct pgstore_completion c[PGSTORE_COMPLETE_MAX];
+    struct pgstore_outcome out[PGSTORE_COMPLETE_MAX];
+    cut_err each[PGSTORE_COMPLETE_MAX];
+    struct job *batch[PGSTORE_COMPLETE_MAX];
+
+    while (m->ready) {
+        cut_err err = CUT_ERR_INIT;
+        size_t n = 0;
+        for (; m->ready && n < PGSTORE_COMPLETE_MAX; n++) {
+            struct job *j = m->ready;
+            const struct s3_result *h = &j->out.s3;
+            m->ready = j->next;
+            batch[n] = j;
+            out[n] = (struct pgstore_outcome){
+                .size = (int64_t)j->copy.bytes,
+                .md5 = j->md5_hex,
+                .sha256 = j->sha256_hex,
+                .s3_etag = h->etag[0] ? h->etag : NULL,
+                .s3_sha256 = h->checksum_sha256[0] ? h->checksum_sha256 : NULL,
+                .detail = j->from_legacy ? "copied from the legacy store" : "copied from the spool",
+                .verified = "S3 agrees on size and checksum",
+            };
+            c[n] = (struct pgstore_completion){
+                .storage_key = j->doc.storage_key, .token = j->token, .out = &out[n]};
+        }
+        if (pgstore_complete_many(m->store, c, n, DOC_COPIED, each, &err) != 0) {
+            /* the leases run out and the documents are claimed and copied again */
+            log_msgf(LOG_WARN, "mirror", "cannot record %zu copies: %s", n, err.msg);
+            for (size_t i = 0; i < n; i++) {
+                m->inflight--;
+                job_free(batch[i]);
+            }
+            continue;
+        }
+        for (size_t i = 0; i < n; i++) {
+            struct job *j = batch[i];
+            if (!err_isset(&each[i]))
+                recorded(m, j);
+            else if (each[i].code == CUT_ECONFLICT || each[i].code == CUT_ENOTFOUND)
+                after_refusal(m, j, each[i].msg);
+            else {
+                log_msgf(LOG_WARN, "mirror", "%s: cannot record the copy: %s", j->doc.storage_key,
+                         each[i].msg);
+                m->inflight--;
+                job_free(j);
+            }
+        }
+    }
 }
 
 static void rechecked(mirror *m, struct job *j)
@@ -675,6 +723,7 @@ static void *mirror_main(void *arg)
             next = rev->next;
             advance(m, rev);
         }
+        flush_completions(m);
         if (m->inflight > 0 && now_ms() >= next_renew) {
             renew_leases(m);
             next_renew = now_ms() + renew_every;

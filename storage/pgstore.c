@@ -754,27 +754,35 @@ out:
     return rc;
 }
 
+/* The columns a move to state S sets (S a SQL expression; COPIED a SQL condition: the document
+ * was copied by this change), for an UPDATE of cutover.documents AS d. One list for every
+ * statement that moves a document, so that no move forgets a time. */
+#define PGS_STATE_COLUMNS(S, COPIED)                                                               \
+    "state = " S ", updated_at = now(),\n"                                                         \
+    "  copied_at = CASE WHEN " COPIED " THEN now() ELSE d.copied_at END,\n"                        \
+    "  verified_at = CASE WHEN " S " = 'verified' THEN now() ELSE d.verified_at END,\n"            \
+    "  activated_at = CASE WHEN " S " = 'active' THEN now() ELSE d.activated_at END,\n"            \
+    "  mismatch_at = CASE WHEN " S " = 'mismatch' THEN now() ELSE d.mismatch_at END,\n"            \
+    "  failed_at = CASE WHEN " S " = 'failed' THEN now() ELSE d.failed_at END,\n"                  \
+    "  deleted_at = CASE WHEN " S " = 'deleted' THEN now() ELSE d.deleted_at END,\n"               \
+    "  next_attempt_at = CASE WHEN " S " IN ('pending', 'mismatch', 'deleted') THEN now()\n"       \
+    "                    ELSE d.next_attempt_at END\n"
+
 /* Inside a transaction, the row locked: the state change with its time, and its history. */
 bool pgs_write_transition(pgstore *st, const char *key, enum doc_state from, enum doc_state to,
                           const char *gen, const char *detail, cut_err *err)
 {
-    /* the state change and its history row in one statement: one round trip, not two (the
-     * mirror writes two transitions for every document it copies) */
-    static const char sql[] =
-        "WITH u AS (UPDATE cutover.documents SET state = $2, updated_at = now(),\n"
-        "  copied_at = CASE WHEN $2 = 'copied' THEN now() ELSE copied_at END,\n"
-        "  verified_at = CASE WHEN $2 = 'verified' THEN now() ELSE verified_at END,\n"
-        "  activated_at = CASE WHEN $2 = 'active' THEN now() ELSE activated_at END,\n"
-        "  mismatch_at = CASE WHEN $2 = 'mismatch' THEN now() ELSE mismatch_at END,\n"
-        "  failed_at = CASE WHEN $2 = 'failed' THEN now() ELSE failed_at END,\n"
-        "  deleted_at = CASE WHEN $2 = 'deleted' THEN now() ELSE deleted_at END,\n"
-        "  attempts = CASE WHEN $2 IN ('pending', 'deleted') THEN 0 ELSE attempts END,\n"
-        "  last_error = CASE WHEN $2 = 'deleted' THEN NULL ELSE last_error END,\n"
-        "  next_attempt_at = CASE WHEN $2 IN ('pending', 'mismatch', 'deleted') THEN now()\n"
-        "                    ELSE next_attempt_at END\n"
-        "WHERE storage_key = $1 RETURNING storage_key)\n"
-        "INSERT INTO cutover.transitions (storage_key, from_state, to_state, detail, generation)\n"
-        "SELECT storage_key, $3, $2, $4, $5 FROM u";
+    /* the state change and its history row in one statement: one round trip, not two */
+    static const char sql[] = "WITH u AS (UPDATE cutover.documents AS d SET " PGS_STATE_COLUMNS(
+        "$2",
+        "$2 = 'copied'") ",\n"
+                         "  attempts = CASE WHEN $2 IN ('pending', 'deleted') THEN 0 ELSE "
+                         "d.attempts END,\n"
+                         "  last_error = CASE WHEN $2 = 'deleted' THEN NULL ELSE d.last_error END\n"
+                         "WHERE storage_key = $1 RETURNING storage_key)\n"
+                         "INSERT INTO cutover.transitions (storage_key, from_state, to_state, "
+                         "detail, generation)\n"
+                         "SELECT storage_key, $3, $2, $4, $5 FROM u";
     const char *p[5] = {key, doc_state_name(to), doc_state_name(from), detail, gen};
 
     return pgs_run_ok(st, "transition", sql, 5, p, err);
@@ -1092,58 +1100,166 @@ fail:
 int pgstore_complete(pgstore *st, const char *storage_key, const char *token, enum doc_state to,
                      const struct pgstore_outcome *o, cut_err *err)
 {
-    static const char upd[] =
-        "UPDATE cutover.documents SET size = coalesce($2::bigint, size),\n"
-        "  md5 = coalesce($3, md5), sha256 = coalesce($4, sha256),\n"
-        "  s3_etag = coalesce($5, s3_etag), s3_sha256 = coalesce($6, s3_sha256),\n"
-        "  legacy_sha256 = coalesce($7, legacy_sha256), lease_owner = NULL, lease_token = NULL,\n"
-        "  lease_expires = NULL, attempts = 0, last_error = NULL\n"
-        "WHERE storage_key = $1";
-    struct pgstore_outcome none = {.size = -1};
-    PGresult *r = NULL;
-    char size[24];
-    const char *p[7];
-    int cur, rc = -1;
+    struct pgstore_completion c = {.storage_key = storage_key, .token = token, .out = o};
+    cut_err each = CUT_ERR_INIT;
 
-    if (o == NULL)
-        o = &none;
+    if (pgstore_complete_many(st, &c, 1, to, &each, err) != 0)
+        return -1;
+    if (err_isset(&each)) {
+        *err = each;
+        return -1;
+    }
+    return 0;
+}
+
+/* The completions travel as one JSON array (no array literals quoted by hand). */
+static char *completions_json(const struct pgstore_completion *c, size_t n, cut_err *err)
+{
+    json_t *arr = json_array();
+    char *text;
+
+    for (size_t i = 0; i < n; i++) {
+        const struct pgstore_outcome *o = c[i].out;
+        json_t *e = json_pack("{s:I, s:s, s:s?}", "ord", (json_int_t)i, "key", c[i].storage_key,
+                              "token", c[i].token);
+        if (e && o) {
+            if (o->size >= 0)
+                json_object_set_new(e, "size", json_integer(o->size));
+            json_object_set_new(e, "md5", o->md5 ? json_string(o->md5) : json_null());
+            json_object_set_new(e, "sha256", o->sha256 ? json_string(o->sha256) : json_null());
+            json_object_set_new(e, "etag", o->s3_etag ? json_string(o->s3_etag) : json_null());
+            json_object_set_new(e, "s3sha", o->s3_sha256 ? json_string(o->s3_sha256) : json_null());
+            json_object_set_new(e, "lsha",
+                                o->legacy_sha256 ? json_string(o->legacy_sha256) : json_null());
+            json_object_set_new(e, "detail", o->detail ? json_string(o->detail) : json_null());
+            json_object_set_new(e, "verified",
+                                o->verified ? json_string(o->verified) : json_null());
+        }
+        if (!e || json_array_append_new(arr, e) != 0) {
+            /* json_string() refuses text that is not UTF-8, which PostgreSQL would refuse too */
+            err_set(err, CUT_EINVAL, "complete", "a storage key or an outcome is not valid UTF-8");
+            json_decref(arr);
+            return NULL;
+        }
+    }
+    text = json_dumps(arr, JSON_COMPACT);
+    json_decref(arr);
+    if (!text)
+        err_set(err, CUT_EINVAL, "complete", "a storage key or an outcome is not valid UTF-8");
+    return text;
+}
+
+int pgstore_complete_many(pgstore *st, const struct pgstore_completion *c, size_t n,
+                          enum doc_state to, cut_err *each, cut_err *err)
+{
+    /* Fence, legality, outcome, state and history of every document in one statement, so one
+     * commit: cur locks the rows (in key order) and reads state and lease as they are once
+     * locked; ok keeps those whose lease is the token's and whose move is legal; u writes them;
+     * the history rows follow in the documents' order, a verified copy's two steps in theirs.
+     * The last SELECT tells every document's verdict, which the caller reads again below. */
+    static const char sql[] =
+        "WITH inp AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS i(ord int, key text,\n"
+        "  token text, size bigint, md5 text, sha256 text, etag text, s3sha text, lsha text,\n"
+        "  detail text, verified text)),\n"
+        "cur AS (SELECT i.ord, d.storage_key, d.state AS was, d.generation,\n"
+        "  coalesce(d.lease_token = i.token AND d.lease_expires > clock_timestamp(), false) AS "
+        "held\n"
+        "  FROM inp i JOIN cutover.documents d ON d.storage_key = i.key\n"
+        "  ORDER BY d.storage_key FOR UPDATE OF d),\n"
+        "ok AS (SELECT c.ord, c.storage_key, c.was, c.generation, i.size, i.md5, i.sha256,\n"
+        "  i.etag, i.s3sha, i.lsha, i.detail, i.verified,\n"
+        "  CASE WHEN i.verified IS NOT NULL AND $2::text = 'copied' THEN 'verified'\n"
+        "       ELSE $2::text END AS fin\n"
+        "  FROM cur c JOIN inp i ON i.ord = c.ord WHERE c.held AND c.was = ANY($3::text[])),\n"
+        "u AS (UPDATE cutover.documents AS d SET size = coalesce(ok.size, d.size),\n"
+        "  md5 = coalesce(ok.md5, d.md5), sha256 = coalesce(ok.sha256, d.sha256),\n"
+        "  s3_etag = coalesce(ok.etag, d.s3_etag), s3_sha256 = coalesce(ok.s3sha, d.s3_sha256),\n"
+        "  legacy_sha256 = coalesce(ok.lsha, d.legacy_sha256), lease_owner = NULL,\n"
+        "  lease_token = NULL, lease_expires = NULL, attempts = 0, last_error = NULL,\n"
+        "  " PGS_STATE_COLUMNS(
+            "ok.fin", "$2::text = 'copied'") "\n"
+                                             "  FROM ok WHERE d.storage_key = ok.storage_key\n"
+                                             "  RETURNING ok.ord, ok.storage_key, ok.was, "
+                                             "ok.generation, ok.detail, ok.verified, ok.fin),\n"
+                                             "t AS (INSERT INTO cutover.transitions (storage_key, "
+                                             "from_state, to_state, detail,\n"
+                                             "  generation)\n"
+                                             "  SELECT storage_key, f, tt, det, generation FROM (\n"
+                                             "    SELECT storage_key, was AS f, $2::text AS tt, "
+                                             "detail AS det, generation, ord,\n"
+                                             "      0 AS step FROM u\n"
+                                             "    UNION ALL SELECT storage_key, 'copied', "
+                                             "'verified', verified, generation, ord, 1\n"
+                                             "      FROM u WHERE fin = 'verified' AND $2::text = "
+                                             "'copied') x\n"
+                                             "  ORDER BY ord, step)\n"
+                                             "SELECT i.ord, c.was, c.held FROM inp i LEFT JOIN cur "
+                                             "c ON c.ord = i.ord ORDER BY i.ord";
+    char *json = NULL, legal[160];
+    const char *p[3];
+    PGresult *r = NULL;
+    size_t used = 0;
+    int rc = -1;
+
     if (doc_state_name(to) == NULL) {
         err_set(err, CUT_EINVAL, "complete", "unknown state %d", (int)to);
         return -1;
     }
-    if (!pgs_begin(st, "complete", err))
-        goto out;
-    r = pgs_lock_fenced(st, "complete", storage_key, token, err);
+    if (n > PGSTORE_COMPLETE_MAX) {
+        err_set(err, CUT_ELIMIT, "complete", "%zu documents at once (at most %d)", n,
+                PGSTORE_COMPLETE_MAX);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++)
+        err_clear(&each[i]);
+    for (size_t i = 0; i < n; i++)
+        for (size_t k = 0; k < i; k++)
+            if (strcmp(c[i].storage_key, c[k].storage_key) == 0) {
+                err_set(err, CUT_EINVAL, "complete", "one document twice in one completion");
+                return -1;
+            }
+    if (n == 0)
+        return 0;
+    /* the states `to` may be reached from, as a text[] literal (state names need no quoting) */
+    used = (size_t)snprintf(legal, sizeof(legal), "{");
+    for (int s = 0; doc_state_name((enum doc_state)s) != NULL; s++)
+        if (doc_transition_legal((enum doc_state)s, to))
+            used += (size_t)snprintf(legal + used, sizeof(legal) - used, "%s%s",
+                                     used > 1 ? "," : "", doc_state_name((enum doc_state)s));
+    snprintf(legal + used, sizeof(legal) - used, "}");
+    json = completions_json(c, n, err);
+    if (json == NULL)
+        return -1;
+    p[0] = json;
+    p[1] = doc_state_name(to);
+    p[2] = legal;
+    r = pgs_run(st, "complete", sql, 3, p, err);
     if (r == NULL)
         goto out;
-    cur = doc_state_parse(PQgetvalue(r, 0, 0));
-    if (cur < 0 || !doc_transition_legal((enum doc_state)cur, to)) {
-        pgs_refuse_illegal(err, (enum doc_state)cur, to);
+    if ((size_t)PQntuples(r) != n) {
+        err_set(err, CUT_EIO, "complete", "%d verdicts for %zu documents", PQntuples(r), n);
         goto out;
     }
-    snprintf(size, sizeof(size), "%lld", (long long)o->size);
-    p[0] = storage_key;
-    p[1] = o->size >= 0 ? size : NULL;
-    p[2] = o->md5;
-    p[3] = o->sha256;
-    p[4] = o->s3_etag;
-    p[5] = o->s3_sha256;
-    p[6] = o->legacy_sha256;
-    if (!pgs_run_ok(st, "complete", upd, 7, p, err))
-        goto out;
-    if (!pgs_write_transition(st, storage_key, (enum doc_state)cur, to, PQgetvalue(r, 0, 1),
-                              o->detail, err))
-        goto out;
-    if (o->verified && to == DOC_COPIED &&
-        !pgs_write_transition(st, storage_key, DOC_COPIED, DOC_VERIFIED, PQgetvalue(r, 0, 1),
-                              o->verified, err))
-        goto out;
-    if (!pgs_commit(st, "complete", err))
-        goto out;
+    for (size_t i = 0; i < n; i++) {
+        int was;
+        if (PQgetisnull(r, (int)i, 1)) {
+            err_set(&each[i], CUT_ENOTFOUND, "complete", "no document with this storage key");
+            continue;
+        }
+        if (c[i].token == NULL || strcmp(PQgetvalue(r, (int)i, 2), "t") != 0) {
+            err_set(&each[i], CUT_ECONFLICT, "complete",
+                    "lease lost: it expired or another worker holds it; the result is not "
+                    "recorded");
+            continue;
+        }
+        was = doc_state_parse(PQgetvalue(r, (int)i, 1));
+        if (was < 0 || !doc_transition_legal((enum doc_state)was, to))
+            pgs_refuse_illegal(&each[i], (enum doc_state)was, to);
+    }
     rc = 0;
 out:
     PQclear(r);
-    pgs_rollback(st);
+    free(json);
     return rc;
 }
 

@@ -231,6 +231,23 @@ struct pgstore_outcome {
 int pgstore_complete(pgstore *st, const char *storage_key, const char *token, enum doc_state to,
                      const struct pgstore_outcome *out, cut_err *err) CUT_MUST_USE;
 
+/* One claimed document's completion, for pgstore_complete_many(). Borrowed. */
+struct pgstore_completion {
+    const char *storage_key, *token;
+    const struct pgstore_outcome *out; /* may be NULL */
+};
+
+#define PGSTORE_COMPLETE_MAX 256
+
+/* pgstore_complete() for n (<= PGSTORE_COMPLETE_MAX) documents, all to `to`, in one statement
+ * (one round trip, one commit): each is fenced, checked and written as pgstore_complete() does
+ * it alone, and one refused changes nothing for the others. each[i] (cleared by the call)
+ * receives document i's refusal: CUT_ECONFLICT (lease lost, or an illegal transition),
+ * CUT_ENOTFOUND (no such document). Returns -1 with err set, and nothing written, when the
+ * statement itself fails (the database away). */
+int pgstore_complete_many(pgstore *st, const struct pgstore_completion *c, size_t n,
+                          enum doc_state to, cut_err *each, cut_err *err) CUT_MUST_USE;
+
 /* Fails a claimed document (fenced like pgstore_complete): attempts + 1, last_error = reason,
  * lease released, next attempt after backoff_ms * 2^(attempts-1) (at most an hour); once
  * attempts reach max_attempts the document becomes `failed` (with its transitions row).

@@ -390,6 +390,93 @@ static void test_complete_verified(void **state)
     free(url);
 }
 
+/* Several completions in one statement: each gets its own verdict (recorded, lease lost, no
+ * such document, illegal move), a refused one changes nothing, the others are written with
+ * their own outcomes, and a verified copy's two history rows come in their order. */
+static void test_complete_many(void **state)
+{
+    char *url = pgt_migrated_db("pg_many");
+    pgstore *a = store(url);
+    cut_err err = CUT_ERR_INIT, each[5];
+    struct pgstore_claim c;
+    struct pgstore_outcome o1 = {.size = 11, .s3_etag = "e1", .detail = "one", .verified = "v1"};
+    struct pgstore_outcome o2 = {.size = 22, .s3_etag = "e2", .detail = "two", .verified = "v2"};
+    struct pgstore_doc d;
+    int64_t gen;
+
+    (void)state;
+    add_doc(a, "ok1", NULL);
+    add_doc(a, "stolen", NULL);
+    add_doc(a, "illegal", NULL);
+    add_doc(a, "ok2", NULL);
+    assert_int_equal(pgstore_claim(a, "w", 10, 60000, NULL, &c, &err), 0);
+    assert_int_equal(c.n, 4);
+    add_doc(a, "stolen", &gen); /* recorded again: the claim's lease is void */
+    assert_int_equal(gen, 2);
+    assert_int_equal(pgstore_transition(a, "illegal", 1, DOC_COPIED, "elsewhere", &err), 0);
+    struct pgstore_completion batch[5] = {
+        {.storage_key = "ok1", .token = c.token, .out = &o1},
+        {.storage_key = "stolen", .token = c.token, .out = &o1},
+        {.storage_key = "missing", .token = c.token, .out = &o1},
+        {.storage_key = "illegal", .token = c.token, .out = &o1},
+        {.storage_key = "ok2", .token = c.token, .out = &o2},
+    };
+    assert_int_equal(pgstore_complete_many(a, batch, 5, DOC_COPIED, each, &err), 0);
+    assert_false(err_isset(&each[0]));
+    assert_int_equal(each[1].code, CUT_ECONFLICT);
+    assert_non_null(strstr(each[1].msg, "lease lost"));
+    assert_int_equal(each[2].code, CUT_ENOTFOUND);
+    assert_int_equal(each[3].code, CUT_ECONFLICT);
+    assert_non_null(strstr(each[3].msg, "illegal transition copied -> copied"));
+    assert_false(err_isset(&each[4]));
+    /* each written with its own outcome */
+    assert_int_equal(pgstore_doc_get(a, "ok1", &d, &err), 0);
+    assert_int_equal(d.state, DOC_VERIFIED);
+    assert_int_equal(d.size, 11);
+    assert_string_equal(d.s3_etag, "e1");
+    pgstore_doc_clear(&d);
+    assert_int_equal(pgstore_doc_get(a, "ok2", &d, &err), 0);
+    assert_int_equal(d.state, DOC_VERIFIED);
+    assert_int_equal(d.size, 22);
+    assert_string_equal(d.s3_etag, "e2");
+    pgstore_doc_clear(&d);
+    /* the refused ones untouched: no outcome, no history, the new generation still due */
+    assert_int_equal(pgt_count(url, "SELECT count(*) FROM cutover.documents WHERE storage_key "
+                                    "IN ('stolen', 'illegal') AND s3_etag IS NULL AND "
+                                    "verified_at IS NULL"),
+                     2);
+    assert_int_equal(pgt_count(url, "SELECT count(*) FROM cutover.documents WHERE storage_key = "
+                                    "'stolen' AND state = 'pending' AND generation = 2"),
+                     1);
+    assert_int_equal(pgt_count(url, "SELECT count(*) FROM cutover.transitions WHERE storage_key "
+                                    "IN ('stolen', 'illegal', 'missing') AND to_state IN "
+                                    "('copied', 'verified') AND detail <> 'elsewhere'"),
+                     0);
+    /* copied before verified, each document with its own details */
+    assert_int_equal(pgt_count(url, "SELECT count(*) FROM cutover.transitions c JOIN "
+                                    "cutover.transitions v USING (storage_key) WHERE "
+                                    "c.to_state = 'copied' AND v.to_state = 'verified' AND "
+                                    "v.from_state = 'copied' AND c.id < v.id AND "
+                                    "((storage_key = 'ok1' AND c.detail = 'one' AND v.detail = "
+                                    "'v1') OR (storage_key = 'ok2' AND c.detail = 'two' AND "
+                                    "v.detail = 'v2'))"),
+                     2);
+    /* the tokens are spent */
+    assert_int_equal(pgstore_complete_many(a, batch, 1, DOC_COPIED, each, &err), 0);
+    assert_int_equal(each[0].code, CUT_ECONFLICT);
+    /* one document twice, or too many: refused whole */
+    struct pgstore_completion twice[2] = {batch[0], batch[0]};
+    assert_int_equal(pgstore_complete_many(a, twice, 2, DOC_COPIED, each, &err), -1);
+    assert_int_equal(err.code, CUT_EINVAL);
+    err_clear(&err);
+    assert_int_equal(
+        pgstore_complete_many(a, batch, PGSTORE_COMPLETE_MAX + 1, DOC_COPIED, each, &err), -1);
+    assert_int_equal(err.code, CUT_ELIMIT);
+    pgstore_claim_clear(&c);
+    pgstore_free(a);
+    free(url);
+}
+
 static void test_lease_expiry_fence(void **state)
 {
     char *url = pgt_migrated_db("pg_fence");
@@ -608,8 +695,9 @@ int main(void)
         cmocka_unit_test(test_transitions),        cmocka_unit_test(test_doc_get_and_counts),
         cmocka_unit_test(test_claim_skips_locked), cmocka_unit_test(test_two_claimers_never_share),
         cmocka_unit_test(test_lease_expiry_fence), cmocka_unit_test(test_fail_until_failed),
-        cmocka_unit_test(test_complete_verified),  cmocka_unit_test(test_flag_and_audit),
-        cmocka_unit_test(test_connection_loss),    cmocka_unit_test(test_claim_by_origin),
+        cmocka_unit_test(test_complete_verified),  cmocka_unit_test(test_complete_many),
+        cmocka_unit_test(test_flag_and_audit),     cmocka_unit_test(test_connection_loss),
+        cmocka_unit_test(test_claim_by_origin),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
