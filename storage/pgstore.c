@@ -950,17 +950,35 @@ static bool new_token(char out[33], cut_err *err)
 int pgstore_claim(pgstore *st, const char *owner, size_t max, int lease_ms, const char *origin,
                   struct pgstore_claim *out, cut_err *err)
 {
+    /* Each branch walks an index of migration 8 in next_attempt_at order, skipping what is
+     * leased or locked, and stops at the limit, so a claim does not grow with the queue. With
+     * an origin: its own copies; the removals of any origin; the documents of another origin a
+     * read moved to the head of the queue ('-infinity'). Without: everything due. The rows a
+     * branch locked beyond the final limit are free again when the statement ends. */
+#define CLAIMABLE                                                                                  \
+    "next_attempt_at <= now()\n"                                                                   \
+    "    AND (lease_expires IS NULL OR lease_expires <= clock_timestamp())\n"
     static const char sql[] =
-        "WITH picked AS (SELECT storage_key AS k FROM cutover.documents\n"
-        "  WHERE state IN ('pending', 'mismatch', 'deleted') AND next_attempt_at <= now()\n"
-        "    AND (lease_expires IS NULL OR lease_expires <= clock_timestamp())\n"
-        "    AND ($5::text IS NULL OR origin = $5 OR state = 'deleted'\n"
-        "         OR next_attempt_at = '-infinity')\n"
-        "  ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED)\n"
+        "WITH own AS (SELECT storage_key AS k, next_attempt_at AS t FROM cutover.documents\n"
+        "  WHERE $5::text IS NOT NULL AND origin = $5 AND state IN ('pending', 'mismatch')\n"
+        "    AND " CLAIMABLE "  ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED),\n"
+        "removals AS (SELECT storage_key AS k, next_attempt_at AS t FROM cutover.documents\n"
+        "  WHERE $5::text IS NOT NULL AND state = 'deleted'\n"
+        "    AND " CLAIMABLE "  ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED),\n"
+        "promoted AS (SELECT storage_key AS k, next_attempt_at AS t FROM cutover.documents\n"
+        "  WHERE $5::text IS NOT NULL AND origin <> $5 AND state IN ('pending', 'mismatch')\n"
+        "    AND next_attempt_at = '-infinity' AND " CLAIMABLE
+        "  LIMIT $3 FOR UPDATE SKIP LOCKED),\n"
+        "due AS (SELECT storage_key AS k, next_attempt_at AS t FROM cutover.documents\n"
+        "  WHERE $5::text IS NULL AND state IN ('pending', 'mismatch', 'deleted')\n"
+        "    AND " CLAIMABLE "  ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED),\n"
+        "picked AS (SELECT k FROM (SELECT * FROM own UNION ALL SELECT * FROM removals\n"
+        "  UNION ALL SELECT * FROM promoted UNION ALL SELECT * FROM due) x ORDER BY t LIMIT $3)\n"
         "UPDATE cutover.documents SET lease_owner = $1, lease_token = $2,\n"
         "  lease_expires = clock_timestamp() + $4::bigint * interval '1 millisecond'\n"
         "FROM picked WHERE storage_key = picked.k\n"
         "RETURNING " DOC_COLS;
+#undef CLAIMABLE
     char lim[24], ms[24];
     const char *p[5];
     PGresult *r;
