@@ -152,6 +152,8 @@ static bool dual_write_start(const struct config *cfg, proxy *px, struct dual_wr
     xfer_engine *engine = s3_client_engine(dw->s3, err);
     if (!engine)
         goto out;
+    /* copies never take a CPU from the requests they mirror */
+    xfer_engine_background(engine);
     if (cfg->has_legacy && !(dw->legacy = legacy_new(&cfg->legacy, NULL, err)))
         goto out;
     if (!dw->flags && !(dw->flags = flags_start(cfg, err)))
@@ -172,6 +174,7 @@ static bool dual_write_start(const struct config *cfg, proxy *px, struct dual_wr
         .max_inflight = 4 * cfg->workers.mirror,
         .lease_ms = cfg->workers.lease_s * 1000,
         .origin = "upload",
+        .background = true,
         .max_attempts = cfg->workers.max_attempts,
         .max_backoff_ms = cfg->workers.max_backoff_s * 1000,
         .outcome = dw->rollback ? flags_rollback_outcome : NULL,

@@ -113,6 +113,13 @@ bool utf8_valid(const char *s, size_t n);
 
 /* ---- small helpers ---------------------------------------------------------------------- */
 
+/* How much lower a background thread's priority is (its nice value, added). */
+#define THREAD_BACKGROUND_NICE 10
+/* Names the calling thread (name may be NULL: unchanged; 15 bytes are kept), and with
+ * background lowers its scheduling priority by THREAD_BACKGROUND_NICE, for work that must not
+ * take a CPU from the request path when both want one (core/thread.c). */
+void thread_setup(const char *name, bool background);
+
 /* Monotonic clock in microseconds. */
 uint64_t now_us(void);
 /* The realtime clock ms from now, for pthread_cond_timedwait(). */

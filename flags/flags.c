@@ -453,6 +453,7 @@ static void *reload_main(void *arg)
     flags_store *fs = arg;
     uint64_t last_log = 0;
 
+    thread_setup("flags-reload", false);
     pthread_mutex_lock(&fs->stop_mu);
     while (!fs->stop) {
         struct timespec ts;
@@ -680,6 +681,7 @@ static void *listen_main(void *arg)
     int backoff = LISTEN_BACKOFF_MIN_MS;
     uint64_t last_log = 0;
 
+    thread_setup("flags-listen", false);
     while (!atomic_load(&fs->listen_stop)) {
         cut_err err = CUT_ERR_INIT;
         int n = 0;

@@ -141,6 +141,7 @@ static void *rollback_main(void *arg)
 {
     flags_rollback *rb = arg;
 
+    thread_setup("rollback", false);
     pthread_mutex_lock(&rb->mu);
     while (!rb->stop) {
         struct timespec ts;

@@ -77,6 +77,7 @@ static void collect(proxy_metrics *pm)
 static void *collector_main(void *arg)
 {
     proxy_metrics *pm = arg;
+    thread_setup("metrics", false);
     pthread_mutex_lock(&pm->mu);
     for (;;) {
         while (!pm->kicked && !pm->stop)

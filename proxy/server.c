@@ -836,6 +836,7 @@ static void *loop_main(void *arg)
     struct epoll_event ev[64];
     bool run_mhd = true;
 
+    thread_setup("loop", false);
     for (;;) {
         uint64_t now = now_us();
         int timeout = 1000;

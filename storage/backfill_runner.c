@@ -240,6 +240,7 @@ static void *runner_main(void *arg)
 {
     backfill_runner *r = arg;
 
+    thread_setup("backfill", false);
     for (;;) {
         enum want w;
         enum backfill_state s;

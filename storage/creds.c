@@ -521,6 +521,7 @@ static void *refresher(void *arg)
 {
     creds_provider *p = arg;
 
+    thread_setup("creds", false);
     pthread_mutex_lock(&p->mu);
     while (!p->stop) {
         time_t now = time(NULL);

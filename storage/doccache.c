@@ -350,6 +350,7 @@ static void *listener_main(void *arg)
     bool was_up = false;
     uint64_t last_log = 0;
 
+    thread_setup("doccache", false);
     for (;;) {
         if (!pc) {
             pc = listen_connect(c);

@@ -668,6 +668,7 @@ static void *mirror_main(void *arg)
     uint64_t next_poll = 0, next_renew = 0;
     uint64_t renew_every = (uint64_t)m->o.lease_ms / 3;
 
+    thread_setup("mirror", m->o.background);
     if (renew_every < 50)
         renew_every = 50;
     for (;;) {
@@ -786,7 +787,8 @@ mirror *mirror_start(const struct mirror_opts *o, s3_client *s3, xfer_engine *e,
     m->e = e;
     m->legacy = legacy;
     m->store = pgstore_open(m->url);
-    struct worker_opts wo = {.name = "remover", .threads = 1, .queue_max = 65536};
+    struct worker_opts wo = {
+        .name = "remover", .threads = 1, .queue_max = 65536, .background = o->background};
     m->remover = worker_pool_start(&wo, err);
     if (!m->remover) {
         pgstore_free(m->store);

@@ -40,6 +40,8 @@ struct mirror_opts {
                                * 30 s or more past the end (an hour, uncapped) */
     int poll_ms;              /* how often the queue is looked at when idle; default 1000 */
     bool keep_spool;          /* leave spool files after verification (tests) */
+    bool background;          /* in a sidecar: the mirror's threads yield a CPU the request
+                               * path wants (thread_setup()) */
     const char *origin;       /* copies of this origin only (see pgstore_claim()); NULL: any;
                                * borrowed, a string literal in practice */
     /* Each copy's S3 outcome (ok, or S3 failed or did not answer; kind "s3_put"), for the

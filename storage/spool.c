@@ -183,6 +183,7 @@ static void do_discard(spool_file *f)
 static void *writer_main(void *arg)
 {
     spool *s = arg;
+    thread_setup("spool", false);
     for (;;) {
         struct spool_op *op;
         void (*fn)(void *) = NULL;

@@ -39,6 +39,7 @@ struct worker_pool {
     size_t cap, head, n; /* n jobs from head, modulo cap */
     size_t running;
     bool stopping, joined;
+    bool background; /* its threads run at a lower priority (thread_setup()) */
     struct worker_stats st;
     uint64_t logged_full, logged_stopping; /* counts already reported */
     uint64_t last_log_us;
@@ -51,6 +52,7 @@ static void *thread_main(void *arg)
     worker_ctx *ctx = arg;
     worker_pool *p = ctx->pool;
 
+    thread_setup(p->name, p->background);
     pthread_mutex_lock(&p->mu);
     for (;;) {
         struct job j;
@@ -87,6 +89,7 @@ worker_pool *worker_pool_start(const struct worker_opts *o, cut_err *err)
     }
     p = xcalloc(1, sizeof(*p));
     p->name = xstrdup(o->name ? o->name : "workers");
+    p->background = o->background;
     p->database_url = xstrdup(o->database_url);
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->work, NULL);

@@ -28,6 +28,7 @@ struct worker_opts {
     int threads;              /* 1..WORKER_MAX_THREADS */
     size_t queue_max;         /* jobs waiting to run, 1..WORKER_MAX_QUEUE */
     const char *database_url; /* each thread's store connects here; NULL: no store. Copied. */
+    bool background;          /* background work: the threads yield a shared CPU (thread_setup()) */
 };
 
 /* Starts the threads. Returns a new pool (worker_pool_free()) or NULL with err set. */

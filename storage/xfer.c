@@ -351,6 +351,7 @@ struct xfer_engine {
     struct xjob *sub_head, *sub_tail;
     bool woken; /* a wakeup is on its way: later submitters need not send another */
     bool stop;
+    bool want_background, background; /* xfer_engine_background(); the thread's own */
 
     /* engine thread only */
     struct xjob *pend_head, *pend_tail;
@@ -2153,6 +2154,14 @@ void xfer_engine_set_buffer_budget(xfer_engine *e, uint64_t bytes)
     curl_multi_wakeup(e->multi);
 }
 
+void xfer_engine_background(xfer_engine *e)
+{
+    pthread_mutex_lock(&e->mu);
+    e->want_background = true;
+    pthread_mutex_unlock(&e->mu);
+    curl_multi_wakeup(e->multi);
+}
+
 void xfer_engine_set_legacy_limits(xfer_engine *e, double docs_per_s, double bytes_per_s)
 {
     pthread_mutex_lock(&e->mu);
@@ -2182,8 +2191,9 @@ static void *engine_main(void *arg)
     xfer_engine *e = arg;
     struct xjob *sub;
 
+    thread_setup("xfer", false);
     for (;;) {
-        bool stop;
+        bool stop, bg;
         int running = 0, msgs;
         CURLMsg *m;
         uint64_t now;
@@ -2194,6 +2204,7 @@ static void *engine_main(void *arg)
         e->sub_head = e->sub_tail = NULL;
         e->woken = false;
         stop = e->stop;
+        bg = e->want_background;
         if (e->want_docs != e->have_docs) {
             e->have_docs = e->want_docs;
             tb_init(&e->docs, e->have_docs, now_us());
@@ -2204,6 +2215,10 @@ static void *engine_main(void *arg)
             tb_init(&e->bytes, e->have_bytes, now_us());
         }
         pthread_mutex_unlock(&e->mu);
+        if (bg && !e->background) {
+            thread_setup(NULL, true);
+            e->background = true;
+        }
         while (sub) {
             struct xjob *n = sub->next;
             sub->next = NULL;

@@ -63,6 +63,11 @@ xfer_engine *xfer_engine_new(s3_client *s3, const struct xfer_engine_opts *opts,
                              cut_err *err) CUT_MUST_USE;
 void xfer_engine_free(xfer_engine *e);
 
+/* The engine's thread runs as background work from now on: at a lower priority, so that it
+ * yields a CPU the request path wants (thread_setup()). For a sidecar's engine, whose copies
+ * share the host with the application. */
+void xfer_engine_background(xfer_engine *e);
+
 /* True on the engine's own thread (the blocking wrappers refuse to wait there). */
 bool xfer_on_engine_thread(const xfer_engine *e);
 

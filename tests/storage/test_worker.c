@@ -9,6 +9,8 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define NTHREADS 3
@@ -43,10 +45,53 @@ static void record(worker_ctx *ctx, void *arg)
     s->index[i] = worker_index(ctx);
 }
 
+struct sched_seen {
+    char name[16];
+    int nice;
+};
+
+static int my_nice(void)
+{
+    return getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
+}
+
+static void sched_record(worker_ctx *ctx, void *arg)
+{
+    struct sched_seen *s = arg;
+    (void)ctx;
+    pthread_getname_np(pthread_self(), s->name, sizeof(s->name));
+    s->nice = my_nice();
+}
+
+/* A pool's threads carry its name; a background pool's run THREAD_BACKGROUND_NICE lower than
+ * the thread that started it, a foreground pool's at the same priority. */
+static void test_names_and_background(void **state)
+{
+    int base = my_nice();
+    (void)state;
+    for (int bg = 0; bg < 2; bg++) {
+        struct worker_opts o = {
+            .name = bg ? "bg-pool" : "fg-pool", .threads = 1, .queue_max = 4, .background = bg};
+        struct sched_seen seen = {{0}, -100};
+        cut_err err = CUT_ERR_INIT;
+        worker_pool *p = worker_pool_start(&o, &err);
+        int want = bg ? base + THREAD_BACKGROUND_NICE : base;
+        assert_non_null(p);
+        assert_true(worker_submit(p, sched_record, &seen));
+        worker_drain(p);
+        assert_string_equal(seen.name, o.name);
+        assert_int_equal(seen.nice, want > 19 ? 19 : want);
+        worker_pool_free(p);
+    }
+    /* the starting thread itself is left as it was */
+    assert_int_equal(my_nice(), base);
+}
+
 static void test_own_thread_own_connection(void **state)
 {
     char *url = pgt_migrated_db("worker_conn");
-    struct worker_opts o = {"test", NTHREADS, 64, url};
+    struct worker_opts o = {
+        .name = "test", .threads = NTHREADS, .queue_max = 64, .database_url = url};
     cut_err err = CUT_ERR_INIT;
     worker_pool *p = worker_pool_start(&o, &err);
     struct seen *s = xcalloc(1, sizeof(*s));
@@ -131,7 +176,7 @@ static void open_gate(struct gate *g)
 
 static void test_queue_full_refused_and_counted(void **state)
 {
-    struct worker_opts o = {"mirror", 1, 4, NULL};
+    struct worker_opts o = {.name = "mirror", .threads = 1, .queue_max = 4};
     cut_err err = CUT_ERR_INIT;
     struct gate g = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, 0};
     struct worker_stats st;
@@ -201,7 +246,7 @@ static void test_queue_full_refused_and_counted(void **state)
 
 static void test_bad_options(void **state)
 {
-    struct worker_opts o = {"x", 0, 4, NULL};
+    struct worker_opts o = {.name = "x", .threads = 0, .queue_max = 4};
     cut_err err = CUT_ERR_INIT;
 
     (void)state;
@@ -220,6 +265,7 @@ int main(void)
         cmocka_unit_test(test_own_thread_own_connection),
         cmocka_unit_test(test_queue_full_refused_and_counted),
         cmocka_unit_test(test_bad_options),
+        cmocka_unit_test(test_names_and_background),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
