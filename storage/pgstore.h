@@ -237,7 +237,7 @@ struct pgstore_completion {
     const struct pgstore_outcome *out; /* may be NULL */
 };
 
-#define PGSTORE_COMPLETE_MAX 256
+#define PGSTORE_COMPLETE_MAX 64
 
 /* pgstore_complete() for n (<= PGSTORE_COMPLETE_MAX) documents, all to `to`, in one statement
  * (one round trip, one commit): each is fenced, checked and written as pgstore_complete() does
