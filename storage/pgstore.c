@@ -767,22 +767,23 @@ out:
     "  deleted_at = CASE WHEN " S " = 'deleted' THEN now() ELSE d.deleted_at END,\n"               \
     "  next_attempt_at = CASE WHEN " S " IN ('pending', 'mismatch', 'deleted') THEN now()\n"       \
     "                    ELSE d.next_attempt_at END\n"
+/* ... to the state in $2 (pgs_write_transition()), and to each row's ok.fin, $2 being the
+ * state asked for (pgstore_complete_many()) */
+#define PGS_STATE_TO_P2 PGS_STATE_COLUMNS("$2", "$2 = 'copied'")
+#define PGS_STATE_TO_FIN PGS_STATE_COLUMNS("ok.fin", "$2::text = 'copied'")
 
 /* Inside a transaction, the row locked: the state change with its time, and its history. */
 bool pgs_write_transition(pgstore *st, const char *key, enum doc_state from, enum doc_state to,
                           const char *gen, const char *detail, cut_err *err)
 {
     /* the state change and its history row in one statement: one round trip, not two */
-    static const char sql[] = "WITH u AS (UPDATE cutover.documents AS d SET " PGS_STATE_COLUMNS(
-        "$2",
-        "$2 = 'copied'") ",\n"
-                         "  attempts = CASE WHEN $2 IN ('pending', 'deleted') THEN 0 ELSE "
-                         "d.attempts END,\n"
-                         "  last_error = CASE WHEN $2 = 'deleted' THEN NULL ELSE d.last_error END\n"
-                         "WHERE storage_key = $1 RETURNING storage_key)\n"
-                         "INSERT INTO cutover.transitions (storage_key, from_state, to_state, "
-                         "detail, generation)\n"
-                         "SELECT storage_key, $3, $2, $4, $5 FROM u";
+    static const char sql[] =
+        "WITH u AS (UPDATE cutover.documents AS d SET " PGS_STATE_TO_P2 ",\n"
+        "  attempts = CASE WHEN $2 IN ('pending', 'deleted') THEN 0 ELSE d.attempts END,\n"
+        "  last_error = CASE WHEN $2 = 'deleted' THEN NULL ELSE d.last_error END\n"
+        "WHERE storage_key = $1 RETURNING storage_key)\n"
+        "INSERT INTO cutover.transitions (storage_key, from_state, to_state, detail, generation)\n"
+        "SELECT storage_key, $3, $2, $4, $5 FROM u";
     const char *p[5] = {key, doc_state_name(to), doc_state_name(from), detail, gen};
 
     return pgs_run_ok(st, "transition", sql, 5, p, err);
@@ -1199,27 +1200,20 @@ int pgstore_complete_many(pgstore *st, const struct pgstore_completion *c, size_
         "  s3_etag = coalesce(ok.etag, d.s3_etag), s3_sha256 = coalesce(ok.s3sha, d.s3_sha256),\n"
         "  legacy_sha256 = coalesce(ok.lsha, d.legacy_sha256), lease_owner = NULL,\n"
         "  lease_token = NULL, lease_expires = NULL, attempts = 0, last_error = NULL,\n"
-        "  " PGS_STATE_COLUMNS(
-            "ok.fin", "$2::text = 'copied'") "\n"
-                                             "  FROM ok WHERE d.storage_key = ok.storage_key\n"
-                                             "    AND d.storage_key = ANY (ARRAY(SELECT "
-                                             "storage_key FROM ok))\n"
-                                             "  RETURNING ok.ord, ok.storage_key, ok.was, "
-                                             "ok.generation, ok.detail, ok.verified, ok.fin),\n"
-                                             "t AS (INSERT INTO cutover.transitions (storage_key, "
-                                             "from_state, to_state, detail,\n"
-                                             "  generation)\n"
-                                             "  SELECT storage_key, f, tt, det, generation FROM (\n"
-                                             "    SELECT storage_key, was AS f, $2::text AS tt, "
-                                             "detail AS det, generation, ord,\n"
-                                             "      0 AS step FROM u\n"
-                                             "    UNION ALL SELECT storage_key, 'copied', "
-                                             "'verified', verified, generation, ord, 1\n"
-                                             "      FROM u WHERE fin = 'verified' AND $2::text = "
-                                             "'copied') x\n"
-                                             "  ORDER BY ord, step)\n"
-                                             "SELECT i.ord, c.was, c.held FROM inp i LEFT JOIN cur "
-                                             "c ON c.ord = i.ord ORDER BY i.ord";
+        "  " PGS_STATE_TO_FIN "\n"
+        "  FROM ok WHERE d.storage_key = ok.storage_key\n"
+        "    AND d.storage_key = ANY (ARRAY(SELECT storage_key FROM ok))\n"
+        "  RETURNING ok.ord, ok.storage_key, ok.was, ok.generation, ok.detail, ok.verified, "
+        "ok.fin),\n"
+        "t AS (INSERT INTO cutover.transitions (storage_key, from_state, to_state, detail,\n"
+        "  generation)\n"
+        "  SELECT storage_key, f, tt, det, generation FROM (\n"
+        "    SELECT storage_key, was AS f, $2::text AS tt, detail AS det, generation, ord,\n"
+        "      0 AS step FROM u\n"
+        "    UNION ALL SELECT storage_key, 'copied', 'verified', verified, generation, ord, 1\n"
+        "      FROM u WHERE fin = 'verified' AND $2::text = 'copied') x\n"
+        "  ORDER BY ord, step)\n"
+        "SELECT i.ord, c.was, c.held FROM inp i LEFT JOIN cur c ON c.ord = i.ord ORDER BY i.ord";
     char *json = NULL, legal[160];
     const char *p[3];
     PGresult *r = NULL;
