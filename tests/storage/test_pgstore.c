@@ -223,6 +223,67 @@ static void test_claim_by_origin(void **state)
     free(url);
 }
 
+struct scans {
+    const char *url;
+    long long want; /* index scans of the queue's indexes to wait for */
+};
+
+#define QUEUE_SCANS                                                                                \
+    "SELECT coalesce(sum(idx_scan), 0) FROM pg_stat_user_indexes WHERE schemaname = "              \
+    "'cutover' AND indexrelname IN ('documents_due', 'documents_due_origin', "                     \
+    "'documents_removals')"
+#define STATE_SCANS                                                                                \
+    "SELECT idx_scan FROM pg_stat_user_indexes WHERE schemaname = 'cutover' AND indexrelname "     \
+    "= 'documents_state'"
+#define TABLE_SCANS                                                                                \
+    "SELECT seq_scan FROM pg_stat_user_tables WHERE schemaname = 'cutover' AND relname = "         \
+    "'documents'"
+
+static bool queue_scanned(void *arg)
+{
+    struct scans *s = arg;
+    return pgt_count(s->url, QUEUE_SCANS) >= s->want;
+}
+
+/* A claim walks a queue index in next_attempt_at order and stops at its limit, whatever the
+ * queue's length: with 6,000 documents due (two origins, some removals), claims with and
+ * without an origin scan only the queue's indexes, never the whole table or the state index
+ * (which a claim that sorted every due document used). The counters are the server's own,
+ * read once the claiming connection has closed (its statistics are sent then). */
+static void test_claim_walks_index(void **state)
+{
+    char *url = pgt_migrated_db("pg_claimidx");
+    pgstore *st = store(url);
+    cut_err err = CUT_ERR_INIT;
+    struct pgstore_claim c;
+    struct scans s = {.url = url};
+    long long state_before, table_before;
+
+    (void)state;
+    pgt_exec(url, "INSERT INTO cutover.documents (storage_key, s3_key, origin, state) "
+                  "SELECT 'k' || g, 'k' || g, CASE WHEN g % 2 = 0 THEN 'backfill' ELSE 'upload' "
+                  "END, CASE WHEN g % 50 = 0 THEN 'deleted' ELSE 'pending' END "
+                  "FROM generate_series(1, 6000) g");
+    pgt_exec(url, "ANALYZE cutover.documents");
+    s.want = pgt_count(url, QUEUE_SCANS) + 3;
+    state_before = pgt_count(url, STATE_SCANS);
+    table_before = pgt_count(url, TABLE_SCANS);
+    assert_int_equal(pgstore_claim(st, "w", 5, 60000, "backfill", &c, &err), 0);
+    assert_int_equal(c.n, 5);
+    pgstore_claim_clear(&c);
+    assert_int_equal(pgstore_claim(st, "w", 5, 60000, "upload", &c, &err), 0);
+    assert_int_equal(c.n, 5);
+    pgstore_claim_clear(&c);
+    assert_int_equal(pgstore_claim(st, "w", 5, 60000, NULL, &c, &err), 0);
+    assert_int_equal(c.n, 5);
+    pgstore_claim_clear(&c);
+    pgstore_free(st);
+    assert_true(test_wait_until(queue_scanned, &s, 20000));
+    assert_int_equal(pgt_count(url, STATE_SCANS), state_before);
+    assert_int_equal(pgt_count(url, TABLE_SCANS), table_before);
+    free(url);
+}
+
 static void test_claim_skips_locked(void **state)
 {
     char *url = pgt_migrated_db("pg_skip");
@@ -696,8 +757,8 @@ int main(void)
         cmocka_unit_test(test_claim_skips_locked), cmocka_unit_test(test_two_claimers_never_share),
         cmocka_unit_test(test_lease_expiry_fence), cmocka_unit_test(test_fail_until_failed),
         cmocka_unit_test(test_complete_verified),  cmocka_unit_test(test_complete_many),
-        cmocka_unit_test(test_flag_and_audit),     cmocka_unit_test(test_connection_loss),
-        cmocka_unit_test(test_claim_by_origin),
+        cmocka_unit_test(test_claim_walks_index),  cmocka_unit_test(test_flag_and_audit),
+        cmocka_unit_test(test_connection_loss),    cmocka_unit_test(test_claim_by_origin),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
