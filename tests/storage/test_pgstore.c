@@ -223,11 +223,6 @@ static void test_claim_by_origin(void **state)
     free(url);
 }
 
-struct scans {
-    const char *url;
-    long long want; /* index scans of the queue's indexes to wait for */
-};
-
 #define QUEUE_SCANS                                                                                \
     "SELECT coalesce(sum(idx_scan), 0) FROM pg_stat_user_indexes WHERE schemaname = "              \
     "'cutover' AND indexrelname IN ('documents_due', 'documents_due_origin', "                     \
@@ -239,25 +234,26 @@ struct scans {
     "SELECT seq_scan FROM pg_stat_user_tables WHERE schemaname = 'cutover' AND relname = "         \
     "'documents'"
 
-static bool queue_scanned(void *arg)
+/* No other connection to the test's database is left. A backend sends its statistics before
+ * it leaves pg_stat_activity, so from then on the counters hold everything done before. */
+static bool others_gone(void *arg)
 {
-    struct scans *s = arg;
-    return pgt_count(s->url, QUEUE_SCANS) >= s->want;
+    return pgt_count(arg, "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                          "current_database() AND pid <> pg_backend_pid()") == 0;
 }
 
 /* A claim walks a queue index in next_attempt_at order and stops at its limit, whatever the
  * queue's length: with 6,000 documents due (two origins, some removals), claims with and
  * without an origin scan only the queue's indexes, never the whole table or the state index
  * (which a claim that sorted every due document used). The counters are the server's own,
- * read once the claiming connection has closed (its statistics are sent then). */
+ * read when no other connection is left (each sends its statistics as it closes). */
 static void test_claim_walks_index(void **state)
 {
     char *url = pgt_migrated_db("pg_claimidx");
     pgstore *st = store(url);
     cut_err err = CUT_ERR_INIT;
     struct pgstore_claim c;
-    struct scans s = {.url = url};
-    long long state_before, table_before;
+    long long queue_before, state_before, table_before;
 
     (void)state;
     pgt_exec(url, "INSERT INTO cutover.documents (storage_key, s3_key, origin, state) "
@@ -265,7 +261,8 @@ static void test_claim_walks_index(void **state)
                   "END, CASE WHEN g % 50 = 0 THEN 'deleted' ELSE 'pending' END "
                   "FROM generate_series(1, 6000) g");
     pgt_exec(url, "ANALYZE cutover.documents");
-    s.want = pgt_count(url, QUEUE_SCANS) + 3;
+    assert_true(test_wait_until(others_gone, url, 20000));
+    queue_before = pgt_count(url, QUEUE_SCANS);
     state_before = pgt_count(url, STATE_SCANS);
     table_before = pgt_count(url, TABLE_SCANS);
     assert_int_equal(pgstore_claim(st, "w", 5, 60000, "backfill", &c, &err), 0);
@@ -278,7 +275,8 @@ static void test_claim_walks_index(void **state)
     assert_int_equal(c.n, 5);
     pgstore_claim_clear(&c);
     pgstore_free(st);
-    assert_true(test_wait_until(queue_scanned, &s, 20000));
+    assert_true(test_wait_until(others_gone, url, 20000));
+    assert_true(pgt_count(url, QUEUE_SCANS) >= queue_before + 3);
     assert_int_equal(pgt_count(url, STATE_SCANS), state_before);
     assert_int_equal(pgt_count(url, TABLE_SCANS), table_before);
     free(url);
