@@ -5,7 +5,8 @@
  * and is re-claimed, after which the first worker's late completion is refused by the fence,
  * fail → attempts → failed, a flag and its audit row written together or not at all, counts
  * per state, one document's row, and a lost connection returning CUT_EDB with the next call
- * reconnecting.
+ * reconnecting. Several completions in one statement each get their own verdict, and a claim
+ * walks the queue's indexes instead of the whole queue.
  */
 #include "tests/storage/pg_helpers.h"
 

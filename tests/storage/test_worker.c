@@ -2,7 +2,8 @@
  * The worker pool against the real PostgreSQL: jobs run on the pool's threads (never the
  * submitter's), each thread with its own connection; a full queue refuses without blocking,
  * and the refusals are counted and logged; drain waits for everything queued; stop runs what
- * is queued, then refuses (counted too).
+ * is queued, then refuses (counted too). A pool's threads carry its name, and a background
+ * pool's run at a lower priority.
  */
 #include "storage/worker.h"
 #include "tests/storage/pg_helpers.h"
