@@ -19,6 +19,7 @@
 #include "storage/s3.h"
 #include "storage/xfer.h"
 #include "tests/s3/legacy_stub.h"
+#include "tests/s3/xfer_gather.h"
 #include "tests/testlib.h"
 #include "tests/unit.h"
 
@@ -30,6 +31,7 @@
 #include <unistd.h>
 
 #define NPUT 200
+_Static_assert(NPUT <= GATHER_MAX, "one gather slot per transfer");
 #define SECRET "legacy-secret-77"
 
 struct env {
@@ -84,81 +86,10 @@ static int teardown(void **state)
     return 0;
 }
 
-static void hashes(const void *p, size_t n, unsigned char md5[16], unsigned char sha[32])
-{
-    unsigned int l;
-
-    EVP_Digest(p, n, md5, &l, EVP_md5(), NULL);
-    EVP_Digest(p, n, sha, &l, EVP_sha256(), NULL);
-}
-
-static void hex(const unsigned char *p, size_t n, char *out)
-{
-    for (size_t i = 0; i < n; i++)
-        sprintf(out + 2 * i, "%02x", p[i]);
-}
-
-/* ---- completions gathered from the engine thread --------------------------------------- */
-
-struct slot {
-    bool done;
-    int code;
-    char msg[512];
-    struct xfer_outcome o;
-    pthread_t th;
-};
-
-struct gather {
-    pthread_mutex_t mu;
-    int done;
-    int want;
-    struct slot s[NPUT];
-};
-
-struct slot_ref {
-    struct gather *g;
-    int i;
-};
-
-static void gather_done(void *arg, const struct xfer_outcome *o, const cut_err *err)
-{
-    struct slot_ref *r = arg;
-    struct gather *g = r->g;
-
-    pthread_mutex_lock(&g->mu);
-    g->s[r->i].done = true;
-    g->s[r->i].code = err->code;
-    snprintf(g->s[r->i].msg, sizeof(g->s[r->i].msg), "%s", err->msg);
-    g->s[r->i].o = *o;
-    g->s[r->i].th = pthread_self();
-    g->done++;
-    pthread_mutex_unlock(&g->mu);
-}
-
-static bool gather_complete(void *arg)
-{
-    struct gather *g = arg;
-    bool d;
-
-    pthread_mutex_lock(&g->mu);
-    d = g->done == g->want;
-    pthread_mutex_unlock(&g->mu);
-    return d;
-}
-
-static void gather_reset(struct gather *g, int want)
-{
-    pthread_mutex_lock(&g->mu);
-    g->done = 0;
-    g->want = want;
-    memset(g->s, 0, sizeof(g->s));
-    pthread_mutex_unlock(&g->mu);
-}
-
 static void test_200_puts_in_flight(void **state)
 {
     struct env *v = *state;
-    struct gather *g = xcalloc(1, sizeof(*g));
+    struct gather *g = gather_new(NPUT);
     struct slot_ref refs[NPUT];
     char *bodies[NPUT], *keys[NPUT], *paths[NPUT];
     size_t lens[NPUT];
@@ -166,8 +97,6 @@ static void test_200_puts_in_flight(void **state)
     cut_err err = CUT_ERR_INIT;
     struct xfer_stats st;
 
-    pthread_mutex_init(&g->mu, NULL);
-    gather_reset(g, NPUT);
     for (int i = 0; i < NPUT; i++) {
         lens[i] = 2000 + (size_t)i * 311;
         bodies[i] = xmalloc(lens[i]);
@@ -193,7 +122,7 @@ static void test_200_puts_in_flight(void **state)
     }
     assert_true(test_wait_until(gather_complete, g, 60000));
     for (int i = 0; i < NPUT; i++) {
-        struct slot *s = &g->s[i];
+        struct gather_slot *s = &g->s[i];
         if (s->code != CUT_OK)
             fail_msg("PUT %d: %s", i, s->msg);
         assert_true(s->o.hashed);
@@ -237,7 +166,7 @@ static void test_200_puts_in_flight(void **state)
     }
     assert_true(test_wait_until(gather_complete, g, 60000));
     for (int i = 0; i < NPUT; i += 20) {
-        struct slot *s = &g->s[i / 20];
+        struct gather_slot *s = &g->s[i / 20];
         if (s->code != CUT_OK)
             fail_msg("GET %d: %s", i, s->msg);
         assert_int_equal(s->o.bytes, lens[i]);
@@ -248,8 +177,7 @@ static void test_200_puts_in_flight(void **state)
         free(keys[i]);
         free(paths[i]);
     }
-    pthread_mutex_destroy(&g->mu);
-    free(g);
+    gather_free(g);
 }
 
 static legacy_store *stub_store(struct legacy_stub *ls)
@@ -273,20 +201,6 @@ static void assert_missing(struct env *v, const char *key)
 
     if (s3_head(v->c, key, &r, &err) != -1 || r.status != 404)
         fail_msg("%s exists (HTTP %ld, %lld bytes)", key, r.status, (long long)r.content_length);
-}
-
-struct md_sink {
-    EVP_MD_CTX *sha;
-    uint64_t n;
-};
-
-static int sha_sink(void *arg, const void *p, size_t n)
-{
-    struct md_sink *m = arg;
-
-    EVP_DigestUpdate(m->sha, p, n);
-    m->n += n;
-    return 0;
 }
 
 static void test_legacy_to_s3(void **state)

@@ -27,6 +27,7 @@
 #include "storage/s3.h"
 #include "storage/xfer.h"
 #include "tests/faults/relay.h"
+#include "tests/s3/xfer_gather.h"
 #include "tests/testlib.h"
 #include "tests/unit.h"
 
@@ -43,6 +44,7 @@
 
 #define MIB (1ull << 20)
 #define NCONC 20
+_Static_assert(NCONC <= GATHER_MAX, "one gather slot per copy");
 #define SECRET "stream-secret-5"
 
 /* ---- the legacy store: GET /raw/<key>, a thread per connection, Connection: close ---------
@@ -300,35 +302,6 @@ static int teardown(void **state)
     return 0;
 }
 
-static void hashes(const void *p, size_t n, unsigned char md5[16], unsigned char sha[32])
-{
-    unsigned int l;
-
-    EVP_Digest(p, n, md5, &l, EVP_md5(), NULL);
-    EVP_Digest(p, n, sha, &l, EVP_sha256(), NULL);
-}
-
-static void hex(const unsigned char *p, size_t n, char *out)
-{
-    for (size_t i = 0; i < n; i++)
-        sprintf(out + 2 * i, "%02x", p[i]);
-}
-
-struct md_sink {
-    EVP_MD_CTX *sha;
-    uint64_t n;
-};
-
-static int sha_sink(void *arg, const void *p, size_t n)
-{
-    struct md_sink *m = arg;
-
-    EVP_DigestUpdate(m->sha, p, n);
-    m->n += n;
-    return 0;
-}
-
-/* S3 has exactly n bytes of those hashes at key: HEAD (ETag, length) and a GET read back. */
 static void assert_object(struct env *v, const char *key, uint64_t n, const unsigned char md5[16],
                           const unsigned char sha[32])
 {
@@ -496,53 +469,15 @@ static void test_expected_hashes_differ(void **state)
     free(key);
 }
 
-struct gather {
-    pthread_mutex_t mu;
-    int done;
-    int code[NCONC];
-    char msg[NCONC][512];
-    struct xfer_outcome o[NCONC];
-};
-
-struct slot_ref {
-    struct gather *g;
-    int i;
-};
-
-static void gather_done(void *arg, const struct xfer_outcome *o, const cut_err *err)
-{
-    struct slot_ref *r = arg;
-    struct gather *g = r->g;
-
-    pthread_mutex_lock(&g->mu);
-    g->code[r->i] = err->code;
-    snprintf(g->msg[r->i], sizeof(g->msg[0]), "%s", err->msg);
-    g->o[r->i] = *o;
-    g->done++;
-    pthread_mutex_unlock(&g->mu);
-}
-
-static bool gather_complete(void *arg)
-{
-    struct gather *g = arg;
-    bool d;
-
-    pthread_mutex_lock(&g->mu);
-    d = g->done == NCONC;
-    pthread_mutex_unlock(&g->mu);
-    return d;
-}
-
 static void test_concurrent_within_budget(void **state)
 {
     struct env *v = *state;
-    struct gather *g = xcalloc(1, sizeof(*g));
+    struct gather *g = gather_new(NCONC);
     struct slot_ref refs[NCONC];
     char lkeys[NCONC][64], *keys[NCONC];
     struct xfer_stats st;
     const uint64_t budget = 4 * 256 * 1024;
 
-    pthread_mutex_init(&g->mu, NULL);
     xfer_engine_set_buffer_budget(v->e, budget);
     for (int i = 0; i < NCONC; i++) {
         struct xfer_src src = {.kind = XFER_SRC_LEGACY, .key = lkeys[i], .legacy = v->legacy};
@@ -559,13 +494,13 @@ static void test_concurrent_within_budget(void **state)
         fail_msg("only %d of %d copies ended", g->done, NCONC);
     for (int i = 0; i < NCONC; i++) {
         unsigned char md5[16], sha[32];
-        if (g->code[i] != CUT_OK)
-            fail_msg("copy %d: %s", i, g->msg[i]);
+        if (g->s[i].code != CUT_OK)
+            fail_msg("copy %d: %s", i, g->s[i].msg);
         body_hashes(lkeys[i], 0, 6 * MIB, md5, sha);
-        assert_int_equal(g->o[i].bytes, 6 * MIB);
-        assert_int_equal(g->o[i].parts, 0);
-        assert_memory_equal(g->o[i].md5, md5, 16);
-        assert_memory_equal(g->o[i].sha256, sha, 32);
+        assert_int_equal(g->s[i].o.bytes, 6 * MIB);
+        assert_int_equal(g->s[i].o.parts, 0);
+        assert_memory_equal(g->s[i].o.md5, md5, 16);
+        assert_memory_equal(g->s[i].o.sha256, sha, 32);
         assert_object(v, keys[i], 6 * MIB, md5, sha);
         free(keys[i]);
     }
@@ -573,8 +508,7 @@ static void test_concurrent_within_budget(void **state)
     assert_int_equal(st.streamed, NCONC);
     if (st.buf_peak > budget)
         fail_msg("peak buffer %llu bytes over the budget", (unsigned long long)st.buf_peak);
-    pthread_mutex_destroy(&g->mu);
-    free(g);
+    gather_free(g);
 }
 
 static void test_others_buffered(void **state)
