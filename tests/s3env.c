@@ -12,9 +12,14 @@
 
 void test_s3_open(struct test_s3 *t)
 {
+    test_s3_open_at(t, NULL, 0);
+}
+
+void test_s3_open_at(struct test_s3 *t, const char *endpoint, int max_attempts)
+{
     cut_err err = CUT_ERR_INIT;
     memset(t, 0, sizeof(*t));
-    t->cfg.endpoint = (char *)testenv("S3_ENDPOINT");
+    t->cfg.endpoint = (char *)(endpoint ? endpoint : testenv("S3_ENDPOINT"));
     t->cfg.region = (char *)testenv("S3_REGION");
     t->cfg.bucket = (char *)testenv("S3_BUCKET");
     t->cfg.path_style = true;
@@ -23,7 +28,7 @@ void test_s3_open(struct test_s3 *t)
     t->cfg.secret_access_key = (char *)testenv("S3_SECRET_KEY");
     t->cfg.multipart_threshold = 64ull << 20;
     t->cfg.part_size = 16ull << 20;
-    t->cfg.max_attempts = 3;
+    t->cfg.max_attempts = max_attempts > 0 ? max_attempts : 3;
     t->cfg.retry_base_ms = 50;
     t->cfg.retry_max_total_ms = 5000;
     t->cfg.timeout_s = 60;

@@ -17,6 +17,9 @@ struct test_s3 {
 /* Fills t from the services file ($CUTOVER_TEST_ENV as it is now); aborts the test with
  * the reason when the client cannot be made. */
 void test_s3_open(struct test_s3 *t);
+/* test_s3_open() at another endpoint (NULL: the fixture's; e.g. a relay in front of it), with
+ * max_attempts attempts per request (0: 3). endpoint is borrowed and must outlive t. */
+void test_s3_open_at(struct test_s3 *t, const char *endpoint, int max_attempts);
 void test_s3_close(struct test_s3 *t);
 
 /* A `cutover proxy` configuration: listen on 127.0.0.1:port, admin listener on

@@ -20,4 +20,4 @@ cutover_test(NAME test_order SOURCES storage/test_order.c
 # mirrors on one database, S3 delayed by a relay; the document is PUT once.
 cutover_test(NAME test_lease_renew SOURCES storage/test_lease_renew.c
   ${CMAKE_CURRENT_SOURCE_DIR}/faults/relay.c
-  LIBS cutover_storage cutover_core Threads::Threads LABELS "pg;s3" SERVICES TIMEOUT 120)
+  LIBS cutover_tests3 cutover_storage cutover_core Threads::Threads LABELS "pg;s3" SERVICES TIMEOUT 120)

@@ -6,11 +6,10 @@
  * its poll deadline had passed and nothing moved it) burns most of a core there.
  */
 #include "core/core.h"
-#include "storage/creds.h"
 #include "storage/legacy.h"
 #include "storage/mirror.h"
 #include "storage/pgstore.h"
-#include "storage/s3.h"
+#include "tests/s3env.h"
 #include "tests/testlib.h"
 #include "tests/unit.h"
 
@@ -64,24 +63,10 @@ static void test_full_mirror_waits(void **state)
         .storage_key = "idle/one.bin", .s3_key = "idle/one.bin", .origin = "backfill", .size = -1};
     assert_int_equal(pgstore_upsert(st, &d, NULL, &err), 0);
 
-    struct cfg_s3 s3cfg = {
-        .endpoint = (char *)testenv("S3_ENDPOINT"),
-        .region = (char *)testenv("S3_REGION"),
-        .bucket = (char *)testenv("S3_BUCKET"),
-        .path_style = true,
-        .presign_expires = 600,
-        .access_key_id = (char *)testenv("S3_ACCESS_KEY"),
-        .secret_access_key = (char *)testenv("S3_SECRET_KEY"),
-        .multipart_threshold = 64ull << 20,
-        .part_size = 16ull << 20,
-        .max_attempts = 1,
-        .retry_base_ms = 50,
-        .retry_max_total_ms = 1000,
-        .timeout_s = 60,
-    };
-    creds_provider *creds = creds_provider_new(&s3cfg, &err);
-    s3_client *s3 = creds ? s3_client_new(&s3cfg, creds, &err) : NULL;
-    xfer_engine *e = s3 ? s3_client_engine(s3, &err) : NULL;
+    struct test_s3 ts;
+    test_s3_open_at(&ts, NULL, 1);
+    s3_client *s3 = ts.c;
+    xfer_engine *e = s3_client_engine(s3, &err);
     if (!e)
         fail_msg("s3: %s", err.msg);
     char *raw = xasprintf("http://127.0.0.1:%d/raw/{key}", ntohs(a.sin_port));
@@ -109,8 +94,7 @@ static void test_full_mirror_waits(void **state)
     close(ls); /* the copy fails (connection reset), and the mirror can stop */
     mirror_free(M);
     legacy_free(legacy);
-    s3_client_free(s3);
-    creds_provider_free(creds);
+    test_s3_close(&ts);
     pgstore_free(st);
     free(raw);
     free(db);

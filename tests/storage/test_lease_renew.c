@@ -11,11 +11,10 @@
  * lost.
  */
 #include "core/core.h"
-#include "storage/creds.h"
 #include "storage/mirror.h"
 #include "storage/pgstore.h"
-#include "storage/s3.h"
 #include "tests/faults/relay.h"
+#include "tests/s3env.h"
 #include "tests/testlib.h"
 #include "tests/unit.h"
 
@@ -84,24 +83,10 @@ static void test_long_copy_keeps_its_lease(void **state)
     relay *r = relay_start(url_port(testenv("S3_ENDPOINT")));
     relay_set(r, RELAY_DELAY, DELAY_MS);
     char *endpoint = xasprintf("http://127.0.0.1:%d", relay_port(r));
-    struct cfg_s3 s3cfg = {
-        .endpoint = endpoint,
-        .region = (char *)testenv("S3_REGION"),
-        .bucket = (char *)testenv("S3_BUCKET"),
-        .path_style = true,
-        .presign_expires = 600,
-        .access_key_id = (char *)testenv("S3_ACCESS_KEY"),
-        .secret_access_key = (char *)testenv("S3_SECRET_KEY"),
-        .multipart_threshold = 64ull << 20,
-        .part_size = 16ull << 20,
-        .max_attempts = 1,
-        .retry_base_ms = 50,
-        .retry_max_total_ms = 1000,
-        .timeout_s = 60,
-    };
-    creds_provider *creds = creds_provider_new(&s3cfg, &err);
-    s3_client *s3 = creds ? s3_client_new(&s3cfg, creds, &err) : NULL;
-    xfer_engine *e = s3 ? s3_client_engine(s3, &err) : NULL;
+    struct test_s3 ts;
+    test_s3_open_at(&ts, endpoint, 1);
+    s3_client *s3 = ts.c;
+    xfer_engine *e = s3_client_engine(s3, &err);
     if (!e)
         fail_msg("s3: %s", err.msg);
 
@@ -139,8 +124,7 @@ static void test_long_copy_keeps_its_lease(void **state)
     mirror_free(M1);
     assert_int_equal(relay_requests(r), 2); /* one PUT, one HEAD */
     relay_stop(r);
-    s3_client_free(s3);
-    creds_provider_free(creds);
+    test_s3_close(&ts);
     pgstore_free(st);
     test_rmtree(dir);
     free(endpoint);
