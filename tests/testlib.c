@@ -458,8 +458,7 @@ void test_key_bytes(const char *key, uint64_t off, void *out, size_t n)
 
 /* ---- a cutover under test --------------------------------------------------------------- */
 
-/* cutover's log on stderr, so that a failure shows why. */
-static void dump_file(const char *what, const char *path)
+void test_dump_file(const char *what, const char *path)
 {
     char *text = path ? test_read_file(path, NULL) : NULL;
     fprintf(stderr, "---- %s ----\n%s\n", what, text ? text : "");
@@ -492,7 +491,7 @@ pid_t test_start_proxy(const char *config, const char *log, int admin_port)
     snprintf(ready, sizeof(ready), "http://127.0.0.1:%d/readyz", admin_port);
     if (!test_wait_http(ready, 20000)) {
         test_stop(pid, SIGKILL, 5000);
-        dump_file("cutover's log", log);
+        test_dump_file("cutover's log", log);
         die("cutover proxy --config %s: %s does not answer after 20 s", config, ready);
     }
     return pid;
@@ -505,7 +504,7 @@ bool test_stop_proxy(pid_t pid, const char *log)
     if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
         return true;
     fprintf(stderr, "cutover proxy did not stop cleanly (status %d)\n", st);
-    dump_file("cutover's log", log);
+    test_dump_file("cutover's log", log);
     return false;
 }
 

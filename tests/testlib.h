@@ -95,6 +95,9 @@ pid_t test_start_proxy(const char *config, const char *log, int admin_port);
 /* SIGTERM, then up to 30 s for the exit; true when it exited 0, otherwise false with the
  * status and the log (may be NULL) on stderr. */
 bool test_stop_proxy(pid_t pid, const char *log);
+/* The file at path (NULL: nothing) on stderr under a "---- what ----" line, so that a
+ * failure shows why (cutover's log, typically). */
+void test_dump_file(const char *what, const char *path);
 /* A connection to url (PQfinish()); aborts the test with the reason when it fails. */
 PGconn *test_pg_connect(const char *url);
 

@@ -450,13 +450,6 @@ static int teardown(void **state)
     return 0;
 }
 
-static void dump_log(void)
-{
-    char *log = test_read_file(E.log, NULL);
-    fprintf(stderr, "---- cutover's log ----\n%s\n", log ? log : "");
-    free(log);
-}
-
 /* Uploads data as the document named key (X-Storage-Key) through cutover; asserts 201. */
 static void upload(const char *key, const void *data, size_t len)
 {
@@ -585,7 +578,7 @@ static void overwrite_race(const char *name, bool old_lands_last)
         relay_release(1);
         /* the newer copy is verified first... */
         if (!test_wait_until(newest_verified, &w, 30000)) {
-            dump_log();
+            test_dump_file("cutover's log", E.log);
             fail_msg("%s: generation 2 not verified after its copy landed", name);
         }
         /* ...then the older one lands over it */
@@ -598,7 +591,7 @@ static void overwrite_race(const char *name, bool old_lands_last)
         char sha[65];
         s3_sha(key, sha);
         state = row_value("state || ' generation ' || generation || ' ' || sha256", key);
-        dump_log();
+        test_dump_file("cutover's log", E.log);
         fail_msg("%s: row %s, S3 holds %s (generation 1 %s, generation 2 %s)", name, state, sha,
                  sha_a, sha_b);
     }
@@ -669,7 +662,7 @@ static void test_delete_while_copy_in_flight(void **state)
         char sha[65];
         s3_sha(key, sha);
         st = row_value("state || ' ' || next_attempt_at || ' ' || coalesce(last_error, '')", key);
-        dump_log();
+        test_dump_file("cutover's log", E.log);
         fail_msg("after the late copy: row %s, S3 object %s", st, sha[0] ? sha : "absent");
     }
     assert_false(test_wait_until(reappeared, key, 1500));
@@ -713,7 +706,7 @@ static void test_delete_refused_then_retried(void **state)
         st = row_value("state || ' ' || next_attempt_at || ' ' || attempts || ' ' || "
                        "coalesce(last_error, '')",
                        key);
-        dump_log();
+        test_dump_file("cutover's log", E.log);
         fail_msg("S3 refused the DELETE 3 times: row %s, S3 object %s", st,
                  sha[0] ? "still there" : "absent");
     }

@@ -22,12 +22,10 @@
 #include <curl/curl.h>
 #include <jansson.h>
 #include <libpq-fe.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 static struct env {
@@ -62,7 +60,6 @@ static char *row_value(const char *col, const char *key)
 
 static int setup(void **state)
 {
-    char *cmd, *out = NULL;
     (void)state;
 
     snprintf(E.org, sizeof(E.org), "order-%ld", (long)getpid());
@@ -74,42 +71,21 @@ static int setup(void **state)
     E.log = xasprintf("%s/cutover.log", E.dir);
     E.port = test_free_port();
     E.admin = test_free_port();
-    char *json = xasprintf(
-        "{\"listen\": \"127.0.0.1:%d\", \"upstream\": \"%s\",\n"
-        " \"admin\": {\"listen\": \"127.0.0.1:%d\", \"token\": \"t0ken-for-tests\"},\n"
-        " \"database_url\": \"%s\", \"spool_dir\": \"%s\",\n"
-        " \"log\": {\"level\": \"info\", \"access\": false},\n"
-        " \"s3\": {\"endpoint\": \"%s\", \"region\": \"%s\", \"bucket\": \"%s\",\n"
-        "        \"path_style\": true, \"access_key_id\": \"%s\", \"secret_access_key\": \"%s\"},\n"
-        " \"legacy\": {\"raw_url\": \"%s/legacy/raw/{key}\"},\n"
-        " \"routes\": [\n"
-        "  {\"name\": \"upload\", \"kind\": \"upload\", \"path\": \"/documents\",\n"
-        "   \"file_field\": \"file\", \"key\": {\"response_json\": \"/storage_key\"},\n"
-        "   \"vars\": {\"org\": {\"header\": \"X-Org-Id\"}},\n"
-        "   \"s3_key\": \"documents/{org}/{key}\"},\n"
-        "  {\"name\": \"delete\", \"kind\": \"delete\", \"path\": \"/documents/{key}\",\n"
-        "   \"key\": {\"path\": \"key\"}}],\n"
-        " \"flags\": {\"dual_write\": true},\n"
-        " \"workers\": {\"mirror\": 1}}\n",
-        E.port, testenv("APP_URL"), E.admin, E.db_url, E.spool, testenv("S3_ENDPOINT"),
-        testenv("S3_REGION"), testenv("S3_BUCKET"), testenv("S3_ACCESS_KEY"),
-        testenv("S3_SECRET_KEY"), testenv("APP_URL"));
-    assert_true(test_write_file(E.config, json, strlen(json)));
-    free(json);
-    cmd = xasprintf("'%s' migrate-db --config '%s'", testenv_var("CUTOVER_BIN"), E.config);
-    if (test_run(cmd, &out) != 0)
-        fail_msg("migrate-db: %s", out);
-    free(cmd);
-    free(out);
-    char *argv[] = {(char *)testenv_var("CUTOVER_BIN"), "proxy", "--config", E.config, NULL};
-    E.pid = test_spawn(argv, NULL, E.log);
-    char *ready = xasprintf("http://127.0.0.1:%d/readyz", E.admin);
-    assert_true(test_wait_http(ready, 20000));
-    free(ready);
-    E.pg = PQconnectdb(E.db_url);
-    assert_int_equal(PQstatus(E.pg), CONNECTION_OK);
-    E.lock = PQconnectdb(E.db_url);
-    assert_int_equal(PQstatus(E.lock), CONNECTION_OK);
+    char *rest = xasprintf("\"legacy\": {\"raw_url\": \"%s/legacy/raw/{key}\"},\n %s,\n"
+                           " \"workers\": {\"mirror\": 1}",
+                           testenv("APP_URL"), test_upload_routes);
+    struct test_proxy_config pc = {.port = E.port,
+                                   .admin = E.admin,
+                                   .upstream = testenv("APP_URL"),
+                                   .db_url = E.db_url,
+                                   .spool = E.spool,
+                                   .rest = rest};
+    test_proxy_config_write(E.config, &pc);
+    free(rest);
+    test_migrate_db(E.config);
+    E.pid = test_start_proxy(E.config, E.log, E.admin);
+    E.pg = test_pg_connect(E.db_url);
+    E.lock = test_pg_connect(E.db_url);
     test_s3_open(&E.s3env);
     assert_non_null(E.s3env.c);
     return 0;
@@ -119,25 +95,12 @@ static int teardown(void **state)
 {
     (void)state;
     PQfinish(E.lock);
-    int st = test_stop(E.pid, SIGTERM, 30000);
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-        char *log = test_read_file(E.log, NULL);
-        fprintf(stderr, "cutover proxy did not stop cleanly (status %d):\n%s\n", st,
-                log ? log : "");
-        free(log);
+    if (!test_stop_proxy(E.pid, E.log))
         return -1;
-    }
     test_s3_close(&E.s3env);
     PQfinish(E.pg);
     test_rmtree(E.dir);
     return 0;
-}
-
-static void dump_log(void)
-{
-    char *log = test_read_file(E.log, NULL);
-    fprintf(stderr, "---- cutover's log ----\n%s\n", log ? log : "");
-    free(log);
 }
 
 /* Uploads data as the document named key (X-Storage-Key) through cutover; asserts 201. */
@@ -241,7 +204,7 @@ static void test_upload_recorded_after_delete(void **state)
 
     if (!test_wait_until(logged, "\"upload_superseded\"", 20000)) {
         char *st = row_value("state || ' generation ' || generation", key);
-        dump_log();
+        test_dump_file("cutover's log", E.log);
         fail_msg("the upload answered before the delete was not superseded: row %s", st);
     }
     char *st = row_value("state || ' ' || generation", key);
