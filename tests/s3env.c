@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 void test_s3_open(struct test_s3 *t)
 {
@@ -77,4 +79,52 @@ void test_proxy_config_write(const char *path, const struct test_proxy_config *c
         exit(1);
     }
     free(json);
+}
+
+void test_dw_start(struct test_dw *d, const char *tag, int mirror, const char *s3_endpoint,
+                   const char *s3_extra)
+{
+    memset(d, 0, sizeof(*d));
+    snprintf(d->org, sizeof(d->org), "%s-%ld", tag, (long)getpid());
+    d->db_url = test_fresh_db(tag);
+    d->dir = test_tmpdir(tag);
+    d->spool = xasprintf("%s/spool", d->dir);
+    mkdir(d->spool, 0700);
+    d->config = xasprintf("%s/cutover.json", d->dir);
+    d->log = xasprintf("%s/cutover.log", d->dir);
+    d->port = test_free_port();
+    d->admin = test_free_port();
+    char *rest = xasprintf("\"legacy\": {\"raw_url\": \"%s/legacy/raw/{key}\"},\n %s,\n"
+                           " \"workers\": {\"mirror\": %d}",
+                           testenv("APP_URL"), test_upload_routes, mirror);
+    struct test_proxy_config pc = {.port = d->port,
+                                   .admin = d->admin,
+                                   .upstream = testenv("APP_URL"),
+                                   .db_url = d->db_url,
+                                   .spool = d->spool,
+                                   .s3_endpoint = s3_endpoint,
+                                   .s3_extra = s3_extra,
+                                   .rest = rest};
+    test_proxy_config_write(d->config, &pc);
+    free(rest);
+    test_migrate_db(d->config);
+    d->pid = test_start_proxy(d->config, d->log, d->admin);
+    d->pg = test_pg_connect(d->db_url);
+    test_s3_open(&d->s3env);
+}
+
+bool test_dw_stop(struct test_dw *d)
+{
+    if (!test_stop_proxy(d->pid, d->log))
+        return false;
+    test_s3_close(&d->s3env);
+    PQfinish(d->pg);
+    test_rmtree(d->dir);
+    free(d->db_url);
+    free(d->dir);
+    free(d->spool);
+    free(d->config);
+    free(d->log);
+    memset(d, 0, sizeof(*d));
+    return true;
 }

@@ -8,6 +8,9 @@
 
 #include "storage/s3.h"
 
+#include <libpq-fe.h>
+#include <sys/types.h>
+
 struct test_s3 {
     struct cfg_s3 cfg;
     creds_provider *creds;
@@ -41,5 +44,26 @@ void test_proxy_config_write(const char *path, const struct test_proxy_config *c
  * at POST /documents (file field "file", key from the answer's /storage_key, org from the
  * X-Org-Id header, S3 key "documents/{org}/{key}") and deletes at /documents/{key}. */
 extern const char test_upload_routes[];
+
+/* A `cutover proxy` with dual-write on in front of the example app, as the dual-write tests
+ * run it: a fresh state database, a spool directory, the routes of test_upload_routes, the
+ * legacy store on the app, `workers.mirror` mirror workers, and S3 at s3_endpoint with
+ * s3_extra (as in test_proxy_config). */
+struct test_dw {
+    char *db_url;
+    char *dir, *spool, *config, *log;
+    int port, admin; /* the data and admin listeners */
+    pid_t pid;
+    char org[64];         /* the X-Org-Id of this run: "<tag>-<pid>" */
+    PGconn *pg;           /* the test's own connection to the state database */
+    struct test_s3 s3env; /* the fixture's s3rver, directly */
+};
+/* Starts it (tag names the database, the directory and the org); aborts the test when it
+ * cannot. s3_endpoint and s3_extra are borrowed for the call. */
+void test_dw_start(struct test_dw *d, const char *tag, int mirror, const char *s3_endpoint,
+                   const char *s3_extra);
+/* Stops the proxy and frees the rest. False when the proxy did not stop cleanly (its log is
+ * on stderr). */
+bool test_dw_stop(struct test_dw *d);
 
 #endif

@@ -26,22 +26,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-struct env {
-    char *db_url;
-    char *dir, *spool, *config, *log;
-    int port, admin;
-    pid_t pid;
-    char org[64];
-    PGconn *pg;
-    struct test_s3 s3env;
-    s3_client *s3;
-};
-
-static struct env E;
+static struct test_dw E;
 
 struct doc {
     char *key;
@@ -83,46 +71,14 @@ static char *row_value(const char *sql, const char *key)
 static int setup(void **state)
 {
     (void)state;
-
-    snprintf(E.org, sizeof(E.org), "dw-%ld", (long)getpid());
-    E.db_url = test_fresh_db("dualwrite");
-    E.dir = test_tmpdir("dualwrite");
-    E.spool = xasprintf("%s/spool", E.dir);
-    mkdir(E.spool, 0700);
-    E.config = xasprintf("%s/cutover.json", E.dir);
-    E.log = xasprintf("%s/cutover.log", E.dir);
-    E.port = test_free_port();
-    E.admin = test_free_port();
-    char *rest = xasprintf("\"legacy\": {\"raw_url\": \"%s/legacy/raw/{key}\"},\n %s,\n"
-                           " \"workers\": {\"mirror\": 4}",
-                           testenv("APP_URL"), test_upload_routes);
-    struct test_proxy_config pc = {.port = E.port,
-                                   .admin = E.admin,
-                                   .upstream = testenv("APP_URL"),
-                                   .db_url = E.db_url,
-                                   .spool = E.spool,
-                                   .rest = rest};
-    test_proxy_config_write(E.config, &pc);
-    free(rest);
-    test_migrate_db(E.config);
-    E.pid = test_start_proxy(E.config, E.log, E.admin);
-    E.pg = test_pg_connect(E.db_url);
-
-    test_s3_open(&E.s3env);
-    E.s3 = E.s3env.c;
-    assert_non_null(E.s3);
+    test_dw_start(&E, "dualwrite", 4, NULL, NULL);
     return 0;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    if (!test_stop_proxy(E.pid, E.log))
-        return -1;
-    test_s3_close(&E.s3env);
-    PQfinish(E.pg);
-    test_rmtree(E.dir);
-    return 0;
+    return test_dw_stop(&E) ? 0 : -1;
 }
 
 /* ---- uploads through cutover ------------------------------------------------------------- */
@@ -284,7 +240,7 @@ static void test_uploads_verified(void **state)
         assert_string_equal(row_key, s3_key);
         assert_string_equal(row_sha, d->sha256);
         buf_init(&got, 0);
-        if (s3_get(E.s3, s3_key, sink_buf, &got, &res, &err) != 0)
+        if (s3_get(E.s3env.c, s3_key, sink_buf, &got, &res, &err) != 0)
             fail_msg("GET %s: %s", s3_key, err.msg);
         sha256_hex(got.data ? got.data : "", got.len, sha);
         assert_int_equal(got.len, d->len);
@@ -317,7 +273,7 @@ static void test_pdf_served_with_type_and_name(void **state)
             break;
         usleep(50000);
     }
-    assert_true(s3_presign(E.s3, "GET", s3_key, 600, 0, url, sizeof(url), &err) > 0);
+    assert_true(s3_presign(E.s3env.c, "GET", s3_key, 600, 0, url, sizeof(url), &err) > 0);
     cmd = xasprintf("curl -s -D - -o /dev/null '%s'", url);
     assert_int_equal(test_run(cmd, &out), 0);
     if (!strcasestr(out, "content-type: application/pdf") ||
@@ -479,7 +435,7 @@ static void test_delete_through_cutover(void **state)
     test_http_free(&r);
     char *st = row_value("SELECT state FROM cutover.documents WHERE storage_key = $1", d->key);
     assert_string_equal(st, "deleted");
-    assert_int_equal(s3_head(E.s3, s3_key, &res, &err), -1);
+    assert_int_equal(s3_head(E.s3env.c, s3_key, &res, &err), -1);
     assert_int_equal(err.code, CUT_ENOTFOUND);
     free(st);
     curl_free(enc);

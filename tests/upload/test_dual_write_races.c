@@ -36,7 +36,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -342,18 +341,7 @@ static void relay_release(int i)
 /* ---- cutover before the app, through the relay ------------------------------------------------
  */
 
-struct env {
-    char *db_url;
-    char *dir, *spool, *config, *log;
-    int port, admin;
-    pid_t pid;
-    char org[64];
-    PGconn *pg;
-    struct test_s3 s3env;
-    s3_client *s3;
-};
-
-static struct env E;
+static struct test_dw E;
 
 static void sha256_hex(const void *p, size_t n, char out[65])
 {
@@ -401,53 +389,20 @@ static int setup(void **state)
     if (sscanf(testenv("S3_ENDPOINT"), "http://%255[^:]:%d", host, &up_port) != 2)
         fail_msg("S3_ENDPOINT %s: not http://host:port", testenv("S3_ENDPOINT"));
     relay_start(up_port);
-    snprintf(E.org, sizeof(E.org), "races-%ld", (long)getpid());
-    E.db_url = test_fresh_db("dwraces");
-    E.dir = test_tmpdir("dwraces");
-    E.spool = xasprintf("%s/spool", E.dir);
-    mkdir(E.spool, 0700);
-    E.config = xasprintf("%s/cutover.json", E.dir);
-    E.log = xasprintf("%s/cutover.log", E.dir);
-    E.port = test_free_port();
-    E.admin = test_free_port();
-    char *rest = xasprintf("\"legacy\": {\"raw_url\": \"%s/legacy/raw/{key}\"},\n %s,\n"
-                           " \"workers\": {\"mirror\": 2}",
-                           testenv("APP_URL"), test_upload_routes);
     char *s3 = xasprintf("http://127.0.0.1:%d", R.port);
-    /* one S3 attempt per call: a refused DELETE is the mirror's to retry */
-    struct test_proxy_config pc = {.port = E.port,
-                                   .admin = E.admin,
-                                   .upstream = testenv("APP_URL"),
-                                   .db_url = E.db_url,
-                                   .spool = E.spool,
-                                   .s3_endpoint = s3,
-                                   .s3_extra = "\"max_attempts\": 1, \"timeout_s\": 120",
-                                   .rest = rest};
-    test_proxy_config_write(E.config, &pc);
-    free(rest);
+    /* cutover's S3 goes through the relay, one attempt per call (a refused DELETE is the
+     * mirror's to retry); the test reads S3 directly (E.s3env) */
+    test_dw_start(&E, "dwraces", 2, s3, "\"max_attempts\": 1, \"timeout_s\": 120");
     free(s3);
-    test_migrate_db(E.config);
-    E.pid = test_start_proxy(E.config, E.log, E.admin);
-    E.pg = test_pg_connect(E.db_url);
-
-    /* the test reads S3 directly, not through the relay */
-    test_s3_open(&E.s3env);
-    E.s3 = E.s3env.c;
-    assert_non_null(E.s3);
     return 0;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    bool stopped = test_stop_proxy(E.pid, E.log);
+    bool stopped = test_dw_stop(&E);
     relay_stop();
-    if (!stopped)
-        return -1;
-    test_s3_close(&E.s3env);
-    PQfinish(E.pg);
-    test_rmtree(E.dir);
-    return 0;
+    return stopped ? 0 : -1;
 }
 
 /* Uploads data as the document named key (X-Storage-Key) through cutover; asserts 201. */
@@ -503,7 +458,7 @@ static void s3_sha(const char *key, char out[65])
     cut_err err = CUT_ERR_INIT;
     buf_init(&got, 0);
     out[0] = '\0';
-    if (s3_get(E.s3, s3_key, sink_buf, &got, &res, &err) == 0)
+    if (s3_get(E.s3env.c, s3_key, sink_buf, &got, &res, &err) == 0)
         sha256_hex(got.data ? got.data : "", got.len, out);
     else if (err.code != CUT_ENOTFOUND)
         fail_msg("GET %s: %s", s3_key, err.msg);

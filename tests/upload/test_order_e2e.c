@@ -25,19 +25,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
-static struct env {
-    char *db_url;
-    char *dir, *spool, *config, *log;
-    int port, admin;
-    pid_t pid;
-    char org[64];
-    PGconn *pg;   /* the test's looks */
-    PGconn *lock; /* the test's lock */
-    struct test_s3 s3env;
-} E;
+static struct test_dw E;
+static PGconn *Lock; /* the test's lock on cutover.transitions */
 
 static PGresult *q(PGconn *c, const char *sql, int n, const char *const *params)
 {
@@ -61,46 +52,16 @@ static char *row_value(const char *col, const char *key)
 static int setup(void **state)
 {
     (void)state;
-
-    snprintf(E.org, sizeof(E.org), "order-%ld", (long)getpid());
-    E.db_url = test_fresh_db("dworder");
-    E.dir = test_tmpdir("dworder");
-    E.spool = xasprintf("%s/spool", E.dir);
-    mkdir(E.spool, 0700);
-    E.config = xasprintf("%s/cutover.json", E.dir);
-    E.log = xasprintf("%s/cutover.log", E.dir);
-    E.port = test_free_port();
-    E.admin = test_free_port();
-    char *rest = xasprintf("\"legacy\": {\"raw_url\": \"%s/legacy/raw/{key}\"},\n %s,\n"
-                           " \"workers\": {\"mirror\": 1}",
-                           testenv("APP_URL"), test_upload_routes);
-    struct test_proxy_config pc = {.port = E.port,
-                                   .admin = E.admin,
-                                   .upstream = testenv("APP_URL"),
-                                   .db_url = E.db_url,
-                                   .spool = E.spool,
-                                   .rest = rest};
-    test_proxy_config_write(E.config, &pc);
-    free(rest);
-    test_migrate_db(E.config);
-    E.pid = test_start_proxy(E.config, E.log, E.admin);
-    E.pg = test_pg_connect(E.db_url);
-    E.lock = test_pg_connect(E.db_url);
-    test_s3_open(&E.s3env);
-    assert_non_null(E.s3env.c);
+    test_dw_start(&E, "dworder", 1, NULL, NULL);
+    Lock = test_pg_connect(E.db_url);
     return 0;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    PQfinish(E.lock);
-    if (!test_stop_proxy(E.pid, E.log))
-        return -1;
-    test_s3_close(&E.s3env);
-    PQfinish(E.pg);
-    test_rmtree(E.dir);
-    return 0;
+    PQfinish(Lock);
+    return test_dw_stop(&E) ? 0 : -1;
 }
 
 /* Uploads data as the document named key (X-Storage-Key) through cutover; asserts 201. */
@@ -191,8 +152,8 @@ static void test_upload_recorded_after_delete(void **state)
     upload(key, v1, sizeof(v1));
     assert_true(test_wait_until(verified, key, 30000));
 
-    PQclear(q(E.lock, "BEGIN", 0, NULL));
-    PQclear(q(E.lock, "LOCK TABLE cutover.transitions IN SHARE MODE", 0, NULL));
+    PQclear(q(Lock, "BEGIN", 0, NULL));
+    PQclear(q(Lock, "LOCK TABLE cutover.transitions IN SHARE MODE", 0, NULL));
     /* answered by the app; its record waits for the table (the client gets its answer when
      * the record's wait ends) */
     upload(key, v2, sizeof(v2));
@@ -200,7 +161,7 @@ static void test_upload_recorded_after_delete(void **state)
     /* answered after the upload; its recorder holds the row and waits for the table too */
     delete_doc(key);
     assert_true(test_wait_until(waiters_2, NULL, 20000));
-    PQclear(q(E.lock, "COMMIT", 0, NULL));
+    PQclear(q(Lock, "COMMIT", 0, NULL));
 
     if (!test_wait_until(logged, "\"upload_superseded\"", 20000)) {
         char *st = row_value("state || ' generation ' || generation", key);
